@@ -17,9 +17,21 @@ cargo run --quiet -p xtask -- fixtures >/dev/null
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check
+for pkg in cpp/llama-ref cpp/bitnet-ref; do
+    cargo fmt --manifest-path "$pkg/Cargo.toml" --check
+done
 
 step "lints (cargo clippy --workspace --all-targets -- -D warnings)"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+# The C++ references are separate cargo packages (both vendored libraries declare
+# links = "llama"). First build: ~1 min for bitnet.cpp, several for llama.cpp; afterwards
+# cargo sees them up to date and nothing is rebuilt.
+for pkg in cpp/bitnet-ref cpp/llama-ref; do
+    step "C++ reference $pkg (cargo build --release; clippy)"
+    cargo build --quiet --release --manifest-path "$pkg/Cargo.toml"
+    cargo clippy --quiet --release --manifest-path "$pkg/Cargo.toml" -- -D warnings
+done
 
 step "tests (cargo test --workspace)"
 cargo test --workspace

@@ -1,25 +1,15 @@
-//! `xtask gen-mini-gguf`: small random-weight models that llama.cpp (or bitnet.cpp) can load,
-//! on top of a real vocabulary, so every test can run on real files.
-//!
-//! Determinism: each tensor's values come from its own generator seeded by `--seed` and the
-//! tensor's name, so the same arguments always give the same bytes, and two models that
-//! differ only in `--qtype` hold the same underlying weights.
-//!
-//! Scale: linear weights have standard deviation about `1/sqrt(fan_in)` and norms are near 1,
-//! which keeps activations O(1) through the layers and the logits finite and unsaturated.
-//! The BitNet architectures get ternary weights (`{-1, 0, +1}` times a per-tensor scale that
-//! f16 represents exactly), as the real models have, so a ternary encoding loses nothing.
+//! `xtask gen-mini-gguf`: the command-line face of `bitnet-minimodel`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use bitnet_gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use bitnet_gguf::GgmlType;
+use bitnet_minimodel::{Arch, GenError, Preset, Spec};
 
 use crate::UsageError;
 
-/// The model architecture to generate.
+/// Architectures on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
+pub enum ArchArg {
     /// llama.cpp's `llama`: SiLU-gated FFN, NORM RoPE, separate output head.
     Llama,
     /// Upstream llama.cpp's `bitnet`: sub-norms, NEOX RoPE, per-weight scales, tied output.
@@ -29,21 +19,11 @@ pub enum Arch {
     BitnetB158,
 }
 
-impl Arch {
-    /// The `general.architecture` string.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Bitnet => "bitnet",
-            Arch::BitnetB158 => "bitnet-b1.58",
-        }
-    }
-}
-
-/// Model-shape presets.
+/// Presets on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preset {
-    /// BitNet b1.58 2B-4T's shape: hidden 2560, FFN 6912, 30 layers, 20 heads / 5 KV heads.
+pub enum PresetArg {
+    /// BitNet b1.58 2B-4T's shape: hidden 2560, FFN 6912, 30 layers, 20 heads / 5 KV heads,
+    /// context 4096, RoPE base 500000 (for performance work).
     #[value(name = "bitnet-2b")]
     Bitnet2b,
 }
@@ -51,12 +31,12 @@ pub enum Preset {
 /// Arguments of `xtask gen-mini-gguf`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    after_help = "Example:\n  cargo run -p xtask -- gen-mini-gguf --arch llama \\\n    --vocab target/fixtures/ggml-vocab-llama-spm.gguf -o /tmp/tiny.gguf"
+    after_help = "Same arguments, same bytes. Example:\n  cargo run -p xtask -- gen-mini-gguf --arch llama \\\n    --vocab target/fixtures/ggml-vocab-llama-spm.gguf -o /tmp/tiny.gguf"
 )]
 pub struct Args {
     /// Architecture to generate.
     #[arg(long, value_enum, default_value = "llama")]
-    pub arch: Arch,
+    pub arch: ArchArg,
     /// Vocabulary GGUF: every `tokenizer.*` key is copied from it.
     #[arg(long)]
     pub vocab: PathBuf,
@@ -66,7 +46,7 @@ pub struct Args {
     pub qtype: GgmlType,
     /// A preset shape (explicit shape flags still override it).
     #[arg(long, value_enum)]
-    pub preset: Option<Preset>,
+    pub preset: Option<PresetArg>,
     /// Number of layers [default: 2].
     #[arg(long)]
     pub layers: Option<u64>,
@@ -96,472 +76,52 @@ pub struct Args {
     pub output: PathBuf,
 }
 
-/// The resolved shape of a generated model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shape {
-    /// Layers.
-    pub layers: u64,
-    /// Hidden size.
-    pub dim: u64,
-    /// Attention heads.
-    pub heads: u64,
-    /// Key/value heads.
-    pub kv_heads: u64,
-    /// Feed-forward size.
-    pub ffn: u64,
-    /// Context length.
-    pub ctx: u64,
-    /// RoPE base.
-    pub rope_base: f32,
-}
-
 impl Args {
-    /// Apply the preset and the defaults, then check the shape is one the model can have.
-    ///
-    /// # Errors
-    /// [`UsageError`] for inconsistent dimensions (heads not dividing dim, rows that the
-    /// qtype's blocks cannot tile).
-    pub fn shape(&self) -> anyhow::Result<Shape> {
-        let wide_blocks = block_alignment(self.qtype) > 64;
-        let base = match self.preset {
-            Some(Preset::Bitnet2b) => Shape {
-                layers: 30,
-                dim: 2560,
-                heads: 20,
-                kv_heads: 5,
-                ffn: 6912,
-                ctx: 4096,
-                rope_base: 500_000.0,
+    /// The model description these arguments ask for.
+    pub fn spec(&self) -> Spec {
+        Spec {
+            arch: match self.arch {
+                ArchArg::Llama => Arch::Llama,
+                ArchArg::Bitnet => Arch::Bitnet,
+                ArchArg::BitnetB158 => Arch::BitnetB158,
             },
-            None => {
-                let dim = self.dim.unwrap_or(if wide_blocks { 256 } else { 64 });
-                Shape {
-                    layers: 2,
-                    dim,
-                    heads: 4,
-                    kv_heads: 2,
-                    ffn: 2 * dim,
-                    ctx: 512,
-                    rope_base: 10_000.0,
-                }
-            }
-        };
-        let s = Shape {
-            layers: self.layers.unwrap_or(base.layers),
-            dim: self.dim.unwrap_or(base.dim),
-            heads: self.heads.unwrap_or(base.heads),
-            kv_heads: self.kv_heads.unwrap_or(base.kv_heads),
-            ffn: self.ffn.unwrap_or(base.ffn),
-            ctx: self.ctx.unwrap_or(base.ctx),
-            rope_base: self.rope_base.unwrap_or(base.rope_base),
-        };
-        let usage = |m: String| anyhow::Error::new(UsageError(m));
-        if s.layers == 0
-            || s.dim == 0
-            || s.heads == 0
-            || s.kv_heads == 0
-            || s.ffn == 0
-            || s.ctx == 0
-        {
-            return Err(usage(
-                "--layers, --dim, --heads, --kv-heads, --ffn and --ctx must be positive".into(),
-            ));
-        }
-        if s.dim % s.heads != 0 {
-            return Err(usage(format!(
-                "--dim {} is not divisible by --heads {}",
-                s.dim, s.heads
-            )));
-        }
-        if s.heads % s.kv_heads != 0 {
-            return Err(usage(format!(
-                "--heads {} is not divisible by --kv-heads {}",
-                s.heads, s.kv_heads
-            )));
-        }
-        if (s.dim / s.heads) % 2 != 0 {
-            return Err(usage(format!(
-                "head size {} must be even for RoPE",
-                s.dim / s.heads
-            )));
-        }
-        let align = block_alignment(self.qtype);
-        for (what, n) in [("--dim", s.dim), ("--ffn", s.ffn)] {
-            if n % align != 0 {
-                return Err(usage(format!(
-                    "{what} {n} is not a multiple of {align}, the row granularity of {}",
-                    self.qtype
-                )));
-            }
-        }
-        if !(s.rope_base.is_finite() && s.rope_base > 0.0) {
-            return Err(usage(format!(
-                "--rope-base {} must be a positive number",
-                s.rope_base
-            )));
-        }
-        Ok(s)
-    }
-}
-
-/// Rows of a `ty` matrix must be a multiple of this many elements.
-fn block_alignment(ty: GgmlType) -> u64 {
-    if ty == GgmlType::I2_S {
-        128
-    } else {
-        ty.block_size()
-    }
-}
-
-/// SplitMix64: tiny, fast, and good enough for test weights; no dependency needed.
-struct Rng(u64);
-
-impl Rng {
-    fn for_tensor(seed: u64, name: &str) -> Rng {
-        // FNV-1a of the name, mixed with the seed.
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Rng(h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// What a tensor holds, which decides how its values are drawn.
-#[derive(Clone, Copy)]
-enum Kind {
-    Embedding,
-    Norm,
-    /// A matrix with this many inputs per output.
-    Linear {
-        fan_in: u64,
-        ternary: bool,
-    },
-    /// A scalar scale applied to a matmul's output (upstream `bitnet`).
-    Scale,
-}
-
-fn values(seed: u64, name: &str, n: usize, kind: Kind) -> Vec<f32> {
-    let mut rng = Rng::for_tensor(seed, name);
-    match kind {
-        // Uniform on [-1, 1): standard deviation 0.58, like a trained embedding's scale.
-        Kind::Embedding => (0..n).map(|_| rng.symmetric()).collect(),
-        Kind::Norm => (0..n).map(|_| 1.0 + 0.1 * rng.symmetric()).collect(),
-        Kind::Scale => (0..n).map(|_| 1.0 + 0.25 * rng.symmetric()).collect(),
-        Kind::Linear {
-            fan_in,
-            ternary: false,
-        } => {
-            // sqrt(3) turns U(-1, 1) into unit variance; divide by sqrt(fan_in).
-            let a = (3.0 / fan_in as f32).sqrt();
-            (0..n).map(|_| a * rng.symmetric()).collect()
-        }
-        Kind::Linear {
-            fan_in,
-            ternary: true,
-        } => {
-            // Two thirds of ternary weights are non-zero; pick a power-of-two scale (exact in
-            // f16) near 1/sqrt(2/3 · fan_in) for unit output variance.
-            let target = 1.0 / (fan_in as f32 * 2.0 / 3.0).sqrt();
-            let scale = 2f32.powi(target.log2().round() as i32);
-            (0..n)
-                .map(|_| match rng.next_u64() % 3 {
-                    0 => -scale,
-                    1 => 0.0,
-                    _ => scale,
-                })
-                .collect()
+            qtype: self.qtype,
+            preset: self.preset.map(|PresetArg::Bitnet2b| Preset::Bitnet2b),
+            layers: self.layers,
+            dim: self.dim,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            ffn: self.ffn,
+            ctx: self.ctx,
+            rope_base: self.rope_base,
+            seed: self.seed,
         }
     }
 }
 
-/// Build the model in memory.
+/// Run `gen-mini-gguf`.
 ///
 /// # Errors
-/// An unreadable vocabulary, a vocabulary without tokens, a bad shape, or a qtype without
-/// an encoder in `bitnet-quant`.
-pub fn build(args: &Args) -> anyhow::Result<GgufWriter> {
-    let shape = args.shape()?;
-    if !bitnet_quant::ENCODABLE.contains(&args.qtype) {
-        return Err(UsageError(format!(
-            "--qtype {} has no encoder yet; available: {}",
-            args.qtype,
-            bitnet_quant::ENCODABLE
-                .iter()
-                .map(|t| t.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into());
-    }
-    let vocab = GgufFile::open(&args.vocab)
-        .with_context(|| format!("cannot use {} as a vocabulary", args.vocab.display()))?;
-    let n_vocab = match vocab.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(a)) if !a.is_empty() => a.len() as u64,
-        _ => bail!(
-            "{} has no tokenizer.ggml.tokens: pass a vocabulary GGUF (e.g. ggml-vocab-llama-spm.gguf from `cargo run -p xtask -- fixtures`)",
-            args.vocab.display()
-        ),
-    };
-
-    let arch = args.arch;
-    let a = arch.name();
-    let head_dim = shape.dim / shape.heads;
-    let kv_dim = head_dim * shape.kv_heads;
-    let mut w = GgufWriter::new();
-    let u32v = |x: u64| Value::U32(x as u32);
-    w.add_metadata("general.architecture", Value::String(a.into()))?;
-    w.add_metadata(
-        "general.name",
-        Value::String(format!(
-            "bitnet-rs mini {a} {} seed {}",
-            args.qtype, args.seed
-        )),
-    )?;
-    w.add_metadata(format!("{a}.vocab_size"), u32v(n_vocab))?;
-    w.add_metadata(format!("{a}.context_length"), u32v(shape.ctx))?;
-    w.add_metadata(format!("{a}.embedding_length"), u32v(shape.dim))?;
-    w.add_metadata(format!("{a}.block_count"), u32v(shape.layers))?;
-    w.add_metadata(format!("{a}.feed_forward_length"), u32v(shape.ffn))?;
-    w.add_metadata(format!("{a}.attention.head_count"), u32v(shape.heads))?;
-    w.add_metadata(format!("{a}.attention.head_count_kv"), u32v(shape.kv_heads))?;
-    w.add_metadata(
-        format!("{a}.attention.layer_norm_rms_epsilon"),
-        Value::F32(1e-5),
-    )?;
-    w.add_metadata(format!("{a}.rope.freq_base"), Value::F32(shape.rope_base))?;
-    w.add_metadata(format!("{a}.rope.dimension_count"), u32v(head_dim))?;
-    for (k, v) in vocab.metadata() {
-        if k.starts_with("tokenizer.") {
-            w.add_metadata(k.clone(), v.clone())?;
-        }
-    }
-
-    let seed = args.seed;
-    let ternary = arch != Arch::Llama;
-    let embd_type = if args.qtype.is_quantized() {
-        GgmlType::F16
-    } else {
-        args.qtype
-    };
-    let add = |w: &mut GgufWriter,
-               name: String,
-               dims: &[u64],
-               ty: GgmlType,
-               kind: Kind|
-     -> anyhow::Result<()> {
-        let n = dims.iter().product::<u64>() as usize;
-        let v = values(seed, &name, n, kind);
-        let bytes = bitnet_quant::encode(ty, &v, dims[0] as usize)
-            .with_context(|| format!("encoding {name}"))?;
-        w.add_tensor(name, dims, ty, bytes)?;
-        Ok(())
-    };
-    add(
-        &mut w,
-        "token_embd.weight".into(),
-        &[shape.dim, n_vocab],
-        embd_type,
-        Kind::Embedding,
-    )?;
-    add(
-        &mut w,
-        "output_norm.weight".into(),
-        &[shape.dim],
-        GgmlType::F32,
-        Kind::Norm,
-    )?;
-    if arch == Arch::Llama {
-        let kind = Kind::Linear {
-            fan_in: shape.dim,
-            ternary: false,
-        };
-        add(
-            &mut w,
-            "output.weight".into(),
-            &[shape.dim, n_vocab],
-            args.qtype,
-            kind,
-        )?;
-    }
-    let lin = |fan_in| Kind::Linear { fan_in, ternary };
-    for l in 0..shape.layers {
-        let t = |s: &str| format!("blk.{l}.{s}");
-        add(
-            &mut w,
-            t("attn_norm.weight"),
-            &[shape.dim],
-            GgmlType::F32,
-            Kind::Norm,
-        )?;
-        let matrices = [
-            ("attn_q", [shape.dim, shape.dim]),
-            ("attn_k", [shape.dim, kv_dim]),
-            ("attn_v", [shape.dim, kv_dim]),
-            ("attn_output", [shape.dim, shape.dim]),
-        ];
-        for (name, dims) in matrices {
-            add(
-                &mut w,
-                t(&format!("{name}.weight")),
-                &dims,
-                args.qtype,
-                lin(dims[0]),
-            )?;
-            if arch == Arch::Bitnet {
-                add(
-                    &mut w,
-                    t(&format!("{name}.scale")),
-                    &[1],
-                    GgmlType::F32,
-                    Kind::Scale,
-                )?;
-            }
-        }
-        if ternary {
-            add(
-                &mut w,
-                t("attn_sub_norm.weight"),
-                &[shape.dim],
-                GgmlType::F32,
-                Kind::Norm,
-            )?;
-        }
-        add(
-            &mut w,
-            t("ffn_norm.weight"),
-            &[shape.dim],
-            GgmlType::F32,
-            Kind::Norm,
-        )?;
-        let ffn = [
-            ("ffn_gate", [shape.dim, shape.ffn]),
-            ("ffn_up", [shape.dim, shape.ffn]),
-            ("ffn_down", [shape.ffn, shape.dim]),
-        ];
-        for (name, dims) in ffn {
-            add(
-                &mut w,
-                t(&format!("{name}.weight")),
-                &dims,
-                args.qtype,
-                lin(dims[0]),
-            )?;
-            if arch == Arch::Bitnet {
-                add(
-                    &mut w,
-                    t(&format!("{name}.scale")),
-                    &[1],
-                    GgmlType::F32,
-                    Kind::Scale,
-                )?;
-            }
-        }
-        if ternary {
-            add(
-                &mut w,
-                t("ffn_sub_norm.weight"),
-                &[shape.ffn],
-                GgmlType::F32,
-                Kind::Norm,
-            )?;
-        }
-    }
-    Ok(w)
-}
-
-/// Run `gen-mini-gguf`: build the model and write it to `args.output`.
-///
-/// # Errors
-/// As [`build`], or an unwritable output path.
+/// [`UsageError`] for an impossible shape or a type without an encoder; otherwise the
+/// generator's error (unreadable vocabulary, unwritable output).
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let w = build(args)?;
-    write_atomically(&w, &args.output)?;
+    let spec = args.spec();
+    bitnet_minimodel::write(&spec, &args.vocab, &args.output).map_err(|e: GenError| {
+        if e.is_usage() {
+            anyhow::Error::new(UsageError(e.to_string()))
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
     let size = std::fs::metadata(&args.output)
         .map(|m| m.len())
         .unwrap_or(0);
     eprintln!(
         "wrote {} ({} {}, {} bytes)",
         args.output.display(),
-        args.arch.name(),
-        args.qtype,
+        spec.arch.name(),
+        spec.qtype,
         size
     );
     Ok(())
-}
-
-/// Write next to the destination, then rename: an interrupted run never leaves a half file
-/// that a later test would mistake for a model.
-fn write_atomically(w: &GgufWriter, out: &Path) -> anyhow::Result<()> {
-    let tmp = out.with_extension("gguf.partial");
-    w.write_file(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ternary_values_are_exact_in_f16_and_have_three_levels() {
-        let v = values(
-            1,
-            "x",
-            3000,
-            Kind::Linear {
-                fan_in: 64,
-                ternary: true,
-            },
-        );
-        let scale = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(scale > 0.0);
-        assert_eq!(half::f16::from_f32(scale).to_f32(), scale);
-        for x in &v {
-            assert!(*x == 0.0 || x.abs() == scale);
-        }
-        let zeros = v.iter().filter(|x| **x == 0.0).count();
-        assert!((800..1200).contains(&zeros), "{zeros} zeros of 3000");
-    }
-
-    #[test]
-    fn linear_weights_have_unit_output_variance() {
-        let fan_in = 256;
-        let v = values(
-            7,
-            "w",
-            256 * 64,
-            Kind::Linear {
-                fan_in,
-                ternary: false,
-            },
-        );
-        let var = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32 * fan_in as f32;
-        assert!((0.9..1.1).contains(&var), "variance × fan_in = {var}");
-    }
-
-    #[test]
-    fn each_tensor_has_its_own_stream() {
-        let a = values(1, "a", 16, Kind::Embedding);
-        let b = values(1, "b", 16, Kind::Embedding);
-        let a2 = values(1, "a", 16, Kind::Embedding);
-        let a3 = values(2, "a", 16, Kind::Embedding);
-        assert_eq!(a, a2);
-        assert_ne!(a, b);
-        assert_ne!(a, a3);
-    }
 }

@@ -173,7 +173,7 @@ fn preset_bitnet_2b_has_the_2b_4t_shape() {
         "-o",
         "o.gguf",
     ]);
-    let s = w.a.shape().unwrap();
+    let s = w.a.spec().shape().unwrap();
     assert_eq!(
         (s.layers, s.dim, s.ffn, s.heads, s.kv_heads),
         (30, 2560, 6912, 20, 5)
@@ -190,7 +190,7 @@ fn preset_bitnet_2b_has_the_2b_4t_shape() {
         "-o",
         "o",
     ]);
-    assert_eq!(w.a.shape().unwrap().layers, 2);
+    assert_eq!(w.a.spec().shape().unwrap().layers, 2);
 }
 
 #[test]

@@ -1,0 +1,380 @@
+//! `bitnet-ref-llama`: upstream llama.cpp (crates.io llama-cpp-sys-2 =0.1.161, CPU) behind the
+//! bitnet-cpp protocol. Reads requests on stdin, answers on stdout, logs on stderr.
+//!
+//! Parity settings: F32 K and V caches (llama.cpp's F16 default costs ~7e-3 in logits), flash
+//! attention off (its graph casts K/V to F16), and a batch as large as the context so a prompt is one `llama_decode` with
+//! the logits flag on every position.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::io::{BufReader, BufWriter};
+use std::ptr;
+
+use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use llama_cpp_sys_2 as sys;
+
+struct Llama {
+    model: *mut sys::llama_model,
+    ctx: *mut sys::llama_context,
+    vocab: *const sys::llama_vocab,
+    n_vocab: u32,
+    n_batch: u32,
+    n_past: i32,
+}
+
+unsafe extern "C" fn on_log(_level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
+    if !text.is_null() {
+        server::log_text(&CStr::from_ptr(text).to_string_lossy());
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
+}
+
+impl Llama {
+    fn need_vocab(&self) -> Result<(), String> {
+        if self.vocab.is_null() {
+            return Err("no model loaded".into());
+        }
+        Ok(())
+    }
+
+    fn need_ctx(&self) -> Result<(), String> {
+        if self.ctx.is_null() {
+            return Err("the model was loaded vocabulary-only: evaluation is not possible".into());
+        }
+        Ok(())
+    }
+
+    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
+    fn decode(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+        self.need_ctx()?;
+        for &t in tokens {
+            if t < 0 || t as u32 >= self.n_vocab {
+                return Err(format!(
+                    "token id {t} is outside the vocabulary (0..{})",
+                    self.n_vocab
+                ));
+            }
+        }
+        let n_vocab = self.n_vocab as usize;
+        out.clear();
+        out.reserve(tokens.len() * n_vocab);
+        for chunk in tokens.chunks(self.n_batch as usize) {
+            // SAFETY: the batch is allocated for chunk.len() entries with one sequence id each
+            // and freed below; every pointer written stays within those allocations.
+            unsafe {
+                let mut batch = sys::llama_batch_init(chunk.len() as i32, 0, 1);
+                for (i, &t) in chunk.iter().enumerate() {
+                    *batch.token.add(i) = t;
+                    *batch.pos.add(i) = self.n_past + i as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    *(*batch.seq_id.add(i)) = 0;
+                    *batch.logits.add(i) = 1;
+                }
+                batch.n_tokens = chunk.len() as i32;
+                let rc = sys::llama_decode(self.ctx, batch);
+                sys::llama_batch_free(batch);
+                if rc != 0 {
+                    return Err(format!("llama_decode failed with code {rc}"));
+                }
+                for i in 0..chunk.len() {
+                    let row = sys::llama_get_logits_ith(self.ctx, i as i32);
+                    if row.is_null() {
+                        return Err(format!("llama_get_logits_ith({i}) returned no logits"));
+                    }
+                    out.extend_from_slice(std::slice::from_raw_parts(row, n_vocab));
+                }
+            }
+            self.n_past += chunk.len() as i32;
+        }
+        Ok(())
+    }
+}
+
+impl Engine for Llama {
+    fn backend(&self) -> &'static str {
+        "llama"
+    }
+
+    fn load(
+        &mut self,
+        model_path: &str,
+        n_ctx: u32,
+        n_threads: u32,
+        vocab_only: bool,
+    ) -> Result<(u32, u32), String> {
+        if !self.model.is_null() {
+            return Err("a model is already loaded (one model per process)".into());
+        }
+        let path = cstring(model_path)?;
+        // SAFETY: FFI calls with valid parameters; pointers are checked before use.
+        unsafe {
+            let mut mp = sys::llama_model_default_params();
+            mp.vocab_only = vocab_only;
+            mp.n_gpu_layers = 0;
+            let model = sys::llama_model_load_from_file(path.as_ptr(), mp);
+            if model.is_null() {
+                return Err(format!("llama.cpp could not load {model_path}"));
+            }
+            self.model = model;
+            self.vocab = sys::llama_model_get_vocab(model);
+            self.n_vocab = sys::llama_vocab_n_tokens(self.vocab) as u32;
+            if vocab_only {
+                return Ok((self.n_vocab, 0));
+            }
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = n_ctx;
+            let threads = if n_threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
+            } else {
+                n_threads as i32
+            };
+            cp.n_threads = threads;
+            cp.n_threads_batch = threads;
+            cp.type_k = sys::GGML_TYPE_F32 as _;
+            cp.type_v = sys::GGML_TYPE_F32 as _;
+            // Flash attention off: this pin's flash-attention graph casts F32 K/V to F16
+            // (llama-graph.cpp, build_attn_mha), which would undo the F32 cache.
+            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED as _;
+            cp.no_perf = true;
+            if n_ctx > 0 {
+                cp.n_batch = n_ctx;
+                cp.n_ubatch = n_ctx;
+            }
+            let ctx = sys::llama_init_from_model(model, cp);
+            if ctx.is_null() {
+                return Err("llama.cpp could not create a context".into());
+            }
+            self.ctx = ctx;
+            let n_ctx = sys::llama_n_ctx(ctx);
+            self.n_batch = sys::llama_n_batch(ctx).max(1);
+            Ok((self.n_vocab, n_ctx))
+        }
+    }
+
+    fn vocab(&mut self) -> Result<VocabFacts, String> {
+        self.need_vocab()?;
+        // SAFETY: vocab is a valid pointer owned by the loaded model.
+        unsafe {
+            let v = self.vocab;
+            let ty = match sys::llama_vocab_type(v) {
+                sys::LLAMA_VOCAB_TYPE_SPM => "spm",
+                sys::LLAMA_VOCAB_TYPE_BPE => "bpe",
+                sys::LLAMA_VOCAB_TYPE_WPM => "wpm",
+                sys::LLAMA_VOCAB_TYPE_UGM => "ugm",
+                sys::LLAMA_VOCAB_TYPE_RWKV => "rwkv",
+                sys::LLAMA_VOCAB_TYPE_NONE => "none",
+                _ => "other",
+            };
+            Ok(VocabFacts {
+                n_vocab: self.n_vocab,
+                bos: sys::llama_vocab_bos(v),
+                eos: sys::llama_vocab_eos(v),
+                eot: sys::llama_vocab_eot(v),
+                add_bos: sys::llama_vocab_get_add_bos(v),
+                add_eos: sys::llama_vocab_get_add_eos(v),
+                vocab_type: ty.to_string(),
+            })
+        }
+    }
+
+    fn tokenize(
+        &mut self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<i32>, String> {
+        self.need_vocab()?;
+        let len = i32::try_from(text.len()).map_err(|_| "text too long".to_string())?;
+        let mut out = vec![0i32; text.len() + 8];
+        for _ in 0..2 {
+            // SAFETY: the buffer holds out.len() tokens; llama_tokenize writes at most that many
+            // and returns the negated required count otherwise.
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab,
+                    text.as_ptr() as *const c_char,
+                    len,
+                    out.as_mut_ptr(),
+                    out.len() as i32,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                out.truncate(n as usize);
+                return Ok(out);
+            }
+            if n == i32::MIN {
+                return Err("llama_tokenize overflowed".into());
+            }
+            out.resize((-n) as usize, 0);
+        }
+        Err("llama_tokenize kept asking for a larger buffer".into())
+    }
+
+    fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String> {
+        self.need_vocab()?;
+        if token < 0 || token as u32 >= self.n_vocab {
+            return Err(format!(
+                "token id {token} is outside the vocabulary (0..{})",
+                self.n_vocab
+            ));
+        }
+        let mut buf = vec![0u8; 64];
+        for _ in 0..2 {
+            // SAFETY: buf holds buf.len() bytes.
+            let n = unsafe {
+                sys::llama_token_to_piece(
+                    self.vocab,
+                    token,
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as i32,
+                    0,
+                    special,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(buf);
+            }
+            buf.resize((-n) as usize, 0);
+        }
+        Err("llama_token_to_piece kept asking for a larger buffer".into())
+    }
+
+    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+        self.reset()?;
+        if tokens.is_empty() {
+            return Err("nothing to evaluate: the token list is empty".into());
+        }
+        self.decode(tokens, out)
+    }
+
+    fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
+        self.decode(&[token], out)
+    }
+
+    fn reset(&mut self) -> Result<(), String> {
+        self.need_ctx()?;
+        // SAFETY: ctx is valid; clearing the memory (KV cache) including its data.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true) };
+        self.n_past = 0;
+        Ok(())
+    }
+
+    fn apply_chat_template(
+        &mut self,
+        messages: &[ChatMessage],
+        add_assistant: bool,
+        template: Option<&str>,
+    ) -> Result<String, String> {
+        self.need_vocab()?;
+        let owned: Vec<(CString, CString)> = messages
+            .iter()
+            .map(|m| Ok((cstring(&m.role)?, cstring(&m.content)?)))
+            .collect::<Result<_, String>>()?;
+        let chat: Vec<sys::llama_chat_message> = owned
+            .iter()
+            .map(|(r, c)| sys::llama_chat_message {
+                role: r.as_ptr(),
+                content: c.as_ptr(),
+            })
+            .collect();
+        let custom = template.map(cstring).transpose()?;
+        // SAFETY: the template pointer is either the model's own string or `custom`, alive
+        // for this call; the buffer is resized to what llama.cpp asks for.
+        unsafe {
+            let tmpl = match &custom {
+                Some(c) => c.as_ptr(),
+                None => sys::llama_model_chat_template(self.model, ptr::null()),
+            };
+            if tmpl.is_null() {
+                return Err("the model has no tokenizer.chat_template".into());
+            }
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..2 {
+                let n = sys::llama_chat_apply_template(
+                    tmpl,
+                    chat.as_ptr(),
+                    chat.len(),
+                    add_assistant,
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as i32,
+                );
+                if n < 0 {
+                    return Err("llama_chat_apply_template does not support this template".into());
+                }
+                if (n as usize) <= buf.len() {
+                    buf.truncate(n as usize);
+                    return String::from_utf8(buf)
+                        .map_err(|_| "template output is not UTF-8".into());
+                }
+                buf.resize(n as usize, 0);
+            }
+        }
+        Err("llama_chat_apply_template kept asking for a larger buffer".into())
+    }
+
+    fn build(&mut self) -> BuildFacts {
+        // SAFETY: returns a static string.
+        let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
+        BuildFacts {
+            backend: "llama".into(),
+            library: "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)".into(),
+            system_info: info.to_string_lossy().trim().to_string(),
+        }
+    }
+
+    fn log_tail(&self) -> Vec<String> {
+        server::log_tail()
+    }
+
+    fn n_vocab(&self) -> u32 {
+        self.n_vocab
+    }
+}
+
+impl Drop for Llama {
+    fn drop(&mut self) {
+        // SAFETY: freeing what load created, once.
+        unsafe {
+            if !self.ctx.is_null() {
+                sys::llama_free(self.ctx);
+            }
+            if !self.model.is_null() {
+                sys::llama_model_free(self.model);
+            }
+        }
+    }
+}
+
+fn main() {
+    let frames = match server::take_stdout_for_frames() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("bitnet-ref-llama: cannot set up the protocol stream: {e}");
+            std::process::exit(3);
+        }
+    };
+    // SAFETY: installing a log callback and initialising the backend once, before any use.
+    unsafe {
+        sys::llama_log_set(Some(on_log), ptr::null_mut());
+        sys::llama_backend_init();
+    }
+    let mut engine = Llama {
+        model: ptr::null_mut(),
+        ctx: ptr::null_mut(),
+        vocab: ptr::null(),
+        n_vocab: 0,
+        n_batch: 1,
+        n_past: 0,
+    };
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut output = BufWriter::new(frames);
+    if let Err(e) = protocol::serve(&mut engine, &mut input, &mut output) {
+        eprintln!("bitnet-ref-llama: protocol error: {e}");
+        std::process::exit(3);
+    }
+}

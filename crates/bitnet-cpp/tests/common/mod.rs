@@ -1,0 +1,70 @@
+//! Shared by the reference tests: tiny models and logit comparisons.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_gguf::GgmlType;
+use bitnet_minimodel::{Arch, Spec};
+
+/// Write a tiny model on a real vocabulary into `dir`.
+pub fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
+    let out = dir.join(format!("{}-{}-{vocab}.gguf", arch.name(), qtype.name()));
+    bitnet_minimodel::write(
+        &Spec::new(arch, qtype),
+        &bitnet_fixtures::vocab(vocab),
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+pub fn open(model: &Path, choice: BackendChoice) -> Session {
+    Session::open(model, choice, &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+/// Evaluate `tokens` in one batch and again one token at a time; return the largest
+/// difference between the two and the smallest cosine, after checking shapes and finiteness.
+pub fn batch_vs_incremental(s: &mut Session, tokens: &[i32]) -> (f32, f64) {
+    let batch = s.eval(tokens).unwrap();
+    assert_eq!(batch.n_tokens, tokens.len());
+    assert_eq!(batch.n_vocab, s.n_vocab());
+    assert_eq!(batch.data.len(), tokens.len() * s.n_vocab());
+    assert!(
+        batch.data.iter().all(|v| v.is_finite()),
+        "non-finite logits"
+    );
+    let spread = batch.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        spread > 1e-3,
+        "logits are all ~0: the model computes nothing"
+    );
+    let first = s.eval(&tokens[..1]).unwrap();
+    let mut worst = max_abs_diff(first.row(0), batch.row(0));
+    let mut min_cos = cosine(first.row(0), batch.row(0));
+    for (i, &t) in tokens.iter().enumerate().skip(1) {
+        let row = s.decode_next(t).unwrap();
+        worst = worst.max(max_abs_diff(&row, batch.row(i)));
+        min_cos = min_cos.min(cosine(&row, batch.row(i)));
+    }
+    (worst, min_cos)
+}

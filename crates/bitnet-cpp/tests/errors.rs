@@ -1,0 +1,205 @@
+//! Every failure is a typed error with its reason: never a hang, never an abort of the caller.
+
+mod common;
+
+use std::time::Duration;
+
+use bitnet_cpp::protocol::{self, Response};
+use bitnet_cpp::{Backend, BackendChoice, CppError, Session, SessionOptions};
+use bitnet_gguf::GgmlType;
+use bitnet_minimodel::Arch;
+use common::*;
+
+#[test]
+fn missing_and_corrupt_models_are_refused_before_any_cpp_sees_them() {
+    let opts = SessionOptions::default();
+    let e = Session::open(
+        std::path::Path::new("/nonexistent/m.gguf"),
+        BackendChoice::Auto,
+        &opts,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, CppError::InvalidModel { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/m.gguf"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    let bytes = std::fs::read(&model).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+    let e = Session::open(&cut, BackendChoice::Llama, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, CppError::InvalidModel { .. }), "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    let e = Session::open(&junk, BackendChoice::Bitnet, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, CppError::InvalidModel { .. }), "{e}");
+
+    // A vocabulary-only file cannot be evaluated: said clearly, before loading.
+    let e = Session::open(
+        &bitnet_fixtures::vocab("llama-spm"),
+        BackendChoice::Llama,
+        &opts,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("vocabulary-only"), "{e}");
+}
+
+#[test]
+fn bitnet_b158_on_the_llama_backend_names_the_bitnet_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::BitnetB158, GgmlType::I2_S, "llama-bpe");
+    let e = Session::open(&model, BackendChoice::Llama, &SessionOptions::default())
+        .err()
+        .unwrap();
+    match &e {
+        CppError::BackendCannotLoad {
+            backend,
+            use_instead,
+            ..
+        } => {
+            assert_eq!((*backend, *use_instead), (Backend::Llama, Backend::Bitnet));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("--cpp-backend bitnet"), "{e}");
+    // auto picks bitnet.cpp for it.
+    let f = bitnet_gguf::GgufFile::open(&model).unwrap();
+    assert_eq!(BackendChoice::Auto.resolve(&f).unwrap(), Backend::Bitnet);
+}
+
+#[test]
+fn a_killed_reference_is_reported_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    let mut s = open(&model, BackendChoice::Llama);
+    let t = s.tokenize("hello", true, false).unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(s.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let e = s.eval(&t).err().unwrap();
+    match &e {
+        CppError::Died {
+            backend,
+            status,
+            during,
+            ..
+        } => {
+            assert_eq!(*backend, Backend::Llama);
+            assert!(status.contains("signal 9"), "{status}");
+            assert_eq!(during, "eval");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn bad_requests_are_errors_and_the_reference_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    let mut s = open(&model, BackendChoice::Llama);
+    let e = s.eval(&[1, 999_999]).err().unwrap();
+    assert!(
+        matches!(e, CppError::Request { .. }) && e.to_string().contains("999999"),
+        "{e}"
+    );
+    let e = s.eval(&[]).err().unwrap();
+    assert!(e.to_string().contains("empty"), "{e}");
+    let e = s.token_to_piece(-5, false).err().unwrap();
+    assert!(e.to_string().contains("-5"), "{e}");
+    // Still alive and correct afterwards.
+    assert_eq!(s.eval(&[1, 2, 3]).unwrap().n_tokens, 3);
+}
+
+/// A fake reference written in shell: speaks a future protocol version, or never answers.
+fn fake_reference(dir: &std::path::Path, name: &str, script: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).unwrap();
+    path
+}
+
+#[test]
+fn protocol_mismatch_and_hangs_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hello = Vec::new();
+    protocol::write_frame(
+        &mut hello,
+        &Response::Hello {
+            protocol_version: 999,
+            backend: "llama".into(),
+        },
+        &[],
+    )
+    .unwrap();
+    let hello_file = dir.path().join("hello.bin");
+    std::fs::write(&hello_file, &hello).unwrap();
+    let future = fake_reference(
+        dir.path(),
+        "future",
+        &format!("cat '{}'; sleep 30", hello_file.display()),
+    );
+    let e = Session::spawn(Backend::Llama, &future, &SessionOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, CppError::ProtocolMismatch { found: 999, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("rebuild"), "{e}");
+
+    let silent = fake_reference(dir.path(), "silent", "echo 'loading...' >&2; sleep 30");
+    let opts = SessionOptions {
+        timeout: Duration::from_millis(500),
+        ..SessionOptions::default()
+    };
+    let t0 = std::time::Instant::now();
+    let e = Session::spawn(Backend::Llama, &silent, &opts)
+        .err()
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    match &e {
+        CppError::Timeout { stderr, .. } => assert_eq!(stderr, &vec!["loading...".to_string()]),
+        other => panic!("{other}"),
+    }
+
+    let crash = fake_reference(
+        dir.path(),
+        "crash",
+        "echo 'GGML_ASSERT(x) failed' >&2; kill -ABRT $$",
+    );
+    let e = Session::spawn(Backend::Bitnet, &crash, &SessionOptions::default())
+        .err()
+        .unwrap();
+    match &e {
+        CppError::Died { status, stderr, .. } => {
+            assert!(status.contains("SIGABRT"), "{status}");
+            assert!(
+                stderr.iter().any(|l| l.contains("GGML_ASSERT")),
+                "{stderr:?}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+
+    let missing = Session::spawn(
+        Backend::Llama,
+        &dir.path().join("nope"),
+        &SessionOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(missing, CppError::Spawn { .. }), "{missing}");
+}

@@ -1,0 +1,169 @@
+//! The upstream llama.cpp reference (`cpp/llama-ref`), for real: tokenization against the
+//! HF-generated vectors, logits of tiny and real models, chat templates.
+
+mod common;
+
+use bitnet_cpp::protocol::ChatMessage;
+use bitnet_cpp::{Backend, BackendChoice, Session, SessionOptions};
+use bitnet_gguf::GgmlType;
+use bitnet_minimodel::Arch;
+use common::*;
+
+fn vocab_session(name: &str) -> Session {
+    let opts = SessionOptions {
+        vocab_only: true,
+        ..SessionOptions::default()
+    };
+    Session::open(&bitnet_fixtures::vocab(name), BackendChoice::Llama, &opts).unwrap()
+}
+
+#[test]
+fn tokenization_matches_the_test_vectors() {
+    for name in ["llama-spm", "llama-bpe"] {
+        let mut s = vocab_session(name);
+        assert_eq!(s.backend(), Backend::Llama);
+        let vectors = bitnet_fixtures::test_vectors(name);
+        assert!(vectors.len() >= 46);
+        for (text, expected) in &vectors {
+            let got = s.tokenize(text, false, false).unwrap();
+            let got: Vec<u32> = got.iter().map(|&t| t as u32).collect();
+            assert_eq!(&got, expected, "{name}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn add_special_follows_the_reported_bos_default() {
+    for name in ["llama-spm", "llama-bpe", "gpt-2"] {
+        let mut s = vocab_session(name);
+        let v = s.vocab_info().unwrap();
+        let with = s.tokenize("Hello world", true, false).unwrap();
+        let without = s.tokenize("Hello world", false, false).unwrap();
+        if v.add_bos {
+            assert_eq!(with[0], v.bos, "{name}");
+            assert_eq!(&with[1..], &without[..], "{name}");
+        } else {
+            assert_eq!(with, without, "{name}");
+        }
+    }
+    // llama-bpe has no add_bos key, yet llama.cpp adds BOS: the default is derived.
+    let v = vocab_session("llama-bpe").vocab_info().unwrap();
+    assert!(v.add_bos);
+    assert_eq!(v.vocab_type, "bpe");
+    let v = vocab_session("llama-spm").vocab_info().unwrap();
+    assert_eq!((v.bos, v.eos, v.vocab_type.as_str()), (1, 2, "spm"));
+}
+
+#[test]
+fn special_tokens_parse_only_when_asked() {
+    let mut s = vocab_session("llama-bpe");
+    let parsed = s.tokenize("<|begin_of_text|>Hi", false, true).unwrap();
+    assert_eq!(parsed[0], 128000);
+    let plain = s.tokenize("<|begin_of_text|>Hi", false, false).unwrap();
+    assert!(!plain.contains(&128000));
+    assert_eq!(
+        s.token_to_piece(128000, true).unwrap(),
+        b"<|begin_of_text|>"
+    );
+    assert_eq!(s.token_to_piece(128000, false).unwrap(), b"");
+}
+
+#[test]
+fn tiny_models_batch_equals_incremental_and_sessions_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = [
+        tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm"),
+        tiny(dir.path(), Arch::Bitnet, GgmlType::F32, "llama-bpe"),
+        tiny(dir.path(), Arch::Bitnet, GgmlType::TQ2_0, "llama-bpe"),
+    ];
+    // f32 weights: the pure floating-point noise floor. TQ2_0: activations are quantized to
+    // Q8_K per row, and a last-bit difference can flip one int8 rounding (measured 1.3e-4).
+    for (model, floor) in models.iter().zip([1e-4, 1e-4, 5e-4]) {
+        let mut s = open(model, BackendChoice::Auto);
+        assert_eq!(s.backend(), Backend::Llama);
+        let tokens = s
+            .tokenize("The quick brown fox jumps over the lazy dog", true, false)
+            .unwrap();
+        assert!(tokens.len() > 8);
+        let (worst, _) = batch_vs_incremental(&mut s, &tokens);
+        assert!(
+            worst <= floor,
+            "{}: batch vs token-by-token differ by {worst}",
+            model.display()
+        );
+        let first = s.eval(&tokens).unwrap();
+        drop(s);
+        let mut again = open(model, BackendChoice::Llama);
+        assert_eq!(
+            again.eval(&tokens).unwrap(),
+            first,
+            "{}: two sessions differ",
+            model.display()
+        );
+    }
+}
+
+#[test]
+fn smollm2_logits_and_chat_template() {
+    let model = bitnet_fixtures::smollm2();
+    let mut s = open(&model, BackendChoice::Auto);
+    let info = s.build_info().unwrap();
+    assert_eq!(info.backend, "llama");
+    assert!(info.library.contains("0.1.161"));
+    assert_eq!(s.n_vocab(), 49152);
+    let tokens = s.tokenize("The capital of France is", true, false).unwrap();
+    assert_eq!(tokens.len(), 5, "SmolLM2's vocabulary adds no BOS");
+    // Measured: this pin's token-by-token decoding reproduces its own batch result bit for
+    // bit for the first four positions, then drifts (max |Δ| 0.7, cosine 0.9993 at position
+    // 4; as low as 0.998 later) whatever the thread count, repacking or graph reuse. Flash
+    // attention removes the drift but casts the cache to F16. Until the Rust engine shows
+    // which path is right, hold the reference to what it does today.
+    let batch = s.eval(&tokens).unwrap();
+    let first = s.eval(&tokens[..1]).unwrap();
+    assert_eq!(first.row(0), batch.row(0));
+    for (i, &t) in tokens.iter().enumerate().skip(1) {
+        let row = s.decode_next(t).unwrap();
+        if i < 4 {
+            assert_eq!(&row[..], batch.row(i), "position {i}");
+        }
+        assert!(cosine(&row, batch.row(i)) > 0.998, "position {i}");
+        assert_eq!(
+            bitnet_cpp::protocol::argmax(&row),
+            bitnet_cpp::protocol::argmax(batch.row(i))
+        );
+    }
+    // Greedy continuation starts with " Paris".
+    let logits = s.eval(&tokens).unwrap();
+    let next = bitnet_cpp::protocol::argmax(logits.row(tokens.len() - 1));
+    assert_eq!(
+        String::from_utf8(s.token_to_piece(next, false).unwrap()).unwrap(),
+        " Paris"
+    );
+
+    let chat = [
+        ChatMessage {
+            role: "system".into(),
+            content: "You are brief.".into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: "Hi!".into(),
+        },
+    ];
+    let text = s.apply_chat_template(&chat, true, None).unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn two_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    let mut a = open(&model, BackendChoice::Llama);
+    let mut b = open(&model, BackendChoice::Llama);
+    assert_ne!(a.pid(), b.pid());
+    let t = a.tokenize("two at once", true, false).unwrap();
+    assert_eq!(a.eval(&t).unwrap(), b.eval(&t).unwrap());
+}

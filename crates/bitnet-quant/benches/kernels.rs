@@ -1,0 +1,69 @@
+//! Matrix–vector throughput of every weight type at BitNet-2B's hidden size (2560 × 2560),
+//! plus activation quantization. `cargo bench -p bitnet-quant`.
+
+use bitnet_quant::{encode, ActivationType, GgmlType, QuantizedActivation, QuantizedMatrix};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const N: usize = 2560;
+
+fn values(n: usize, ternary: bool) -> Vec<f32> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if ternary {
+                v.mul_add(1.5, 0.0).round().clamp(-1.0, 1.0) * 0.25
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn matvec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec_2560x2560");
+    g.throughput(Throughput::Elements((N * N) as u64));
+    let x = values(N, false);
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::I2_S,
+    ] {
+        let ternary = matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S);
+        let bytes = encode(ty, &values(N * N, ternary), N).unwrap();
+        let m = QuantizedMatrix::new(ty, &bytes, N, N).unwrap();
+        let mut act = QuantizedActivation::new();
+        act.quantize(m.activation_type(), &x).unwrap();
+        let mut out = vec![0.0f32; N];
+        g.bench_function(ty.name(), |b| b.iter(|| m.matvec(&act, &mut out)));
+    }
+    g.finish();
+}
+
+fn quantize_activation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quantize_activation_2560");
+    let x = values(N, false);
+    let mut act = QuantizedActivation::new();
+    for ty in [
+        ActivationType::Q8_0,
+        ActivationType::Q8_1,
+        ActivationType::Q8_K,
+        ActivationType::I8_S,
+    ] {
+        g.bench_function(format!("{ty:?}"), |b| {
+            b.iter(|| act.quantize(ty, &x).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matvec, quantize_activation);
+criterion_main!(benches);

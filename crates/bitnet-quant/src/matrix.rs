@@ -1,0 +1,322 @@
+//! Weight matrices: a typed, borrowed view over a tensor's bytes, and the dot-product
+//! dispatch (scalar or AVX2, chosen once when the view is created).
+
+use bitnet_gguf::GgmlType;
+use rayon::prelude::*;
+
+use crate::activation::{ActivationType, QuantizedActivation};
+use crate::blocks::{self, QK, QK_I2_S, QK_K};
+use crate::{dequantize, dot, QuantError};
+
+/// Weight types the engine can multiply with (a subset of [`GgmlType`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum WeightType {
+    /// f32.
+    F32,
+    /// f16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 8-bit, blocks of 32.
+    Q8_0,
+    /// 4-bit symmetric, blocks of 32.
+    Q4_0,
+    /// 4-bit with minimum, blocks of 32.
+    Q4_1,
+    /// Ternary, base-3 packed, blocks of 256.
+    TQ1_0,
+    /// Ternary, 2-bit codes, blocks of 256.
+    TQ2_0,
+    /// BitNet's ternary type: 2-bit codes, one f32 scale per tensor.
+    I2_S,
+}
+
+impl WeightType {
+    /// The supported weight type for a GGUF tensor type, if any.
+    pub fn from_ggml(ty: GgmlType) -> Option<Self> {
+        Some(match ty {
+            GgmlType::F32 => WeightType::F32,
+            GgmlType::F16 => WeightType::F16,
+            GgmlType::BF16 => WeightType::BF16,
+            GgmlType::Q8_0 => WeightType::Q8_0,
+            GgmlType::Q4_0 => WeightType::Q4_0,
+            GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::TQ1_0 => WeightType::TQ1_0,
+            GgmlType::TQ2_0 => WeightType::TQ2_0,
+            GgmlType::I2_S => WeightType::I2_S,
+            _ => return None,
+        })
+    }
+
+    /// The GGUF tensor type.
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            WeightType::F32 => GgmlType::F32,
+            WeightType::F16 => GgmlType::F16,
+            WeightType::BF16 => GgmlType::BF16,
+            WeightType::Q8_0 => GgmlType::Q8_0,
+            WeightType::Q4_0 => GgmlType::Q4_0,
+            WeightType::Q4_1 => GgmlType::Q4_1,
+            WeightType::TQ1_0 => GgmlType::TQ1_0,
+            WeightType::TQ2_0 => GgmlType::TQ2_0,
+            WeightType::I2_S => GgmlType::I2_S,
+        }
+    }
+
+    /// How activations must be quantized for this weight type (ggml's `vec_dot_type`;
+    /// bitnet.cpp's `GGML_TYPE_I8_S` for I2_S).
+    pub fn activation_type(self) -> ActivationType {
+        match self {
+            WeightType::F32 => ActivationType::F32,
+            WeightType::F16 => ActivationType::F16,
+            WeightType::BF16 => ActivationType::BF16,
+            WeightType::Q8_0 | WeightType::Q4_0 => ActivationType::Q8_0,
+            WeightType::Q4_1 => ActivationType::Q8_1,
+            WeightType::TQ1_0 | WeightType::TQ2_0 => ActivationType::Q8_K,
+            WeightType::I2_S => ActivationType::I8_S,
+        }
+    }
+
+    /// Row lengths must be a multiple of this.
+    pub fn block_size(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => QK,
+            WeightType::TQ1_0 | WeightType::TQ2_0 => QK_K,
+            WeightType::I2_S => QK_I2_S,
+        }
+    }
+}
+
+/// Signature shared by every row kernel: weight row bytes, I2_S weight scale (ignored by the
+/// other types), activation.
+pub(crate) type RowKernel = fn(&[u8], f32, &QuantizedActivation) -> f32;
+
+/// Which implementation a kernel comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Backend {
+    /// The fastest backend this CPU supports.
+    pub(crate) fn detect() -> Backend {
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::available() {
+            return Backend::Avx2;
+        }
+        Backend::Scalar
+    }
+}
+
+/// The row kernel for `ty` from `backend`.
+pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
+    match backend {
+        Backend::Scalar => match ty {
+            WeightType::F32 => |w, _, a| dot::f32_f32(w, a),
+            WeightType::F16 => |w, _, a| dot::f16_f16(w, a),
+            WeightType::BF16 => |w, _, a| dot::bf16_bf16(w, a),
+            WeightType::Q8_0 => |w, _, a| dot::q8_0_q8_0(w, a),
+            WeightType::Q4_0 => |w, _, a| dot::q4_0_q8_0(w, a),
+            WeightType::Q4_1 => |w, _, a| dot::q4_1_q8_1(w, a),
+            WeightType::TQ1_0 => |w, _, a| dot::tq1_0_q8_k(w, a),
+            WeightType::TQ2_0 => |w, _, a| dot::tq2_0_q8_k(w, a),
+            WeightType::I2_S => dot::i2_s_i8_s,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => crate::x86::kernel(ty),
+    }
+}
+
+/// A weight matrix of `rows × cols` elements borrowed from its encoded bytes (e.g. a GGUF
+/// memory map): rows are contiguous, `cols` elements each, in ggml's layout for the type.
+///
+/// Creating the view validates the size once and picks the fastest kernel for this CPU;
+/// the accessors then never allocate or copy weights.
+#[derive(Clone, Copy)]
+pub struct QuantizedMatrix<'a> {
+    ty: WeightType,
+    data: &'a [u8],
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    /// I2_S: the per-tensor scale; 1 for the other types (unused).
+    scale: f32,
+    kernel: RowKernel,
+}
+
+impl std::fmt::Debug for QuantizedMatrix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> QuantizedMatrix<'a> {
+    /// View `data` (the whole tensor, `rows × cols` elements of `ty`) as a matrix.
+    ///
+    /// # Errors
+    /// [`QuantError::Unsupported`] for a type without kernels, [`QuantError::PartialBlock`]
+    /// when `cols` is not a multiple of the type's block size (128 for I2_S),
+    /// [`QuantError::Size`] when `data` is not exactly the tensor's size.
+    pub fn new(ty: GgmlType, data: &'a [u8], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        let wt = WeightType::from_ggml(ty).ok_or(QuantError::Unsupported(ty))?;
+        let block = wt.block_size();
+        if cols == 0 || cols % block != 0 {
+            return Err(QuantError::PartialBlock {
+                ty,
+                block: block as u64,
+                row_len: cols,
+            });
+        }
+        let n = rows * cols;
+        let expected = blocks::tensor_bytes(ty, n);
+        if data.len() != expected {
+            return Err(QuantError::Size {
+                ty,
+                elements: n,
+                expected,
+                got: data.len(),
+            });
+        }
+        let scale = if wt == WeightType::I2_S {
+            f32::from_le_bytes(data[n / 4..n / 4 + 4].try_into().unwrap())
+        } else {
+            1.0
+        };
+        Ok(QuantizedMatrix {
+            ty: wt,
+            data,
+            rows,
+            cols,
+            row_bytes: blocks::row_bytes(ty, cols),
+            scale,
+            kernel: kernel(wt, Backend::detect()),
+        })
+    }
+
+    /// The weight type.
+    pub fn weight_type(&self) -> WeightType {
+        self.ty
+    }
+
+    /// The activation type [`QuantizedMatrix::dot_row`] expects.
+    pub fn activation_type(&self) -> ActivationType {
+        self.ty.activation_type()
+    }
+
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (elements per row, inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The encoded bytes of row `i` (for I2_S: the packed codes only; the scale is the
+    /// tensor's, see [`QuantizedMatrix::dequantize_row`]).
+    ///
+    /// # Panics
+    /// If `i >= rows`.
+    pub fn row(&self, i: usize) -> &'a [u8] {
+        assert!(i < self.rows, "row {i} out of range ({} rows)", self.rows);
+        &self.data[i * self.row_bytes..(i + 1) * self.row_bytes]
+    }
+
+    /// Row `i` decoded to f32 into `out` (`cols` elements).
+    ///
+    /// # Panics
+    /// If `i >= rows` or `out.len() != cols`.
+    pub fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cols, "output length must equal cols");
+        let row = self.row(i);
+        match self.ty {
+            WeightType::I2_S => dequantize::i2_s_row(row, self.scale, out),
+            ty => dequantize::row(ty.ggml(), row, out),
+        }
+    }
+
+    /// Dot product of row `i` with `act`, computed as the C++ reference computes it.
+    ///
+    /// # Panics
+    /// If `i >= rows`, or `act` is not of [`QuantizedMatrix::activation_type`] with `cols`
+    /// elements.
+    #[inline]
+    pub fn dot_row(&self, i: usize, act: &QuantizedActivation) -> f32 {
+        self.check(act);
+        (self.kernel)(self.row(i), self.scale, act)
+    }
+
+    /// `out[r] = dot_row(r, act)` for every row, in parallel over rows (rayon).
+    ///
+    /// # Panics
+    /// As [`QuantizedMatrix::dot_row`], and if `out.len() != rows`.
+    pub fn matvec(&self, act: &QuantizedActivation, out: &mut [f32]) {
+        self.check(act);
+        assert_eq!(out.len(), self.rows, "output length must equal rows");
+        // At least ~64 KiB of weights per task, so small matrices stay on one thread.
+        let min_rows = (65536 / self.row_bytes.max(1)).max(1);
+        out.par_iter_mut()
+            .enumerate()
+            .with_min_len(min_rows)
+            .for_each(|(r, o)| *o = (self.kernel)(self.row(r), self.scale, act));
+    }
+
+    /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
+    /// ggml's `dst`). Tokens are processed in groups of 8 per task so that each weight row is
+    /// reused from cache across a group.
+    ///
+    /// # Panics
+    /// As [`QuantizedMatrix::dot_row`] for every activation, and if
+    /// `out.len() != acts.len() * rows`.
+    pub fn matmul(&self, acts: &[QuantizedActivation], out: &mut [f32]) {
+        const TOKENS_PER_TASK: usize = 8;
+        acts.iter().for_each(|a| self.check(a));
+        assert_eq!(
+            out.len(),
+            acts.len() * self.rows,
+            "output must be tokens × rows"
+        );
+        if self.rows == 0 {
+            return;
+        }
+        out.par_chunks_mut(self.rows * TOKENS_PER_TASK)
+            .zip(acts.par_chunks(TOKENS_PER_TASK))
+            .for_each(|(o, a)| {
+                for r in 0..self.rows {
+                    let w = self.row(r);
+                    for (t, act) in a.iter().enumerate() {
+                        o[t * self.rows + r] = (self.kernel)(w, self.scale, act);
+                    }
+                }
+            });
+    }
+
+    #[inline]
+    fn check(&self, act: &QuantizedActivation) {
+        assert!(
+            act.ty() == self.activation_type() && act.len() == self.cols,
+            "activation is {:?} × {}, the {:?} matrix needs {:?} × {}",
+            act.ty(),
+            act.len(),
+            self.ty,
+            self.activation_type(),
+            self.cols
+        );
+    }
+
+    /// The same matrix using the given kernel backend (tests compare backends).
+    #[cfg(test)]
+    pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
+        self.kernel = kernel(self.ty, backend);
+        self
+    }
+}

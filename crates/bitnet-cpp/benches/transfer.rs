@@ -1,5 +1,6 @@
-//! Logits through a real OS pipe, framed as the references send them: 64 positions of a
-//! 128,256-token vocabulary (32 MiB of f32), from writer thread to reader.
+//! Logits through a kernel byte stream (a Unix socket pair, as the reference's pipe), framed
+//! as the references send them: 64 positions of a 128,256-token vocabulary (32 MiB of f32),
+//! from a writer thread to the reader.
 
 use std::hint::black_box;
 
@@ -8,13 +9,15 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn bench(c: &mut Criterion) {
     let (n_tokens, n_vocab) = (64u32, 128_256u32);
-    let logits: Vec<f32> = (0..n_tokens * n_vocab).map(|i| (i % 977) as f32 * 0.01).collect();
+    let logits: Vec<f32> = (0..n_tokens * n_vocab)
+        .map(|i| (i % 977) as f32 * 0.01)
+        .collect();
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(logits.len() as u64 * 4));
     g.sample_size(20);
-    g.bench_function("logits_64x128256_through_a_pipe", |b| {
+    g.bench_function("logits_64x128256_through_a_stream", |b| {
         b.iter(|| {
-            let (mut rx, mut tx) = std::io::pipe().unwrap();
+            let (mut rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
             let data = &logits;
             std::thread::scope(|s| {
                 s.spawn(move || {

@@ -1,5 +1,5 @@
 //! Matrix–vector throughput of every weight type at BitNet-2B's hidden size (2560 × 2560),
-//! plus activation quantization. `cargo bench -p bitnet-quant`.
+//! a 32-token batched product, and activation quantization. `cargo bench -p bitnet-quant`.
 
 use bitnet_quant::{encode, ActivationType, GgmlType, QuantizedActivation, QuantizedMatrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -48,6 +48,30 @@ fn matvec(c: &mut Criterion) {
     g.finish();
 }
 
+fn matmul_prompt(c: &mut Criterion) {
+    const TOKENS: usize = 32;
+    let mut g = c.benchmark_group("matmul_2560x2560_32_tokens");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((N * N * TOKENS) as u64));
+    let x = values(N * TOKENS, false);
+    for ty in [GgmlType::Q4_1, GgmlType::TQ2_0, GgmlType::I2_S] {
+        let ternary = ty != GgmlType::Q4_1;
+        let bytes = encode(ty, &values(N * N, ternary), N).unwrap();
+        let m = QuantizedMatrix::new(ty, &bytes, N, N).unwrap();
+        let acts: Vec<QuantizedActivation> = x
+            .chunks_exact(N)
+            .map(|t| {
+                let mut a = QuantizedActivation::new();
+                a.quantize(m.activation_type(), t).unwrap();
+                a
+            })
+            .collect();
+        let mut out = vec![0.0f32; N * TOKENS];
+        g.bench_function(ty.name(), |b| b.iter(|| m.matmul(&acts, &mut out)));
+    }
+    g.finish();
+}
+
 fn quantize_activation(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize_activation_2560");
     let x = values(N, false);
@@ -65,5 +89,5 @@ fn quantize_activation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matvec, quantize_activation);
+criterion_group!(benches, matvec, matmul_prompt, quantize_activation);
 criterion_main!(benches);

@@ -1,14 +1,25 @@
 //! Scalar reference dot products: one weight row · one quantized activation row.
 //!
-//! The quantized kernels follow ggml's generic `ggml_vec_dot_*` (`ggml-cpu/quants.c`): an
-//! exact integer sum per block, then one f32 update per block with ggml's expression and
-//! operand order. The I2_S kernel follows bitnet.cpp (`ggml_vec_dot_i2_i8_s_1x1` in
+//! The quantized kernels reproduce, operation for operation, the kernels llama.cpp actually
+//! runs on x86-64 as `llama-cpp-sys-2` builds it (AVX2 + FMA + F16C, see [`crate::Q8Flavor`]):
+//! `ggml_vec_dot_{q8_0_q8_0, q4_0_q8_0, q4_1_q8_1, tq1_0_q8_K, tq2_0_q8_K}` in
+//! `ggml-cpu/arch/x86/quants.c`. Those kernels split each block's integer dot into eight i32
+//! lanes — lane k collects the elements e with `(e mod 32) / 4 == k` (`maddubs` then `madd`)
+//! — convert each lane to f32 and accumulate it into eight f32 lanes with a fused
+//! multiply-add (explicit `_mm256_fmadd_ps`, or GCC contracting `mul_ps` + `add_ps`, which we
+//! confirmed in the disassembly of the reference's `libggml-cpu.a`), then reduce with
+//! `hsum_float_8`. Reproducing this makes us bit-identical to llama.cpp's kernels; ggml's
+//! generic C code (`ggml-cpu/quants.c`) differs from them in the last bits (≈1e-6 relative,
+//! up to ≈1e-4 for Q4_1 with large activations because the AVX2 kernel sums the `m·s` terms
+//! separately).
+//!
+//! The I2_S kernel follows bitnet.cpp (`ggml_vec_dot_i2_i8_s_1x1` in
 //! `src/ggml-bitnet-mad.cpp` and the post-processing in `ggml_compute_forward_mul_mat`,
-//! `3rdparty/llama.cpp/ggml/src/ggml.c`).
+//! `3rdparty/llama.cpp/ggml/src/ggml.c`), again bit for bit.
 //!
 //! The float kernels (F32/F16/BF16) sum products in a fixed 32-lane order that the AVX2
-//! kernels reproduce exactly (ggml's generic code sums in double and its SIMD code in 32 f32
-//! lanes with FMA; all three agree to ~1e-7 relative).
+//! kernels reproduce exactly. llama.cpp itself mostly routes float matmuls through llamafile's
+//! `sgemm` (another order); all agree to ~1e-7 relative.
 
 use crate::activation::QuantizedActivation;
 use crate::blocks::{
@@ -20,18 +31,23 @@ use crate::dequantize::tq1_trit;
 /// Lanes of the float dot products (4 AVX2 registers of 8).
 pub(crate) const F_LANES: usize = 32;
 
-/// Reduce 32 lane accumulators and a tail in the order the AVX2 kernel uses.
+/// ggml's `hsum_float_8` (`ggml-cpu/arch/x86/quants.c`): add the two halves, then lanes
+/// two apart, then the last two.
 #[inline(always)]
-pub(crate) fn reduce_lanes(acc: &[f32; F_LANES]) -> f32 {
-    // (r0 + r1) + (r2 + r3) over the four registers…
+pub(crate) fn hsum_float_8(v: &[f32; 8]) -> f32 {
+    let s = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// Reduce 32 lane accumulators in the order the AVX2 kernel uses.
+#[inline(always)]
+fn reduce_lanes(acc: &[f32; F_LANES]) -> f32 {
+    // (r0 + r1) + (r2 + r3) over the four registers, then the 8 → 1 sum.
     let mut v = [0.0f32; 8];
     for (j, v) in v.iter_mut().enumerate() {
         *v = (acc[j] + acc[8 + j]) + (acc[16 + j] + acc[24 + j]);
     }
-    // …then the 8 → 1 horizontal sum: halves, then pairs, then the last two.
-    let s = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
-    let t = [s[0] + s[2], s[1] + s[3]];
-    t[0] + t[1]
+    hsum_float_8(&v)
 }
 
 /// Float dot in the 32-lane order; `w(i)` yields weight i as f32.
@@ -68,132 +84,169 @@ pub(crate) fn bf16_bf16(w: &[u8], a: &QuantizedActivation) -> f32 {
     float_dot(a.len, f, &a.values)
 }
 
-/// ggml `ggml_vec_dot_q8_0_q8_0_generic`: `sumf += sumi * (dx * dy)`.
+/// One i16 lane of `_mm256_maddubs_epi16`: `a0·b0 + a1·b1` (u8 × i8), saturated to i16.
+#[inline(always)]
+fn maddubs(a0: u8, b0: i8, a1: u8, b1: i8) -> i32 {
+    (a0 as i32 * b0 as i32 + a1 as i32 * b1 as i32).clamp(i16::MIN as i32, i16::MAX as i32)
+}
+
+/// One i32 lane of ggml's `mul_sum_i8_pairs_float` (signed × signed, four elements): the
+/// `_mm256_sign_epi8` trick multiplies |x| by y·sign(x), where negating −128 wraps.
+#[inline(always)]
+fn signed_lane(x: [i8; 4], y: [i8; 4]) -> i32 {
+    let s = |x: i8, y: i8| {
+        let sy = match x.signum() {
+            1 => y,
+            -1 => y.wrapping_neg(),
+            _ => 0,
+        };
+        (x.unsigned_abs(), sy)
+    };
+    let (a0, b0) = s(x[0], y[0]);
+    let (a1, b1) = s(x[1], y[1]);
+    let (a2, b2) = s(x[2], y[2]);
+    let (a3, b3) = s(x[3], y[3]);
+    maddubs(a0, b0, a1, b1) + maddubs(a2, b2, a3, b3)
+}
+
+/// One i32 lane of `madd(maddubs(u, y), 1)` (unsigned × signed, four elements).
+#[inline(always)]
+fn unsigned_lane(u: [u8; 4], y: [i8; 4]) -> i32 {
+    maddubs(u[0], y[0], u[1], y[1]) + maddubs(u[2], y[2], u[3], y[3])
+}
+
+fn four<T: Copy>(v: &[T], k: usize) -> [T; 4] {
+    [v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]]
+}
+
+/// `acc[k] = fma(d, lane[k], acc[k])` per block (`_mm256_fmadd_ps(d, q, acc)`).
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: impl Fn(usize) -> i32) {
+    for (k, acc) in acc.iter_mut().enumerate() {
+        *acc = d.mul_add(lanes(k) as f32, *acc);
+    }
+}
+
+/// ggml x86 `ggml_vec_dot_q8_0_q8_0`: per block d = dx·dy, `acc = fma(d, lanes, acc)`.
 pub(crate) fn q8_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for ((x, y), &dy) in w
         .chunks_exact(Q8_0_BYTES)
         .zip(a.qs.chunks_exact(QK))
         .zip(&a.d)
     {
-        let sumi: i32 = x[2..]
-            .iter()
-            .zip(y)
-            .map(|(&q, &y)| q as i8 as i32 * y as i32)
-            .sum();
-        sumf += q8_0_update(sumi, f16_at(x, 0), dy);
+        let xs: [i8; QK] = std::array::from_fn(|p| x[2 + p] as i8);
+        fma_lanes(&mut acc, f16_at(x, 0) * dy, |k| {
+            signed_lane(four(&xs, k), four(y, k))
+        });
     }
-    sumf
+    hsum_float_8(&acc)
 }
 
+/// The 32 nibbles of a Q4 block in element order (low nibbles, then high).
 #[inline(always)]
-pub(crate) fn q8_0_update(sumi: i32, dx: f32, dy: f32) -> f32 {
-    sumi as f32 * (dx * dy)
+fn nibbles(qs: &[u8]) -> [u8; QK] {
+    std::array::from_fn(|p| {
+        if p < QK / 2 {
+            qs[p] & 0x0F
+        } else {
+            qs[p - QK / 2] >> 4
+        }
+    })
 }
 
-/// ggml `ggml_vec_dot_q4_0_q8_0_generic`: `sumf += sumi * dx * dy` (left to right).
+/// ggml x86 `ggml_vec_dot_q4_0_q8_0`: codes − 8, then as Q8_0.
 pub(crate) fn q4_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for ((x, y), &dy) in w
         .chunks_exact(Q4_0_BYTES)
         .zip(a.qs.chunks_exact(QK))
         .zip(&a.d)
     {
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += ((x[2 + j] & 0x0F) as i32 - 8) * y[j] as i32;
-            sumi += ((x[2 + j] >> 4) as i32 - 8) * y[j + QK / 2] as i32;
-        }
-        sumf += q4_0_update(sumi, f16_at(x, 0), dy);
+        let xs = nibbles(&x[2..]).map(|q| q as i8 - 8);
+        fma_lanes(&mut acc, f16_at(x, 0) * dy, |k| {
+            signed_lane(four(&xs, k), four(y, k))
+        });
     }
-    sumf
+    hsum_float_8(&acc)
 }
 
-#[inline(always)]
-pub(crate) fn q4_0_update(sumi: i32, dx: f32, dy: f32) -> f32 {
-    sumi as f32 * dx * dy
-}
-
-/// ggml `ggml_vec_dot_q4_1_q8_1_generic`: `sumf += (dx * dy) * sumi + mx * sy`.
+/// ggml x86 `ggml_vec_dot_q4_1_q8_1`: `acc = fma(dx·dy, lanes, acc)` over unsigned codes,
+/// and separately `summs = fma(mx, sy, summs)`; result `hsum(acc) + summs`.
 pub(crate) fn q4_1_q8_1(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
     for (((x, y), &dy), &sy) in w
         .chunks_exact(Q4_1_BYTES)
         .zip(a.qs.chunks_exact(QK))
         .zip(&a.d)
         .zip(&a.s)
     {
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += (x[4 + j] & 0x0F) as i32 * y[j] as i32;
-            sumi += (x[4 + j] >> 4) as i32 * y[j + QK / 2] as i32;
-        }
-        sumf += q4_1_update(sumi, f16_at(x, 0), f16_at(x, 2), dy, sy);
+        summs = f16_at(x, 2).mul_add(sy, summs);
+        let xs = nibbles(&x[4..]);
+        fma_lanes(&mut acc, f16_at(x, 0) * dy, |k| {
+            unsigned_lane(four(&xs, k), four(y, k))
+        });
     }
-    sumf
+    hsum_float_8(&acc) + summs
 }
 
+/// The TQ kernels' lanes: lane k sums code·y over the elements e with `(e mod 32) / 4 == k`
+/// (eight 32-element vectors through `maddubs`), minus `bsums[2k] + bsums[2k+1]` (the −1
+/// offset of the codes); then `acc = fma(lane, dy·dx, acc)`.
 #[inline(always)]
-pub(crate) fn q4_1_update(sumi: i32, dx: f32, mx: f32, dy: f32, sy: f32) -> f32 {
-    (dx * dy) * sumi as f32 + mx * sy
+fn tq_block(acc: &mut [f32; 8], code: impl Fn(usize) -> i32, y: &[i8], bsums: &[i16], d: f32) {
+    let mut lanes = [0i32; 8];
+    for (e, &y) in y.iter().enumerate().take(QK_K) {
+        lanes[(e % 32) / 4] += code(e) * y as i32;
+    }
+    for (k, acc) in acc.iter_mut().enumerate() {
+        let lane = lanes[k] - bsums[2 * k] as i32 - bsums[2 * k + 1] as i32;
+        *acc = (lane as f32).mul_add(d, *acc);
+    }
 }
 
-/// ggml `ggml_vec_dot_tq1_0_q8_K_generic`: `sumf += sum * (dx * dy)`.
+/// TQ1_0 code (trit 0..2) of element `e` of a block, layout as in the encoder.
+#[inline(always)]
+fn tq1_code(x: &[u8], e: usize) -> i32 {
+    if e < 160 {
+        tq1_trit(x[e % 32], e / 32)
+    } else if e < 240 {
+        tq1_trit(x[32 + (e - 160) % 16], (e - 160) / 16)
+    } else {
+        tq1_trit(x[TQ1_QS + (e - 240) % 4], (e - 240) / 4)
+    }
+}
+
+/// ggml x86 `ggml_vec_dot_tq1_0_q8_K`.
 pub(crate) fn tq1_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let mut sumf = 0.0f32;
-    for ((x, y), &dy) in w
+    let mut acc = [0.0f32; 8];
+    for (((x, y), &dy), bs) in w
         .chunks_exact(TQ1_0_BYTES)
         .zip(a.qs.chunks_exact(QK_K))
         .zip(&a.d)
+        .zip(a.bsums.chunks_exact(16))
     {
-        let mut sum = 0i32;
-        for n in 0..5 {
-            for m in 0..32 {
-                sum += (tq1_trit(x[m], n) - 1) * y[32 * n + m] as i32;
-            }
-        }
-        for n in 0..5 {
-            for m in 0..16 {
-                sum += (tq1_trit(x[32 + m], n) - 1) * y[160 + 16 * n + m] as i32;
-            }
-        }
-        for n in 0..4 {
-            for j in 0..TQ1_QH {
-                sum += (tq1_trit(x[TQ1_QS + j], n) - 1) * y[240 + 4 * n + j] as i32;
-            }
-        }
-        sumf += tq_update(sum, f16_at(x, TQ1_QS + TQ1_QH), dy);
+        let d = dy * f16_at(x, TQ1_QS + TQ1_QH);
+        tq_block(&mut acc, |e| tq1_code(x, e), y, bs, d);
     }
-    sumf
+    hsum_float_8(&acc)
 }
 
-/// `sumf += sum * (dx * dy)` — the TQ1_0 expression; TQ2_0's `d = dy * dx` is the same
-/// product (f32 multiplication commutes exactly).
-#[inline(always)]
-pub(crate) fn tq_update(sumi: i32, dx: f32, dy: f32) -> f32 {
-    sumi as f32 * (dx * dy)
-}
-
-/// ggml `ggml_vec_dot_tq2_0_q8_K_generic`: `d = dy * dx; sumf += sumi * d`.
+/// ggml x86 `ggml_vec_dot_tq2_0_q8_K`.
 pub(crate) fn tq2_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let mut sumf = 0.0f32;
-    for ((x, y), &dy) in w
+    let mut acc = [0.0f32; 8];
+    for (((x, y), &dy), bs) in w
         .chunks_exact(TQ2_0_BYTES)
         .zip(a.qs.chunks_exact(QK_K))
         .zip(&a.d)
+        .zip(a.bsums.chunks_exact(16))
     {
-        let mut sumi = 0i32;
-        for c in 0..2 {
-            for n in 0..4 {
-                for m in 0..32 {
-                    let q = ((x[32 * c + m] >> (2 * n)) & 3) as i32 - 1;
-                    sumi += q * y[128 * c + 32 * n + m] as i32;
-                }
-            }
-        }
-        sumf += tq_update(sumi, f16_at(x, QK_K / 4), dy);
+        let d = dy * f16_at(x, QK_K / 4);
+        let code = |e: usize| ((x[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
+        tq_block(&mut acc, code, y, bs, d);
     }
-    sumf
+    hsum_float_8(&acc)
 }
 
 /// Blocks per i16 accumulation group in bitnet.cpp's AVX2 kernel (`group32_num`).

@@ -271,25 +271,31 @@ impl<'a> QuantizedMatrix<'a> {
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`). Tokens are processed in groups of 8 per task so that each weight row is
-    /// reused from cache across a group.
+    /// ggml's `dst`). Tasks take groups of up to 8 tokens (fewer when there are not enough
+    /// tokens to keep every thread busy) and walk all rows, so each weight row is reused from
+    /// cache across its group.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
     /// `out.len() != acts.len() * rows`.
     pub fn matmul(&self, acts: &[QuantizedActivation], out: &mut [f32]) {
-        const TOKENS_PER_TASK: usize = 8;
+        const MAX_TOKENS_PER_TASK: usize = 8;
         acts.iter().for_each(|a| self.check(a));
         assert_eq!(
             out.len(),
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
-        if self.rows == 0 {
+        if self.rows == 0 || acts.is_empty() {
             return;
         }
-        out.par_chunks_mut(self.rows * TOKENS_PER_TASK)
-            .zip(acts.par_chunks(TOKENS_PER_TASK))
+        if acts.len() == 1 {
+            return self.matvec(&acts[0], out);
+        }
+        let tasks = 2 * rayon::current_num_threads();
+        let group = acts.len().div_ceil(tasks).clamp(1, MAX_TOKENS_PER_TASK);
+        out.par_chunks_mut(self.rows * group)
+            .zip(acts.par_chunks(group))
             .for_each(|(o, a)| {
                 for r in 0..self.rows {
                     let w = self.row(r);

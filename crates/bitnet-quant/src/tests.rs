@@ -538,6 +538,76 @@ fn simd_kernels_are_bit_identical_to_scalar() {
     }
 }
 
+/// Random bytes (with finite scales) and random full-range activation codes: exercises
+/// `maddubs` saturation, the −128 sign-trick wrap, invalid codes (TQ2_0/I2_S code 3) and
+/// I2_S's i16 wrap. The scalar emulation must still match the SIMD kernels bit for bit.
+#[test]
+fn simd_matches_scalar_on_arbitrary_bytes() {
+    let detected = Backend::detect();
+    if detected == Backend::Scalar {
+        assert_eq!(backends(), vec![Backend::Scalar]);
+        return;
+    }
+    let bytes_of = |seed: u64, n: usize| -> Vec<u8> {
+        noise(seed, n)
+            .iter()
+            .map(|v| ((v + 1.0) * 127.99) as u8)
+            .collect()
+    };
+    let one = [0x00u8, 0x3c]; // f16 1.0
+    let quarter = [0x00u8, 0x34]; // f16 0.25
+    for &(ty, cols) in KERNEL_CASES {
+        let rows = 3;
+        let size = crate::blocks::tensor_bytes(ty, rows * cols);
+        let mut w = bytes_of(21, size);
+        match ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => continue,
+            GgmlType::Q8_0 => w
+                .chunks_exact_mut(34)
+                .for_each(|b| b[..2].copy_from_slice(&one)),
+            GgmlType::Q4_0 => w
+                .chunks_exact_mut(18)
+                .for_each(|b| b[..2].copy_from_slice(&one)),
+            GgmlType::Q4_1 => w.chunks_exact_mut(20).for_each(|b| {
+                b[..2].copy_from_slice(&one);
+                b[2..4].copy_from_slice(&quarter);
+            }),
+            GgmlType::TQ1_0 => w
+                .chunks_exact_mut(54)
+                .for_each(|b| b[52..].copy_from_slice(&one)),
+            GgmlType::TQ2_0 => w
+                .chunks_exact_mut(66)
+                .for_each(|b| b[64..].copy_from_slice(&one)),
+            GgmlType::I2_S => {
+                let n = rows * cols / 4;
+                w[n..n + 4].copy_from_slice(&0.5f32.to_le_bytes());
+            }
+            other => panic!("no case for {other}"),
+        }
+        let m = QuantizedMatrix::new(ty, &w, rows, cols).unwrap();
+        let mut act = QuantizedActivation::new();
+        act.quantize(m.activation_type(), &noise(5, cols)).unwrap();
+        for (q, b) in act.qs.iter_mut().zip(bytes_of(33, cols)) {
+            *q = b as i8; // full range, including -128
+        }
+        act.qs[..8].fill(-128);
+        if !act.bsums.is_empty() {
+            for (s, q) in act.bsums.iter_mut().zip(act.qs.chunks_exact(16)) {
+                *s = q.iter().map(|&v| v as i16).sum();
+            }
+        }
+        for r in 0..rows {
+            let scalar = m.with_backend(Backend::Scalar).dot_row(r, &act);
+            let simd = m.with_backend(detected).dot_row(r, &act);
+            assert_eq!(
+                scalar.to_bits(),
+                simd.to_bits(),
+                "{ty} row {r}: {scalar} vs {simd}"
+            );
+        }
+    }
+}
+
 #[test]
 fn matvec_and_matmul_agree_with_dot_row() {
     let (rows, cols) = (37, 256);

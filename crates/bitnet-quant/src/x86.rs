@@ -1,13 +1,10 @@
 //! AVX2 kernels (x86-64), selected at run time with `is_x86_feature_detected!`.
 //!
-//! Each kernel computes the same exact integer block sums as its scalar twin in `dot.rs`
-//! and then applies the scalar twin's float update in the same order, so results are
-//! bit-identical to the scalar reference (the tests check this). The float kernels use the
-//! 32-lane order documented in `dot.rs` with separate multiply and add (no FMA).
-//!
-//! Integer products avoid `_mm256_maddubs_epi16` saturation: it is used only where one
-//! operand is a small unsigned code (≤ 15) or, for I2_S, exactly as bitnet.cpp uses it;
-//! Q8_0 × Q8_0 widens to i16 and uses `_mm256_madd_epi16`, exact for any int8 inputs.
+//! The quantized kernels use the same instructions as ggml's x86 AVX2 kernels
+//! (`ggml-cpu/arch/x86/quants.c`) and bitnet.cpp's (`src/ggml-bitnet-mad.cpp`), so they are
+//! bit-identical to those and to the scalar emulations in `dot.rs` (the tests check the
+//! latter). The float kernels use the 32-lane order documented in `dot.rs` with separate
+//! multiply and add.
 
 use std::arch::x86_64::*;
 
@@ -16,14 +13,15 @@ use crate::blocks::{
     f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S, QK_K, TQ1_0_BYTES, TQ1_QH, TQ1_QS,
     TQ2_0_BYTES,
 };
-use crate::dequantize::tq1_trit;
 use crate::dot::{self, F_LANES, I2S_GROUP};
 use crate::matrix::{RowKernel, WeightType};
 
-/// Whether the AVX2 kernels can run on this CPU (AVX2 for the integer kernels, F16C for
-/// the f16 conversions).
+/// Whether the AVX2 kernels can run on this CPU (AVX2 for the integer kernels, FMA for the
+/// block accumulation, F16C for the f16 conversions).
 pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// The AVX2 row kernel for `ty`. Only call after [`available`] returned true.
@@ -52,7 +50,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// 8 → 1 horizontal float sum in `dot::reduce_lanes` order.
+/// ggml's `hsum_float_8` (same order as `dot::hsum_float_8`).
 #[inline(always)]
 unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -65,46 +63,6 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
     let bits = u16::from_le_bytes([b[off], b[off + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-/// Horizontal sums of eight i32x8 vectors at once: `[Σv0, Σv1, …, Σv7]`.
-#[inline(always)]
-unsafe fn hsum8(v: &[__m256i; 8]) -> [i32; 8] {
-    let s01 = _mm256_hadd_epi32(v[0], v[1]);
-    let s23 = _mm256_hadd_epi32(v[2], v[3]);
-    let s45 = _mm256_hadd_epi32(v[4], v[5]);
-    let s67 = _mm256_hadd_epi32(v[6], v[7]);
-    let s0123 = _mm256_hadd_epi32(s01, s23);
-    let s4567 = _mm256_hadd_epi32(s45, s67);
-    let lo = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
-    let hi = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
-    let mut out = [0i32; 8];
-    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, _mm256_add_epi32(lo, hi));
-    out
-}
-
-/// Run `block(ib)` (an i32x8 whose lanes sum to block ib's integer dot) over `nb` blocks,
-/// eight at a time, and feed each block's sum to `update(ib, sumi)` in block order.
-#[inline(always)]
-unsafe fn for_block_sums(
-    nb: usize,
-    block: impl Fn(usize) -> __m256i,
-    mut update: impl FnMut(usize, i32),
-) {
-    let mut ib = 0;
-    while ib + 8 <= nb {
-        let mut v = [_mm256_setzero_si256(); 8];
-        for (k, v) in v.iter_mut().enumerate() {
-            *v = block(ib + k);
-        }
-        for (k, s) in hsum8(&v).into_iter().enumerate() {
-            update(ib + k, s);
-        }
-        ib += 8;
-    }
-    for ib in ib..nb {
-        update(ib, hsum_i32(block(ib)));
-    }
 }
 
 #[inline(always)]
@@ -187,17 +145,15 @@ unsafe fn bf16_bf16(w: &[u8], a: &QuantizedActivation) -> f32 {
     )
 }
 
-/// Σ x·y over 32 int8 pairs, exact for all inputs (widen to i16, `madd`).
+/// ggml's `mul_sum_i8_pairs_float` without the float conversion: i32 lane k = Σ x·y over
+/// bytes 4k..4k+3, through the `_mm256_sign_epi8` trick and `maddubs` (with its saturation).
 #[inline(always)]
-unsafe fn dot_i8x32(x: __m256i, y: __m256i) -> __m256i {
-    let xl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x));
-    let xh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(x));
-    let yl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y));
-    let yh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(y));
-    _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh))
+unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
-/// 16 Q4 bytes → 32 nibbles in element order (low nibbles, then high nibbles).
+/// 16 Q4 bytes → 32 nibbles in element order (ggml `bytes_from_nibbles_32`).
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> __m256i {
     let b = load128(p);
@@ -207,158 +163,168 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     let nb = a.len / QK;
     assert!(w.len() >= nb * Q8_0_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let mut sumf = 0.0f32;
-    for_block_sums(
-        nb,
-        |ib| {
-            dot_i8x32(
-                load256(wp.add(ib * Q8_0_BYTES + 2)),
-                load256(yp.add(ib * QK)),
-            )
-        },
-        |ib, sumi| sumf += dot::q8_0_update(sumi, f16_at_fast(w, ib * Q8_0_BYTES), a.d[ib]),
-    );
-    sumf
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let d = _mm256_set1_ps(f16_at_fast(w, ib * Q8_0_BYTES) * a.d[ib]);
+        let x = load256(wp.add(ib * Q8_0_BYTES + 2));
+        let q = mul_sum_i8_pairs(x, load256(yp.add(ib * QK)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
+    }
+    hsum_ps(acc)
 }
 
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     let nb = a.len / QK;
     assert!(w.len() >= nb * Q4_0_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let ones = _mm256_set1_epi16(1);
     let eight = _mm256_set1_epi8(8);
-    let mut sumf = 0.0f32;
-    for_block_sums(
-        nb,
-        |ib| {
-            // x in [-8, 7]: |x|·|y| pairs stay far below i16 saturation.
-            let x = _mm256_sub_epi8(nibbles(wp.add(ib * Q4_0_BYTES + 2)), eight);
-            let y = load256(yp.add(ib * QK));
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-            _mm256_madd_epi16(p16, ones)
-        },
-        |ib, sumi| sumf += dot::q4_0_update(sumi, f16_at_fast(w, ib * Q4_0_BYTES), a.d[ib]),
-    );
-    sumf
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let d = _mm256_set1_ps(f16_at_fast(w, ib * Q4_0_BYTES) * a.d[ib]);
+        let x = _mm256_sub_epi8(nibbles(wp.add(ib * Q4_0_BYTES + 2)), eight);
+        let q = mul_sum_i8_pairs(x, load256(yp.add(ib * QK)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
+    }
+    hsum_ps(acc)
 }
 
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_q8_1(w: &[u8], a: &QuantizedActivation) -> f32 {
     let nb = a.len / QK;
     assert!(w.len() >= nb * Q4_1_BYTES && a.qs.len() >= nb * QK && a.s.len() >= nb);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
     let ones = _mm256_set1_epi16(1);
-    let mut sumf = 0.0f32;
-    for_block_sums(
-        nb,
-        |ib| {
-            let x = nibbles(wp.add(ib * Q4_1_BYTES + 4));
-            let y = load256(yp.add(ib * QK));
-            _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones)
-        },
-        |ib, sumi| {
-            let o = ib * Q4_1_BYTES;
-            let (dx, mx) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
-            sumf += dot::q4_1_update(sumi, dx, mx, a.d[ib], a.s[ib]);
-        },
-    );
-    sumf
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for ib in 0..nb {
+        let o = ib * Q4_1_BYTES;
+        summs = f16_at_fast(w, o + 2).mul_add(a.s[ib], summs);
+        let d = _mm256_set1_ps(f16_at_fast(w, o) * a.d[ib]);
+        let x = nibbles(wp.add(o + 4));
+        let q = _mm256_madd_epi16(_mm256_maddubs_epi16(x, load256(yp.add(ib * QK))), ones);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
+    }
+    hsum_ps(acc) + summs
 }
 
-/// Σ of the block's codes (the sixteen Q8_K bsums).
+/// The TQ kernels' tail: `codes` are eight 32-byte vectors of codes 0..2 in element order;
+/// i16 `maddubs` sums, minus the bsums (the codes' −1 offset), widened to i32 lanes, then
+/// `acc = fma(lanes, d, acc)` — ggml x86 `ggml_vec_dot_tq{1,2}_0_q8_K`.
 #[inline(always)]
-unsafe fn bsum_total(bsums: &[i16]) -> __m256i {
-    let v = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
-    _mm256_madd_epi16(v, _mm256_set1_epi16(1))
+unsafe fn tq_accumulate(
+    acc: __m256,
+    codes: [__m256i; 8],
+    y: *const u8,
+    bsums: &[i16],
+    d: f32,
+) -> __m256 {
+    let mut s16 = _mm256_setzero_si256();
+    for (v, c) in codes.into_iter().enumerate() {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c, load256(y.add(32 * v))));
+    }
+    assert!(bsums.len() >= 16);
+    let ysum = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
+    let lanes = _mm256_madd_epi16(_mm256_sub_epi16(s16, ysum), _mm256_set1_epi16(1));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(d), acc)
 }
 
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tq2_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
     let nb = a.len / QK_K;
     assert!(w.len() >= nb * TQ2_0_BYTES && a.qs.len() >= nb * QK_K && a.bsums.len() >= nb * 16);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let ones = _mm256_set1_epi16(1);
     let m3 = _mm256_set1_epi8(3);
-    let mut sumf = 0.0f32;
+    let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
         let x = wp.add(ib * TQ2_0_BYTES);
-        let y = yp.add(ib * QK_K);
-        // Σ code·y with codes 0..2 (maddubs cannot saturate), minus Σy = Σ bsums.
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..2 {
-            let b = load256(x.add(32 * c));
-            let q = [
-                _mm256_and_si256(b, m3),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(b), m3),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(b), m3),
-                _mm256_and_si256(_mm256_srli_epi16::<6>(b), m3),
-            ];
-            for (n, q) in q.into_iter().enumerate() {
-                let yv = load256(y.add(128 * c + 32 * n));
-                acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(q, yv));
-            }
-        }
-        let acc = _mm256_madd_epi16(acc, ones);
-        let sumi = hsum_i32(_mm256_sub_epi32(acc, bsum_total(&a.bsums[16 * ib..])));
-        sumf += dot::tq_update(sumi, f16_at_fast(w, ib * TQ2_0_BYTES + QK_K / 4), a.d[ib]);
+        let (b0, b1) = (load256(x), load256(x.add(32)));
+        let code = |b: __m256i, n: i32| -> __m256i {
+            let s = match n {
+                0 => b,
+                1 => _mm256_srli_epi16::<2>(b),
+                2 => _mm256_srli_epi16::<4>(b),
+                _ => _mm256_srli_epi16::<6>(b),
+            };
+            _mm256_and_si256(s, m3)
+        };
+        let codes = [
+            code(b0, 0),
+            code(b0, 1),
+            code(b0, 2),
+            code(b0, 3),
+            code(b1, 0),
+            code(b1, 1),
+            code(b1, 2),
+            code(b1, 3),
+        ];
+        let d = a.d[ib] * f16_at_fast(w, ib * TQ2_0_BYTES + QK_K / 4);
+        acc = tq_accumulate(acc, codes, yp.add(ib * QK_K), &a.bsums[16 * ib..], d);
     }
-    sumf
+    hsum_ps(acc)
 }
 
-/// Σ trit·y for 16 TQ1_0 bytes (trit `n` of each) against 16 activations.
+/// Trit 0..2 of each byte of `q` (already multiplied by 3ⁿ mod 256): `(q·3) >> 8` computed
+/// as ggml does with 8-bit ops (`subs`, two `avg`, shift) — equal for all 256 byte values.
 #[inline(always)]
-unsafe fn tq1_trits_dot(bytes16: __m256i, n: usize, y: *const u8) -> __m256i {
-    const POW3: [i16; 5] = [1, 3, 9, 27, 81];
-    let q = _mm256_and_si256(
-        _mm256_mullo_epi16(bytes16, _mm256_set1_epi16(POW3[n])),
-        _mm256_set1_epi16(0xFF),
-    );
-    let t = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(q, _mm256_set1_epi16(3)));
-    _mm256_madd_epi16(t, _mm256_cvtepi8_epi16(load128(y)))
+unsafe fn trits(q: __m256i) -> __m256i {
+    let q = _mm256_subs_epu8(q, _mm256_set1_epi8(1));
+    let q = _mm256_avg_epu8(q, _mm256_avg_epu8(q, _mm256_setzero_si256()));
+    _mm256_and_si256(_mm256_srli_epi16::<6>(q), _mm256_set1_epi8(3))
 }
 
-#[target_feature(enable = "avx2,f16c")]
+/// `q · 3` and `q · 9` per byte, mod 256.
+#[inline(always)]
+unsafe fn times3(q: __m256i) -> __m256i {
+    _mm256_add_epi8(q, _mm256_add_epi8(q, q))
+}
+
+#[inline(always)]
+unsafe fn times9(q: __m256i) -> __m256i {
+    let shifted = _mm256_and_si256(_mm256_slli_epi16::<3>(q), _mm256_set1_epi8(-8));
+    _mm256_add_epi8(shifted, q)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tq1_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
+    const POW3: [u8; 4] = [1, 3, 9, 27];
     let nb = a.len / QK_K;
     assert!(w.len() >= nb * TQ1_0_BYTES && a.qs.len() >= nb * QK_K && a.bsums.len() >= nb * 16);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let mut sumf = 0.0f32;
+    let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
         let x = wp.add(ib * TQ1_0_BYTES);
-        let y = yp.add(ib * QK_K);
-        let mut acc = _mm256_setzero_si256();
-        // qs[0..32]: trit n of byte m is element 32n + m; two halves of 16 bytes.
-        for h in 0..2 {
-            let b = _mm256_cvtepu8_epi16(load128(x.add(16 * h)));
-            for n in 0..5 {
-                acc = _mm256_add_epi32(acc, tq1_trits_dot(b, n, y.add(32 * n + 16 * h)));
-            }
-        }
-        // qs[32..48]: trit n of byte 32 + m is element 160 + 16n + m.
-        let b = _mm256_cvtepu8_epi16(load128(x.add(32)));
-        for n in 0..5 {
-            acc = _mm256_add_epi32(acc, tq1_trits_dot(b, n, y.add(160 + 16 * n)));
-        }
-        // qh: 16 elements, scalar.
-        let xb = &w[ib * TQ1_0_BYTES..];
-        let yb = &a.qs[ib * QK_K..];
-        let mut tail = 0i32;
-        for n in 0..4 {
-            for j in 0..TQ1_QH {
-                tail += tq1_trit(xb[TQ1_QS + j], n) * yb[240 + 4 * n + j] as i32;
-            }
-        }
-        let acc = _mm256_sub_epi32(acc, bsum_total(&a.bsums[16 * ib..]));
-        let sumi = hsum_i32(acc) + tail;
-        sumf += dot::tq_update(sumi, f16_at_fast(xb, TQ1_QS + TQ1_QH), a.d[ib]);
+        let xb = &w[ib * TQ1_0_BYTES..(ib + 1) * TQ1_0_BYTES];
+        // Elements 0..160: trit n of qs[0..32] (vectors 0..5).
+        let q0 = load256(x);
+        let (q1, q2) = (times3(q0), times9(q0));
+        let (q3, q4) = (times9(q1), times9(q2));
+        // Elements 160..256: [trit 0 | trit 1], [trit 2 | trit 3] of qs[32..48], then
+        // [trit 4 of qs[32..48] | the sixteen qh trits].
+        let r = _mm256_broadcastsi128_si256(load128(x.add(32)));
+        let (r1, r2) = (times3(r), times9(r));
+        let (r3, r4) = (times9(r1), times9(r2));
+        let qh: [u8; 16] = std::array::from_fn(|l| xb[TQ1_QS + l % 4].wrapping_mul(POW3[l / 4]));
+        let r45 = _mm256_set_m128i(load128(qh.as_ptr()), _mm256_castsi256_si128(r4));
+        let codes = [
+            trits(q0),
+            trits(q1),
+            trits(q2),
+            trits(q3),
+            trits(q4),
+            trits(_mm256_blend_epi32::<0b1111_0000>(r, r1)),
+            trits(_mm256_blend_epi32::<0b1111_0000>(r2, r3)),
+            trits(r45),
+        ];
+        let d = a.d[ib] * f16_at_fast(xb, TQ1_QS + TQ1_QH);
+        acc = tq_accumulate(acc, codes, yp.add(ib * QK_K), &a.bsums[16 * ib..], d);
     }
-    sumf
+    hsum_ps(acc)
 }
 
 /// bitnet.cpp `ggml_vec_dot_i2_i8_s_1x1` (AVX2), instruction for instruction: codes × y

@@ -1,0 +1,70 @@
+//! The bitnet-rs engine: load a GGUF model (`llama`, upstream `bitnet`, Microsoft's
+//! `bitnet-b1.58`), evaluate every position of a prompt in one batched pass, decode with a KV
+//! cache, generate greedily.
+//!
+//! The point of this engine is to be checkable against the C++ references, so every step is
+//! computed the way ggml computes it: activations are quantized exactly as ggml quantizes them
+//! before a quantized matmul (`bitnet-quant`), RMSNorm sums in f64, RoPE builds its angle
+//! table by repeated f32 multiplication, softmax sums in f64. The weights are views over the
+//! memory map (no copy of the model); the per-sequence [`State`] owns the f32 KV cache and
+//! reusable scratch buffers.
+//!
+//! Each architecture's layer is written out in its own file, top to bottom; what they share
+//! (self-attention, linear layers) lives in `model.rs`, the arithmetic in `ops.rs`.
+#![deny(missing_docs)]
+
+mod bitnet;
+mod bitnet_b158;
+pub mod config;
+mod llama;
+mod model;
+pub mod ops;
+mod weights;
+
+pub use config::{Architecture, ModelConfig, RopeStyle};
+pub use model::{Model, State};
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InferenceError {
+    /// The file is unreadable or not a valid GGUF.
+    #[error(transparent)]
+    Gguf(#[from] bitnet_gguf::GgufError),
+    /// `general.architecture` is not one this engine runs.
+    #[error("architecture {0:?} is not supported (supported: llama, bitnet, bitnet-b1.58)")]
+    UnsupportedArchitecture(String),
+    /// Hyper-parameters missing or inconsistent.
+    #[error("bad model configuration: {0}")]
+    BadConfig(String),
+    /// A tensor the architecture needs is absent.
+    #[error("tensor {0:?} is missing")]
+    MissingTensor(String),
+    /// A tensor has the wrong shape or unreadable data.
+    #[error("bad tensor: {0}")]
+    BadTensor(String),
+    /// A matrix type the engine has no kernel for.
+    #[error("tensor {tensor:?} has type {ty}, which the engine cannot multiply (supported: f32, f16, bf16, q8_0, q4_0, q4_1, tq1_0, tq2_0, i2_s)")]
+    UnsupportedTensorType {
+        /// The tensor.
+        tensor: String,
+        /// Its type.
+        ty: bitnet_gguf::GgmlType,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {token} is outside the vocabulary (size {n_vocab})")]
+    TokenOutOfRange {
+        /// The id.
+        token: u32,
+        /// Vocabulary size.
+        n_vocab: usize,
+    },
+    /// More positions than the model's context.
+    #[error("{needed} positions exceed the context length {context}")]
+    ContextFull {
+        /// Positions asked for.
+        needed: usize,
+        /// The limit.
+        context: usize,
+    },
+}

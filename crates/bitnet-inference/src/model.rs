@@ -1,0 +1,275 @@
+//! The model, its per-sequence state (KV cache, scratch buffers), and the parts of a layer
+//! every architecture shares. The layer itself is written out once per architecture
+//! (`llama.rs`, `bitnet.rs`, `bitnet_b158.rs`).
+
+use std::path::Path;
+
+use bitnet_gguf::GgufFile;
+use bitnet_quant::QuantizedActivation;
+
+use crate::config::{Architecture, ModelConfig};
+use crate::ops;
+use crate::weights::{LayerWeights, MatrixRef, Weights};
+use crate::InferenceError;
+
+/// A loaded model: the memory-mapped file, its configuration and its resolved weights.
+pub struct Model {
+    file: GgufFile,
+    config: ModelConfig,
+    weights: Weights,
+}
+
+/// Keys and values of one layer, f32, position-major.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerCache {
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+}
+
+/// Reused buffers: after the first call of a given batch size, a forward pass allocates
+/// nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub h: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub proj: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub acts: Vec<QuantizedActivation>,
+    pub rope: Vec<(f32, f32)>,
+    pub scores: Vec<f32>,
+}
+
+/// The state of one sequence: how many positions are cached, and the cache itself.
+#[derive(Debug, Default)]
+pub struct State {
+    layers: Vec<LayerCache>,
+    pos: usize,
+    scratch: Scratch,
+}
+
+impl State {
+    /// Number of positions already evaluated (the next token's position).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Forget every cached position.
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            l.keys.clear();
+            l.values.clear();
+        }
+        self.pos = 0;
+    }
+}
+
+/// What a layer needs besides its weights and cache: the file's bytes and the config.
+pub(crate) struct Ctx<'a> {
+    pub bytes: &'a [u8],
+    pub c: &'a ModelConfig,
+}
+
+impl Ctx<'_> {
+    /// `out = W · x` for each token row, as the C++ reference computes it.
+    pub fn linear(
+        &self,
+        w: &MatrixRef,
+        x: &[f32],
+        acts: &mut Vec<QuantizedActivation>,
+        out: &mut Vec<f32>,
+    ) {
+        w.forward(self.bytes, x, acts, out);
+    }
+
+    /// Pre-norm self-attention for `n` tokens starting at `pos0`: RMSNorm, Q/K/V, RoPE,
+    /// append K/V to the cache, causal attention. Leaves the heads' outputs (before the
+    /// output projection) in `s.att`.
+    pub fn self_attention(
+        &self,
+        lw: &LayerWeights,
+        x: &[f32],
+        pos0: usize,
+        cache: &mut LayerCache,
+        s: &mut Scratch,
+    ) {
+        let c = self.c;
+        let n = x.len() / c.dim;
+        s.h.clear();
+        s.h.extend_from_slice(x);
+        ops::rms_norm(&mut s.h, &lw.attn_norm, c.rms_eps);
+        self.linear(&lw.wq, &s.h, &mut s.acts, &mut s.q);
+        self.linear(&lw.wk, &s.h, &mut s.acts, &mut s.k);
+        self.linear(&lw.wv, &s.h, &mut s.acts, &mut s.v);
+        let kv = c.kv_dim();
+        for t in 0..n {
+            ops::rope_table(pos0 + t, c.rope_dims, c.rope_base, &mut s.rope);
+            ops::rope(
+                &mut s.q[t * c.dim..(t + 1) * c.dim],
+                c.head_dim,
+                c.rope_dims,
+                c.rope_style,
+                &s.rope,
+            );
+            ops::rope(
+                &mut s.k[t * kv..(t + 1) * kv],
+                c.head_dim,
+                c.rope_dims,
+                c.rope_style,
+                &s.rope,
+            );
+        }
+        cache.keys.extend_from_slice(&s.k);
+        cache.values.extend_from_slice(&s.v);
+        s.att.clear();
+        s.att.resize(n * c.dim, 0.0);
+        for t in 0..n {
+            ops::attend(
+                &s.q[t * c.dim..(t + 1) * c.dim],
+                &cache.keys,
+                &cache.values,
+                pos0 + t + 1,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim,
+                &mut s.scores,
+                &mut s.att[t * c.dim..(t + 1) * c.dim],
+            );
+        }
+    }
+}
+
+/// `x += y`.
+pub(crate) fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+impl Model {
+    /// Map and validate a GGUF file, read its configuration and resolve its weights.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt file, an unsupported architecture or tensor type, a missing
+    /// tensor or one of the wrong shape.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, InferenceError> {
+        let file = GgufFile::open(path)?;
+        let config = ModelConfig::from_gguf(&file)?;
+        let weights = Weights::load(&file, &config)?;
+        Ok(Model {
+            file,
+            config,
+            weights,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The underlying file (metadata, tokenizer keys).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// A fresh, empty sequence state.
+    pub fn new_state(&self) -> State {
+        State {
+            layers: vec![LayerCache::default(); self.config.n_layers],
+            pos: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Evaluate `tokens` after the positions already in `state`, in one batch; returns the
+    /// logits of every new position (`tokens.len()` rows of `n_vocab`).
+    ///
+    /// # Errors
+    /// [`InferenceError::TokenOutOfRange`] for an id outside the vocabulary,
+    /// [`InferenceError::ContextFull`] past the trained context length.
+    pub fn forward(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, InferenceError> {
+        let c = &self.config;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(InferenceError::TokenOutOfRange {
+                token: t,
+                n_vocab: c.n_vocab,
+            });
+        }
+        if state.pos + tokens.len() > c.context_length {
+            return Err(InferenceError::ContextFull {
+                needed: state.pos + tokens.len(),
+                context: c.context_length,
+            });
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ctx = Ctx {
+            bytes: self.file.bytes(),
+            c,
+        };
+        let w = &self.weights;
+        let mut x = vec![0f32; tokens.len() * c.dim];
+        for (row, &t) in x.chunks_exact_mut(c.dim).zip(tokens) {
+            w.token_embd.row(ctx.bytes, t as usize, row);
+        }
+        let layer = match c.arch {
+            Architecture::Llama => crate::llama::layer,
+            Architecture::Bitnet => crate::bitnet::layer,
+            Architecture::BitnetB158 => crate::bitnet_b158::layer,
+        };
+        for (lw, cache) in w.layers.iter().zip(&mut state.layers) {
+            layer(&ctx, lw, &mut x, state.pos, cache, &mut state.scratch);
+        }
+        ops::rms_norm(&mut x, &w.output_norm, c.rms_eps);
+        let mut logits = Vec::new();
+        ctx.linear(&w.output, &x, &mut state.scratch.acts, &mut logits);
+        state.pos += tokens.len();
+        Ok(logits)
+    }
+
+    /// Logits for every position of `tokens`, from an empty state, in one batched pass.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn eval_logits_all_positions(&self, tokens: &[u32]) -> Result<Vec<f32>, InferenceError> {
+        let mut state = self.new_state();
+        self.forward(&mut state, tokens)
+    }
+
+    /// Greedy continuation: evaluate `prompt`, then pick the most likely token `n` times (or
+    /// until `stop` says so), calling `on_token` with each. Returns the generated ids.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        mut stop: impl FnMut(u32) -> bool,
+        mut on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>, InferenceError> {
+        let v = self.config.n_vocab;
+        let mut state = self.new_state();
+        let logits = self.forward(&mut state, prompt)?;
+        let mut next = ops::argmax(&logits[logits.len() - v..]);
+        let mut out = Vec::new();
+        for i in 0..n {
+            if stop(next) {
+                break;
+            }
+            out.push(next);
+            on_token(next);
+            if i + 1 == n {
+                break;
+            }
+            let logits = self.forward(&mut state, &[next])?;
+            next = ops::argmax(&logits);
+        }
+        Ok(out)
+    }
+}

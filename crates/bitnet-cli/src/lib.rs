@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 
 pub mod inspect;
+pub mod run;
+pub mod tokenize;
 
 /// Process exit codes shared by every `bitnet` subcommand.
 ///

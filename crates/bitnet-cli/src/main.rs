@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bitnet_cli::{exit, inspect, CommandOutput};
+use bitnet_cli::{exit, inspect, tokenize, CommandOutput};
 use clap::{Args, Parser, Subcommand};
 
-/// Inspect GGUF models for the bitnet-rs inference engine.
+/// Inspect GGUF models and tokenize prompts for the bitnet-rs inference engine.
 ///
 /// Exit codes: 0 success, 2 usage error, 3 runtime error (unreadable or corrupt file).
 #[derive(Debug, Parser)]
@@ -29,6 +29,60 @@ enum Command {
     /// Exit codes: 0 success; 2 usage error; 3 the file is missing, unreadable or not a
     /// valid GGUF v2/v3 file (one line "error: PATH: REASON" on stderr).
     Inspect(InspectArgs),
+
+    /// Tokenize a prompt exactly as llama.cpp would (GGUF) or with a Hugging Face tokenizer.json.
+    ///
+    /// BOS follows llama.cpp's add_special: by default it is added exactly when the
+    /// vocabulary adds BOS by default; --no-bos turns it off. Without --parse-special,
+    /// special-token text such as "<s>" is tokenized as plain text.
+    ///
+    /// Exit codes: 0 success; 2 usage error; 3 the tokenizer or input file cannot be read or
+    /// is corrupt (one line "error: ..." on stderr; with --json also {"error": ...} on stdout).
+    Tokenize(TokenizeArgs),
+
+    /// Run a model on a prompt: print the prompt, stream the continuation, report tokens/s
+    /// on stderr. Greedy with --temp 0 (the default); stops at end-of-sequence/end-of-turn.
+    ///
+    /// Exit codes: 0 success; 2 usage error (empty prompt, bad temperature, unknown
+    /// template); 3 the model cannot be read, is corrupt or is not supported.
+    Run(bitnet_cli::run::RunArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "tokenizer"])))]
+#[command(group(clap::ArgGroup::new("text").required(true).args(["prompt", "input_jsonl"])))]
+struct TokenizeArgs {
+    /// A GGUF model or vocabulary: use its embedded tokenizer (llama.cpp-exact).
+    #[arg(long, value_name = "M.gguf")]
+    model: Option<PathBuf>,
+
+    /// A Hugging Face tokenizer.json (a .gguf file is accepted too).
+    #[arg(long, value_name = "T.json")]
+    tokenizer: Option<PathBuf>,
+
+    /// Add BOS as llama.cpp's add_special does (only if the vocabulary uses BOS; the default).
+    #[arg(long, conflicts_with = "no_bos")]
+    add_bos: bool,
+
+    /// Do not add BOS (or EOS).
+    #[arg(long)]
+    no_bos: bool,
+
+    /// Turn special-token text ("<s>", "<|begin_of_text|>") into special tokens.
+    #[arg(long)]
+    parse_special: bool,
+
+    /// The text to tokenize.
+    #[arg(long)]
+    prompt: Option<String>,
+
+    /// A file with one JSON string per line; each line is tokenized in order.
+    #[arg(long, value_name = "FILE")]
+    input_jsonl: Option<PathBuf>,
+
+    /// Print {"ids": [...], "pieces": [...]} (one compact document per prompt, one per line).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +118,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Run(args) = &cli.command {
+        let result = bitnet_cli::run::run(
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                let usage = e.downcast_ref::<bitnet_cli::run::UsageError>().is_some();
+                ExitCode::from(if usage { exit::USAGE } else { exit::RUNTIME })
+            }
+        };
+    }
     let output = match cli.command {
         Command::Inspect(args) => {
             let format = if args.json {
@@ -73,8 +142,39 @@ fn main() -> ExitCode {
             };
             inspect::run(&args.model, format)
         }
+        Command::Tokenize(args) => tokenize::run(&tokenize_request(args)),
+        Command::Run(_) => unreachable!("handled above: it streams"),
     };
     emit(output)
+}
+
+/// The library's request from the parsed arguments (clap's groups guarantee one source and
+/// one input).
+fn tokenize_request(args: TokenizeArgs) -> tokenize::Request {
+    let source = match (args.model, args.tokenizer) {
+        (Some(model), _) => tokenize::Source::Model(model),
+        (None, Some(tokenizer)) => tokenize::Source::Tokenizer(tokenizer),
+        (None, None) => unreachable!("clap requires --model or --tokenizer"),
+    };
+    let input = match (args.prompt, args.input_jsonl) {
+        (Some(prompt), _) => tokenize::Input::Prompt(prompt),
+        (None, Some(path)) => tokenize::Input::Jsonl(path),
+        (None, None) => unreachable!("clap requires --prompt or --input-jsonl"),
+    };
+    let add_bos = if args.no_bos {
+        Some(false)
+    } else if args.add_bos {
+        Some(true)
+    } else {
+        None
+    };
+    tokenize::Request {
+        source,
+        add_bos,
+        parse_special: args.parse_special,
+        input,
+        json: args.json,
+    }
 }
 
 /// Whether the raw command line asks for JSON output (before any `--` separator).

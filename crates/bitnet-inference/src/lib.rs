@@ -19,10 +19,12 @@ pub mod config;
 mod llama;
 mod model;
 pub mod ops;
+pub mod template;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Model, State};
+pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The logic behind `cargo run -p xtask -- <task>`, kept in a library so tests can call it.
 
 pub mod bench;
+pub mod crossval;
 pub mod fixtures;
 pub mod gen_mini;
 

@@ -19,12 +19,32 @@ enum Task {
     Fixtures(xtask::fixtures::Args),
     /// Throughput of our engine and a C++ reference on the same model, same threads.
     Bench(xtask::bench::Args),
+    /// Cross-validate per token against the C++ reference: the token parity pre-gate, then
+    /// the logits of every position and a few greedy steps.
+    CrossvalPerToken(xtask::crossval::PerTokenArgs),
+    /// Bulk tokenizer parity: many texts (a file, or random ones covering known failure
+    /// classes) through the Rust tokenizer and llama.cpp's.
+    CrossvalTokenizer(xtask::crossval::TokenizerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // In JSON mode stdout still carries exactly one document.
+            if e.use_stderr() && json_requested() {
+                let msg = e.to_string();
+                let first = msg
+                    .trim_start_matches("error: ")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": "error", "error": first })
+                );
+            }
             let _ = e.print();
             // clap's --help/--version are successes; every other parse failure is usage (2).
             return if e.use_stderr() {
@@ -35,6 +55,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.task {
+        Task::CrossvalPerToken(args) => return ExitCode::from(xtask::crossval::per_token(&args)),
+        Task::CrossvalTokenizer(args) => return ExitCode::from(xtask::crossval::tokenizer(&args)),
         Task::GenMiniGguf(args) => xtask::gen_mini::run(&args),
         Task::Fixtures(args) => xtask::fixtures::run(&args),
         Task::Bench(args) => xtask::bench::run(&args).and_then(|r| {
@@ -52,4 +74,12 @@ fn main() -> ExitCode {
             ExitCode::from(xtask::exit_code(&e))
         }
     }
+}
+
+/// Whether the raw command line asks for JSON output (`--format json` or `--format=json`).
+fn json_requested() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    args.windows(2)
+        .any(|w| w[0] == "--format" && w[1] == "json")
+        || args.iter().any(|a| a == "--format=json")
 }

@@ -1,0 +1,925 @@
+//! Cross-validation receipts: a versioned JSON record of one `crossval-per-token` run.
+//!
+//! A receipt is written with [`Receipt::write`] (atomically: a temporary file in the same
+//! directory, flushed and synced, then renamed over the target) and checked with
+//! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
+//! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
+//!
+//! # Schema 1.0.0
+//!
+//! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
+//! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `schema_version` | string | `"1.0.0"` |
+//! | `status` | string | `ok` (tokens match, every position within tolerance), `diverged` (tokens match, logits or decode differ), `token_mismatch` (the pre-gate failed: no logits were compared), `error` (runtime error) |
+//! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
+//! | `tool.version` | string | its version |
+//! | `timestamp` | string | when the run finished, RFC 3339 UTC: `YYYY-MM-DDTHH:MM:SSZ` |
+//! | `inputs.model_path` | string | the model given with `--model` |
+//! | `inputs.model_sha256` | string | SHA-256 of that file, 64 lowercase hex digits |
+//! | `inputs.cpp_model_path` | string? | the file the C++ reference ran (`--cpp-model`), `null` when it is the same model |
+//! | `inputs.cpp_model_sha256` | string? | SHA-256 of `cpp_model_path` (`null` with it) |
+//! | `inputs.tokenizer_path` | string? | the HF tokenizer.json of the Rust side, `null` for the GGUF's embedded vocabulary |
+//! | `inputs.prompt` | string | the prompt as given |
+//! | `inputs.formatted_prompt` | string | the text both sides tokenized (after the template) |
+//! | `inputs.system_prompt` | string? | `--system-prompt`, if any |
+//! | `inputs.template` | string | the template requested (`raw`, `instruct`, `llama3-chat`, `chatml`, `auto`, `jinja`) |
+//! | `inputs.add_bos` | bool | BOS added by the tokenizers (both sides) |
+//! | `inputs.parse_special` | bool | special-token text parsed into special ids (both sides) |
+//! | `token_parity.status` | string | `ok` or `mismatch` |
+//! | `token_parity.rust_count` | integer | number of Rust token ids |
+//! | `token_parity.cpp_count` | integer | number of C++ token ids |
+//! | `token_parity.first_diff_idx` | integer? | first differing index; `null` exactly when `status` is `ok` |
+//! | `token_parity.template_used` | string | the template actually applied (for `auto`: the one detected) |
+//! | `positions[]` | array | one object per prompt position; empty when the pre-gate failed |
+//! | `positions[].position` | integer | 0-based position |
+//! | `positions[].cosine`, `.l2`, `.max_abs_diff`, `.nmse`, `.kl` | metric | see [`crate::logits_compare`] |
+//! | `positions[].rust_top1`, `.cpp_top1` | integer | arg-max ids |
+//! | `positions[].top1_match` | bool | arg-max ids agree |
+//! | `positions[].top5_overlap` | integer | 0..=5 ids shared by the two top-5 sets |
+//! | `positions[].rust_non_finite`, `.cpp_non_finite` | integer | NaN/±∞ counts in each row |
+//! | `positions[].ok` | bool | finite and `cosine ≥ thresholds.cos_tol` |
+//! | `decode[]` | array | greedy steps after the prompt, in order; stops at the first disagreement |
+//! | `decode[].step` | integer | 0-based step |
+//! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose |
+//! | `decode[].match` | bool | the ids agree |
+//! | `summary` | object? | `null` when the pre-gate failed or on error, else: |
+//! | `summary.n_positions` | integer | positions compared |
+//! | `summary.first_divergent_position` | integer? | first position not ok, `null` if none |
+//! | `summary.min_cosine`, `.max_kl`, `.mean_kl`, `.max_abs_diff` | metric | over all positions |
+//! | `summary.top1_agreement_rate` | number | 0..=1 |
+//! | `summary.cos_tol` | number | the tolerance used |
+//! | `summary.all_ok` | bool | every position ok |
+//! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
+//! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
+//! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
+//! | `cpp_backend.library` | string | the library and its version/commit as the reference reports it |
+//! | `cpp_backend.build_info` | string | the reference's build description (compiler, flags) |
+//! | `cpp_backend.system_info` | string | `llama_print_system_info()` of the reference |
+//! | `environment.cpu` | string | CPU model name (`/proc/cpuinfo`), else the architecture |
+//! | `environment.threads` | integer | threads used |
+//! | `environment.os`, `.arch` | string | `std::env::consts::{OS, ARCH}` |
+//!
+//! Consistency rules checked by [`validate_receipt`]: `token_parity.first_diff_idx` is `null`
+//! iff `token_parity.status` is `ok`; `status` is `token_mismatch` iff `token_parity.status` is
+//! `mismatch`; `summary` is an object when `status` is `ok` or `diverged`.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::logits_compare::{LogitsSummary, PositionMetrics};
+
+/// The schema version this crate writes and validates.
+pub const RECEIPT_SCHEMA_VERSION: &str = "1.0.0";
+
+/// Outcome of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Tokens match and every position is within tolerance.
+    Ok,
+    /// Tokens match but logits (or greedy decode) differ.
+    Diverged,
+    /// The pre-gate failed.
+    TokenMismatch,
+    /// A runtime error.
+    Error,
+}
+
+/// The program that wrote the receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Program name.
+    pub name: String,
+    /// Program version.
+    pub version: String,
+}
+
+/// What was compared and how it was tokenized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The model given with `--model`.
+    pub model_path: String,
+    /// SHA-256 of the model (lowercase hex).
+    pub model_sha256: String,
+    /// The model the C++ side ran, when different (`--cpp-model`).
+    pub cpp_model_path: Option<String>,
+    /// SHA-256 of `cpp_model_path`.
+    pub cpp_model_sha256: Option<String>,
+    /// HF tokenizer.json of the Rust side; `None`: the GGUF's own vocabulary.
+    pub tokenizer_path: Option<String>,
+    /// The prompt as given.
+    pub prompt: String,
+    /// The text both sides tokenized.
+    pub formatted_prompt: String,
+    /// The system prompt, if any.
+    pub system_prompt: Option<String>,
+    /// The template requested.
+    pub template: String,
+    /// BOS added by the tokenizers.
+    pub add_bos: bool,
+    /// Special tokens parsed.
+    pub parse_special: bool,
+}
+
+/// Result of the token parity pre-gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenParityStatus {
+    /// Identical sequences.
+    Ok,
+    /// Different sequences.
+    Mismatch,
+}
+
+/// The `token_parity` block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenParityBlock {
+    /// `ok` or `mismatch`.
+    pub status: TokenParityStatus,
+    /// Number of Rust ids.
+    pub rust_count: usize,
+    /// Number of C++ ids.
+    pub cpp_count: usize,
+    /// First differing index (`None` iff ok).
+    pub first_diff_idx: Option<usize>,
+    /// The template actually applied.
+    pub template_used: String,
+}
+
+impl TokenParityBlock {
+    /// Builds the block from the two sequences and the pre-gate's answer.
+    pub fn new(
+        rust_count: usize,
+        cpp_count: usize,
+        first_diff_idx: Option<usize>,
+        template_used: impl Into<String>,
+    ) -> Self {
+        TokenParityBlock {
+            status: if first_diff_idx.is_some() {
+                TokenParityStatus::Mismatch
+            } else {
+                TokenParityStatus::Ok
+            },
+            rust_count,
+            cpp_count,
+            first_diff_idx,
+            template_used: template_used.into(),
+        }
+    }
+}
+
+/// One greedy decode step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeStep {
+    /// 0-based step after the prompt.
+    pub step: usize,
+    /// The Rust side's choice.
+    pub rust_token: u32,
+    /// The C++ side's choice.
+    pub cpp_token: u32,
+    /// Both chose the same id.
+    #[serde(rename = "match")]
+    pub matched: bool,
+}
+
+/// Tolerances in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Cosine tolerance.
+    pub cos_tol: f64,
+    /// Greedy steps requested.
+    pub max_tokens: usize,
+}
+
+/// The C++ reference that produced the reference side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CppBackendInfo {
+    /// `llama` or `bitnet`.
+    pub backend: String,
+    /// Library and version/commit.
+    pub library: String,
+    /// Build description.
+    pub build_info: String,
+    /// `llama_print_system_info()`.
+    pub system_info: String,
+}
+
+/// The machine the run happened on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// CPU model name.
+    pub cpu: String,
+    /// Threads used.
+    pub threads: usize,
+    /// Operating system.
+    pub os: String,
+    /// Architecture.
+    pub arch: String,
+}
+
+impl Environment {
+    /// This machine, with `threads` threads.
+    pub fn detect(threads: usize) -> Self {
+        Environment {
+            cpu: cpu_model(),
+            threads,
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+}
+
+/// A cross-validation receipt (see the module docs for the schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// [`RECEIPT_SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Who wrote it.
+    pub tool: ToolInfo,
+    /// RFC 3339 UTC time.
+    pub timestamp: String,
+    /// Inputs.
+    pub inputs: Inputs,
+    /// The pre-gate's result.
+    pub token_parity: TokenParityBlock,
+    /// Per-position metrics.
+    pub positions: Vec<PositionMetrics>,
+    /// Greedy decode steps.
+    pub decode: Vec<DecodeStep>,
+    /// Summary (`None` when no logits were compared).
+    pub summary: Option<LogitsSummary>,
+    /// Tolerances.
+    pub thresholds: Thresholds,
+    /// The C++ reference.
+    pub cpp_backend: CppBackendInfo,
+    /// The machine.
+    pub environment: Environment,
+}
+
+/// Errors writing or reading a receipt.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    /// File-system error.
+    #[error("receipt {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// (De)serialisation error.
+    #[error("receipt {path}: invalid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+impl Receipt {
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain data types cannot fail: every map key is a string and the
+        // non-finite floats go through `float_repr`.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Writes the receipt atomically: to a temporary file next to `path`, synced, then renamed.
+    pub fn write(&self, path: &Path) -> Result<(), ReceiptError> {
+        let io_err = |source| ReceiptError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|source| ReceiptError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "receipt.json".into());
+        // Unique per process and per call, so concurrent writers never share a temporary file.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp.{}.{seq}", std::process::id()));
+        let result = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io_err)
+    }
+
+    /// Reads a receipt written by [`Receipt::write`].
+    pub fn read(path: &Path) -> Result<Self, ReceiptError> {
+        let text = fs::read_to_string(path).map_err(|source| ReceiptError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ReceiptError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// SHA-256 of a file's contents, lowercase hex, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// `time` as RFC 3339 UTC with second precision (`1970-01-01T00:00:00Z`); times before the
+/// epoch are clamped to it.
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The current time as [`rfc3339_utc`].
+pub fn now_rfc3339() -> String {
+    rfc3339_utc(SystemTime::now())
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The CPU model name from `/proc/cpuinfo` (`model name`), else the architecture name.
+pub fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validator
+
+type Obj = serde_json::Map<String, Value>;
+
+fn field<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a Value, String> {
+    o.get(key)
+        .ok_or_else(|| format!("{ctx}.{key}: missing required field"))
+}
+
+fn obj<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a Obj, String> {
+    field(o, ctx, key)?
+        .as_object()
+        .ok_or_else(|| format!("{ctx}.{key}: expected an object"))
+}
+
+fn string<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a str, String> {
+    field(o, ctx, key)?
+        .as_str()
+        .ok_or_else(|| format!("{ctx}.{key}: expected a string"))
+}
+
+fn opt_string<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<Option<&'a str>, String> {
+    match field(o, ctx, key)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        _ => Err(format!("{ctx}.{key}: expected a string or null")),
+    }
+}
+
+fn boolean(o: &Obj, ctx: &str, key: &str) -> Result<bool, String> {
+    field(o, ctx, key)?
+        .as_bool()
+        .ok_or_else(|| format!("{ctx}.{key}: expected a boolean"))
+}
+
+fn uint(o: &Obj, ctx: &str, key: &str) -> Result<u64, String> {
+    field(o, ctx, key)?
+        .as_u64()
+        .ok_or_else(|| format!("{ctx}.{key}: expected a non-negative integer"))
+}
+
+fn opt_uint(o: &Obj, ctx: &str, key: &str) -> Result<Option<u64>, String> {
+    match field(o, ctx, key)? {
+        Value::Null => Ok(None),
+        v => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("{ctx}.{key}: expected a non-negative integer or null")),
+    }
+}
+
+fn number(o: &Obj, ctx: &str, key: &str) -> Result<f64, String> {
+    field(o, ctx, key)?
+        .as_f64()
+        .ok_or_else(|| format!("{ctx}.{key}: expected a number"))
+}
+
+fn metric(o: &Obj, ctx: &str, key: &str) -> Result<(), String> {
+    match field(o, ctx, key)? {
+        Value::Number(_) => Ok(()),
+        Value::String(s) if matches!(s.as_str(), "NaN" | "inf" | "-inf") => Ok(()),
+        _ => Err(format!(
+            "{ctx}.{key}: expected a number or \"NaN\"/\"inf\"/\"-inf\""
+        )),
+    }
+}
+
+fn one_of(o: &Obj, ctx: &str, key: &str, allowed: &[&str]) -> Result<String, String> {
+    let s = string(o, ctx, key)?;
+    if allowed.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{ctx}.{key}: {s:?} is not one of {allowed:?}"))
+    }
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
+    b.len() == 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'Z'
+}
+
+/// Checks a receipt against the documented schema (every required field, its type, and the
+/// consistency rules). Returns the first problem found, naming the field.
+pub fn validate_receipt(v: &Value) -> Result<(), String> {
+    let root = v.as_object().ok_or("receipt: expected a JSON object")?;
+    let r = "receipt";
+    let version = string(root, r, "schema_version")?;
+    if version.split('.').next() != Some("1") || version.split('.').count() != 3 {
+        return Err(format!(
+            "receipt.schema_version: {version:?} is not a 1.x.y version"
+        ));
+    }
+    let status = one_of(
+        root,
+        r,
+        "status",
+        &["ok", "diverged", "token_mismatch", "error"],
+    )?;
+
+    let tool = obj(root, r, "tool")?;
+    string(tool, "tool", "name")?;
+    string(tool, "tool", "version")?;
+
+    let ts = string(root, r, "timestamp")?;
+    if !is_rfc3339_utc(ts) {
+        return Err(format!(
+            "receipt.timestamp: {ts:?} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)"
+        ));
+    }
+
+    let inputs = obj(root, r, "inputs")?;
+    let i = "inputs";
+    string(inputs, i, "model_path")?;
+    let sha = string(inputs, i, "model_sha256")?;
+    if !is_sha256(sha) {
+        return Err(format!(
+            "inputs.model_sha256: {sha:?} is not 64 lowercase hex digits"
+        ));
+    }
+    let cpp_model = opt_string(inputs, i, "cpp_model_path")?;
+    let cpp_sha = opt_string(inputs, i, "cpp_model_sha256")?;
+    if cpp_model.is_some() != cpp_sha.is_some() || cpp_sha.is_some_and(|s| !is_sha256(s)) {
+        return Err(
+            "inputs.cpp_model_sha256: must be a sha256 exactly when cpp_model_path is set".into(),
+        );
+    }
+    opt_string(inputs, i, "tokenizer_path")?;
+    string(inputs, i, "prompt")?;
+    string(inputs, i, "formatted_prompt")?;
+    opt_string(inputs, i, "system_prompt")?;
+    string(inputs, i, "template")?;
+    boolean(inputs, i, "add_bos")?;
+    boolean(inputs, i, "parse_special")?;
+
+    let tp = obj(root, r, "token_parity")?;
+    let t = "token_parity";
+    let tp_status = one_of(tp, t, "status", &["ok", "mismatch"])?;
+    let rust_count = uint(tp, t, "rust_count")?;
+    let cpp_count = uint(tp, t, "cpp_count")?;
+    let diff = opt_uint(tp, t, "first_diff_idx")?;
+    string(tp, t, "template_used")?;
+    match (tp_status.as_str(), diff) {
+        ("ok", Some(_)) => {
+            return Err("token_parity.first_diff_idx: must be null when status is ok".into())
+        }
+        ("mismatch", None) => {
+            return Err("token_parity.first_diff_idx: required when status is mismatch".into())
+        }
+        ("ok", None) if rust_count != cpp_count => {
+            return Err("token_parity: status ok but rust_count != cpp_count".into())
+        }
+        _ => {}
+    }
+    if (status == "token_mismatch") != (tp_status == "mismatch") {
+        return Err(format!(
+            "receipt.status: {status:?} inconsistent with token_parity.status {tp_status:?}"
+        ));
+    }
+
+    let positions = field(root, r, "positions")?
+        .as_array()
+        .ok_or("receipt.positions: expected an array")?;
+    for (k, p) in positions.iter().enumerate() {
+        let ctx = format!("positions[{k}]");
+        let p = p
+            .as_object()
+            .ok_or_else(|| format!("{ctx}: expected an object"))?;
+        uint(p, &ctx, "position")?;
+        for m in ["cosine", "l2", "max_abs_diff", "nmse", "kl"] {
+            metric(p, &ctx, m)?;
+        }
+        uint(p, &ctx, "rust_top1")?;
+        uint(p, &ctx, "cpp_top1")?;
+        boolean(p, &ctx, "top1_match")?;
+        if uint(p, &ctx, "top5_overlap")? > 5 {
+            return Err(format!("{ctx}.top5_overlap: must be 0..=5"));
+        }
+        uint(p, &ctx, "rust_non_finite")?;
+        uint(p, &ctx, "cpp_non_finite")?;
+        boolean(p, &ctx, "ok")?;
+    }
+
+    let decode = field(root, r, "decode")?
+        .as_array()
+        .ok_or("receipt.decode: expected an array")?;
+    for (k, d) in decode.iter().enumerate() {
+        let ctx = format!("decode[{k}]");
+        let d = d
+            .as_object()
+            .ok_or_else(|| format!("{ctx}: expected an object"))?;
+        uint(d, &ctx, "step")?;
+        uint(d, &ctx, "rust_token")?;
+        uint(d, &ctx, "cpp_token")?;
+        boolean(d, &ctx, "match")?;
+    }
+
+    match field(root, r, "summary")? {
+        Value::Null => {
+            if status == "ok" || status == "diverged" {
+                return Err(format!(
+                    "receipt.summary: required when status is {status:?}"
+                ));
+            }
+        }
+        Value::Object(s) => {
+            let c = "summary";
+            uint(s, c, "n_positions")?;
+            opt_uint(s, c, "first_divergent_position")?;
+            for m in ["min_cosine", "max_kl", "mean_kl", "max_abs_diff"] {
+                metric(s, c, m)?;
+            }
+            let rate = number(s, c, "top1_agreement_rate")?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err("summary.top1_agreement_rate: must be within 0..=1".into());
+            }
+            number(s, c, "cos_tol")?;
+            boolean(s, c, "all_ok")?;
+        }
+        _ => return Err("receipt.summary: expected an object or null".into()),
+    }
+
+    let th = obj(root, r, "thresholds")?;
+    number(th, "thresholds", "cos_tol")?;
+    uint(th, "thresholds", "max_tokens")?;
+
+    let be = obj(root, r, "cpp_backend")?;
+    one_of(be, "cpp_backend", "backend", &["llama", "bitnet"])?;
+    string(be, "cpp_backend", "library")?;
+    string(be, "cpp_backend", "build_info")?;
+    string(be, "cpp_backend", "system_info")?;
+
+    let env = obj(root, r, "environment")?;
+    string(env, "environment", "cpu")?;
+    uint(env, "environment", "threads")?;
+    string(env, "environment", "os")?;
+    string(env, "environment", "arch")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logits_compare::{compare_logits, LogitsMatrix};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "bitnet-crossval-{name}-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    fn sample(dir: &Path) -> Receipt {
+        let model = dir.join("model.gguf");
+        fs::write(&model, b"GGUF fake model bytes").expect("model");
+        let rust = [1.0f32, 2.0, 3.0, 0.5, 0.25, 4.0];
+        let cpp = [1.0f32, 2.0, 3.0, 0.5, 0.25, f32::NAN];
+        let cmp = compare_logits(
+            LogitsMatrix::rust(&rust, 3).expect("shape"),
+            LogitsMatrix::cpp(&cpp, 3).expect("shape"),
+            0.999,
+        )
+        .expect("compare");
+        Receipt {
+            schema_version: RECEIPT_SCHEMA_VERSION.into(),
+            status: RunStatus::Diverged,
+            tool: ToolInfo {
+                name: "xtask crossval-per-token".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            timestamp: now_rfc3339(),
+            inputs: Inputs {
+                model_path: model.to_string_lossy().into_owned(),
+                model_sha256: sha256_file(&model).expect("sha"),
+                cpp_model_path: None,
+                cpp_model_sha256: None,
+                tokenizer_path: Some("tokenizer.json".into()),
+                prompt: "What's 2+2?\n".into(),
+                formatted_prompt: "Q: What's 2+2?\n\nA:".into(),
+                system_prompt: None,
+                template: "instruct".into(),
+                add_bos: true,
+                parse_special: false,
+            },
+            token_parity: TokenParityBlock::new(2, 2, None, "instruct"),
+            positions: cmp.positions,
+            decode: vec![DecodeStep {
+                step: 0,
+                rust_token: 42,
+                cpp_token: 42,
+                matched: true,
+            }],
+            summary: Some(cmp.summary),
+            thresholds: Thresholds {
+                cos_tol: 0.999,
+                max_tokens: 4,
+            },
+            cpp_backend: CppBackendInfo {
+                backend: "llama".into(),
+                library: "llama.cpp b1234 (abcdef0)".into(),
+                build_info: "gcc 13 -O3".into(),
+                system_info: "AVX = 1 | AVX2 = 1".into(),
+            },
+            environment: Environment::detect(2),
+        }
+    }
+
+    #[test]
+    fn written_receipt_validates_and_round_trips() {
+        let dir = temp_dir("roundtrip");
+        let receipt = sample(&dir);
+        let path = dir.join("receipt.json");
+        receipt.write(&path).expect("write");
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary file left behind");
+        let text = fs::read_to_string(&path).expect("read");
+        let value: Value = serde_json::from_str(&text).expect("json");
+        validate_receipt(&value).expect("valid receipt");
+        assert_eq!(value["schema_version"], "1.0.0");
+        assert_eq!(value["status"], "diverged");
+        assert_eq!(value["token_parity"]["status"], "ok");
+        assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
+        assert_eq!(value["positions"][1]["cosine"], "NaN");
+        assert_eq!(value["decode"][0]["match"], true);
+        assert_eq!(value["summary"]["first_divergent_position"], 1);
+        let back = Receipt::read(&path).expect("read back");
+        assert!(back.positions[1].cosine.is_nan());
+        // NaN != NaN: compare the re-serialised documents instead.
+        assert_eq!(back.to_json(), receipt.to_json());
+        // Overwriting is atomic too.
+        receipt.write(&path).expect("rewrite");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn validator_names_every_missing_required_field() {
+        let dir = temp_dir("missing");
+        let value = serde_json::to_value(sample(&dir)).expect("value");
+        fs::remove_dir_all(&dir).expect("cleanup");
+        let mut paths = Vec::new();
+        fn collect(v: &Value, prefix: &str, out: &mut Vec<String>) {
+            if let Value::Object(m) = v {
+                for (k, child) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}/{k}")
+                    };
+                    out.push(p.clone());
+                    collect(child, &p, out);
+                }
+            }
+        }
+        collect(&value, "", &mut paths);
+        // Fields inside arrays' elements too.
+        for (arr, _) in [("positions", 0), ("decode", 0)] {
+            for k in value[arr][0].as_object().expect("obj").keys() {
+                paths.push(format!("{arr}/0/{k}"));
+            }
+        }
+        assert!(paths.len() > 60, "{paths:?}");
+        for p in paths {
+            let mut v = value.clone();
+            let (parent, key) = p.rsplit_once('/').unwrap_or(("", &p));
+            let ptr = if parent.is_empty() {
+                String::new()
+            } else {
+                format!("/{parent}")
+            };
+            let removed = match v.pointer_mut(&ptr) {
+                Some(Value::Object(m)) => m.remove(key),
+                _ => None,
+            };
+            assert!(removed.is_some(), "{p}");
+            let err = validate_receipt(&v).expect_err(&p);
+            assert!(
+                err.contains(key),
+                "error for missing {p} does not name it: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn validator_rejects_wrong_types_and_inconsistencies() {
+        let dir = temp_dir("types");
+        let good = serde_json::to_value(sample(&dir)).expect("value");
+        fs::remove_dir_all(&dir).expect("cleanup");
+        let cases: Vec<(&str, Value)> = vec![
+            ("/schema_version", "2.0.0".into()),
+            ("/status", "fine".into()),
+            ("/timestamp", "2026-11-26 21:00:00".into()),
+            ("/inputs/model_sha256", "ABC".into()),
+            ("/inputs/add_bos", "yes".into()),
+            ("/inputs/cpp_model_path", "other.gguf".into()),
+            ("/token_parity/status", "mismatch".into()),
+            ("/token_parity/first_diff_idx", 3.into()),
+            ("/token_parity/rust_count", (-1).into()),
+            ("/positions/0/top5_overlap", 6.into()),
+            ("/positions/0/cosine", "big".into()),
+            ("/decode/0/match", 1.into()),
+            ("/summary", Value::Null),
+            ("/summary/top1_agreement_rate", 1.5.into()),
+            ("/thresholds/cos_tol", "0.999".into()),
+            ("/cpp_backend/backend", "onnx".into()),
+            ("/environment/threads", 2.5.into()),
+            ("/positions", Value::Object(Default::default())),
+        ];
+        for (ptr, bad) in cases {
+            let mut v = good.clone();
+            *v.pointer_mut(ptr).expect(ptr) = bad;
+            assert!(validate_receipt(&v).is_err(), "{ptr} accepted");
+        }
+        assert!(validate_receipt(&Value::Array(vec![])).is_err());
+        // A consistent token-mismatch receipt is valid with no summary and no positions.
+        let mut v = good.clone();
+        v["status"] = "token_mismatch".into();
+        v["token_parity"]["status"] = "mismatch".into();
+        v["token_parity"]["first_diff_idx"] = 1.into();
+        v["positions"] = Value::Array(vec![]);
+        v["decode"] = Value::Array(vec![]);
+        v["summary"] = Value::Null;
+        validate_receipt(&v).expect("token mismatch receipt");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        use std::time::Duration;
+        let at = |s: u64| rfc3339_utc(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert!(is_rfc3339_utc(&now_rfc3339()));
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn sha256_of_known_content() {
+        let dir = temp_dir("sha");
+        let f = dir.join("abc");
+        fs::write(&f, b"abc").expect("write");
+        assert_eq!(
+            sha256_file(&f).expect("sha"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(sha256_file(&dir.join("missing")).is_err());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn write_reports_unwritable_path() {
+        let dir = temp_dir("unwritable");
+        let receipt = sample(&dir);
+        let target = dir.join("no/such/dir/receipt.json");
+        let err = receipt.write(&target).expect_err("must fail");
+        assert!(
+            err.to_string().contains("no/such/dir/receipt.json"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn environment_and_parity_block() {
+        let env = Environment::detect(3);
+        assert_eq!(env.threads, 3);
+        assert!(!env.cpu.is_empty());
+        let b = TokenParityBlock::new(4, 5, Some(4), "raw");
+        assert_eq!(b.status, TokenParityStatus::Mismatch);
+        assert_eq!(
+            TokenParityBlock::new(4, 4, None, "raw").status,
+            TokenParityStatus::Ok
+        );
+    }
+}

@@ -1,0 +1,1088 @@
+//! The token parity pre-gate.
+//!
+//! Logits from two engines can only be compared when both evaluated exactly the same token ids.
+//! [`validate_token_parity`] (also reachable as [`TokenParityChecker::validate`]) compares the
+//! Rust ids (`u32`) with the C++ ids (`i32`, as llama.cpp's `llama_token`) in one O(n) pass with
+//! early exit, and allocates nothing when they match. A negative C++ id is always a mismatch: it
+//! is never reinterpreted as a large `u32` that might happen to equal a Rust id.
+//!
+//! On a mismatch the [`TokenParityError`] carries both sequences, the first differing index (or
+//! the shorter length when one sequence is a prefix of the other) and the prompt. The caller can
+//! attach a [`ReportContext`] (model and tokenizer paths, the template used, decoded pieces,
+//! BOS/EOS/special ids, the flags already given) with [`TokenParityError::with_context`]; the
+//! report from [`TokenParityError::format_error`] then shows decoded pieces and labels, and its
+//! fix-it hints and example command use the real paths. Every hint is emitted only when the
+//! evidence in the two sequences and the context supports it (see [`Hint`]).
+//!
+//! [`TokenParityError::format_error`] returns plain text; [`TokenParityError::format_error_styled`]
+//! adds ANSI colour when asked to. Whether to colour is the caller's decision
+//! ([`should_colour`] implements the rule: a terminal, and `NO_COLOR` unset).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::PathBuf;
+
+use console::Style;
+
+/// How many ids of each sequence the report lists (the total count is shown when longer).
+pub const MAX_LISTED_TOKENS: usize = 64;
+/// Rows of the aligned diff shown before the first differing index.
+pub const DIFF_CONTEXT_BEFORE: usize = 3;
+/// Rows of the aligned diff shown after the first differing index.
+pub const DIFF_CONTEXT_AFTER: usize = 4;
+/// The command the example in the report starts with, unless [`ReportContext::command`] says
+/// otherwise.
+pub const DEFAULT_COMMAND: &str = "cargo run -p xtask --release -- crossval-per-token";
+
+/// Entry point of the pre-gate (a unit struct so that the check can be named as a type).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenParityChecker;
+
+impl TokenParityChecker {
+    /// Checks that the Rust and C++ token sequences are identical.
+    ///
+    /// Returns `Ok(())` without allocating when they are; otherwise a [`TokenParityError`]
+    /// describing the first difference. Same as [`validate_token_parity`].
+    #[inline]
+    pub fn validate(rust: &[u32], cpp: &[i32], prompt: &str) -> Result<(), TokenParityError> {
+        match first_difference(rust, cpp) {
+            None => Ok(()),
+            Some(idx) => Err(TokenParityError::new(rust, cpp, idx, prompt)),
+        }
+    }
+}
+
+/// Checks that the Rust and C++ token sequences are identical (see [`TokenParityChecker::validate`]).
+#[inline]
+pub fn validate_token_parity(
+    rust_tokens: &[u32],
+    cpp_tokens: &[i32],
+    prompt: &str,
+) -> Result<(), TokenParityError> {
+    TokenParityChecker::validate(rust_tokens, cpp_tokens, prompt)
+}
+
+/// The index of the first difference between the two sequences, or `None` when they are equal.
+///
+/// A negative C++ id differs from every Rust id. When one sequence is a strict prefix of the
+/// other, the result is the shorter length. O(n), no allocation; compares blocks of ids without
+/// branching and stops at the first block that contains a difference.
+pub fn first_difference(rust: &[u32], cpp: &[i32]) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let n = rust.len().min(cpp.len());
+    let (rust_common, cpp_common) = (&rust[..n], &cpp[..n]);
+    let mut base = 0;
+    for (r, c) in rust_common.chunks(BLOCK).zip(cpp_common.chunks(BLOCK)) {
+        // Non-zero iff some pair differs: XOR catches different bits, the sign bit of the C++ id
+        // catches negative ids (whose bit pattern could otherwise equal a huge Rust id).
+        let mut acc = 0u32;
+        for (&a, &b) in r.iter().zip(c) {
+            acc |= (a ^ b as u32) | ((b as u32) >> 31);
+        }
+        if acc != 0 {
+            let offset = r.iter().zip(c).position(|(&a, &b)| !ids_equal(a, b));
+            return offset.map(|o| base + o);
+        }
+        base += r.len();
+    }
+    (rust.len() != cpp.len()).then_some(n)
+}
+
+/// Whether a Rust id and a C++ id denote the same token (a negative C++ id never does).
+#[inline]
+fn ids_equal(rust: u32, cpp: i32) -> bool {
+    i64::from(rust) == i64::from(cpp)
+}
+
+/// Which side of the comparison something was observed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSide {
+    /// The Rust engine's tokenizer.
+    Rust,
+    /// The C++ reference's tokenizer.
+    Cpp,
+}
+
+impl fmt::Display for TokenSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenSide::Rust => "Rust",
+            TokenSide::Cpp => "C++",
+        })
+    }
+}
+
+/// Everything the report needs that only the caller (the cross-validation runner) knows.
+///
+/// All fields are optional in effect: with [`ReportContext::default`] the report still renders,
+/// without pieces, labels or an example command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportContext {
+    /// The command the example starts with (default [`DEFAULT_COMMAND`]); inserted verbatim.
+    pub command: String,
+    /// The model given with `--model`.
+    pub model_path: Option<PathBuf>,
+    /// The HF tokenizer.json given with `--tokenizer` (`None`: the GGUF's own vocabulary).
+    pub tokenizer_path: Option<PathBuf>,
+    /// The template actually applied (`raw`, `instruct`, `llama3-chat`, `chatml`, `jinja`, ...;
+    /// for `auto`, the one detected); `None` when unknown. Anything but `raw` triggers the
+    /// "Use --prompt-template raw" hint.
+    pub prompt_template: Option<String>,
+    /// Further arguments to repeat in the example command (e.g. `["--cpp-model", "f32.gguf"]`),
+    /// each one shell-quoted on output. Must not contain `--model`, `--tokenizer`, `--prompt`,
+    /// `--prompt-template` or `--no-bos`: the report decides those.
+    pub extra_args: Vec<String>,
+    /// `--dump-ids` was already given (so the report does not suggest it).
+    pub dump_ids_requested: bool,
+    /// `--no-bos` was already given (so the report does not suggest it).
+    pub no_bos_requested: bool,
+    /// The model's BOS id.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence ids (EOS, EOT, ...).
+    pub eos_ids: Vec<u32>,
+    /// Other special/control token ids.
+    pub special_ids: BTreeSet<u32>,
+    /// Decoded pieces by id; fill with [`ReportContext::fill_pieces`] for
+    /// [`TokenParityError::window_ids`].
+    pub pieces: BTreeMap<u32, String>,
+}
+
+impl Default for ReportContext {
+    fn default() -> Self {
+        ReportContext {
+            command: DEFAULT_COMMAND.to_string(),
+            model_path: None,
+            tokenizer_path: None,
+            prompt_template: None,
+            extra_args: Vec::new(),
+            dump_ids_requested: false,
+            no_bos_requested: false,
+            bos_id: None,
+            eos_ids: Vec::new(),
+            special_ids: BTreeSet::new(),
+            pieces: BTreeMap::new(),
+        }
+    }
+}
+
+impl ReportContext {
+    /// Decodes and stores the piece of every id in `ids` for which `decode` returns one.
+    pub fn fill_pieces(
+        &mut self,
+        ids: impl IntoIterator<Item = u32>,
+        mut decode: impl FnMut(u32) -> Option<String>,
+    ) {
+        for id in ids {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.pieces.entry(id) {
+                if let Some(piece) = decode(id) {
+                    slot.insert(piece);
+                }
+            }
+        }
+    }
+
+    /// The label of an id: `BOS`, `EOS` or `special`.
+    pub fn label(&self, id: u32) -> Option<&'static str> {
+        if self.bos_id == Some(id) {
+            Some("BOS")
+        } else if self.eos_ids.contains(&id) {
+            Some("EOS")
+        } else if self.special_ids.contains(&id) {
+            Some("special")
+        } else {
+            None
+        }
+    }
+
+    fn template_is_raw(&self) -> Option<bool> {
+        self.prompt_template
+            .as_deref()
+            .map(|t| t.eq_ignore_ascii_case("raw"))
+    }
+}
+
+/// A fix-it hint of the report. Each is emitted only when its condition holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// One side starts with the same token twice, the other once: a BOS added twice. Condition:
+    /// `s[0] == s[1]` on exactly one side, and that id is the BOS id (or, with no BOS id known,
+    /// the other side starts with the same id).
+    DuplicateBos {
+        /// The side with two BOS tokens.
+        side: TokenSide,
+        /// The repeated id.
+        bos: u32,
+    },
+    /// The BOS id starts one sequence but not the other (BOS id known, first difference at 0).
+    BosOnOneSide {
+        /// The side that has the BOS.
+        side: TokenSide,
+        /// The BOS id.
+        bos: u32,
+    },
+    /// A non-raw template was used: suggest `--prompt-template raw`.
+    UseRawTemplate,
+    /// Model path known, and either a non-raw template was used or a special token sits at the
+    /// first difference: suggest `bitnet inspect <model>` to see the chat template metadata.
+    InspectModel {
+        /// The model path.
+        model: PathBuf,
+    },
+    /// `--dump-ids` was not given: suggest it to see both sequences with pieces.
+    DumpIds,
+    /// A tokenizer.json was used and the sequences differ from their first content token (index
+    /// 0, or index 1 after a BOS both share), not explained by a BOS on one side (one side's
+    /// `[1]` equal to the other's `[0]`):
+    /// the tokenizer.json probably belongs to a different vocabulary.
+    TokenizerJsonMismatch {
+        /// The tokenizer.json path.
+        tokenizer: PathBuf,
+    },
+}
+
+/// The pre-gate's failure: the two token sequences differ.
+///
+/// The four fields named by the specification (`rust_tokens`, `cpp_tokens`, `first_diff_idx`,
+/// `prompt`) are kept as they are; `cpp_tokens_raw` keeps the C++ ids exactly as received
+/// (`cpp_tokens` holds them bit-cast to `u32`, so a negative id appears there as a large value:
+/// the report always shows the raw, negative value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenParityError {
+    /// The Rust token ids.
+    pub rust_tokens: Vec<u32>,
+    /// The C++ token ids, bit-cast to `u32` (see `cpp_tokens_raw` for the exact values).
+    pub cpp_tokens: Vec<u32>,
+    /// First differing index, or the shorter length when one sequence is a prefix of the other.
+    pub first_diff_idx: usize,
+    /// The prompt as the user gave it (before template formatting).
+    pub prompt: String,
+    /// The C++ token ids exactly as received, negative ids included.
+    pub cpp_tokens_raw: Vec<i32>,
+    /// Optional context for pieces, labels, hints and the example command.
+    pub context: Option<Box<ReportContext>>,
+}
+
+impl TokenParityError {
+    /// Builds the error for sequences that differ at `first_diff_idx`.
+    pub fn new(rust: &[u32], cpp: &[i32], first_diff_idx: usize, prompt: &str) -> Self {
+        TokenParityError {
+            rust_tokens: rust.to_vec(),
+            cpp_tokens: cpp.iter().map(|&id| id as u32).collect(),
+            first_diff_idx,
+            prompt: prompt.to_string(),
+            cpp_tokens_raw: cpp.to_vec(),
+            context: None,
+        }
+    }
+
+    /// Attaches the caller's context (paths, template, pieces, special ids).
+    pub fn with_context(mut self, context: ReportContext) -> Self {
+        self.context = Some(Box::new(context));
+        self
+    }
+
+    /// The row range of the aligned diff: a window around the first difference.
+    pub fn window(&self) -> std::ops::Range<usize> {
+        let longest = self.rust_tokens.len().max(self.cpp_raw().len());
+        let start = self.first_diff_idx.saturating_sub(DIFF_CONTEXT_BEFORE);
+        let end = (self.first_diff_idx + DIFF_CONTEXT_AFTER + 1).min(longest);
+        start..end
+    }
+
+    /// The (non-negative) ids shown in the aligned diff, deduplicated: what the caller should
+    /// decode into [`ReportContext::pieces`].
+    pub fn window_ids(&self) -> Vec<u32> {
+        let w = self.window();
+        let mut ids = BTreeSet::new();
+        for i in w {
+            if let Some(&r) = self.rust_tokens.get(i) {
+                ids.insert(r);
+            }
+            if let Some(&c) = self.cpp_raw().get(i) {
+                if let Ok(c) = u32::try_from(c) {
+                    ids.insert(c);
+                }
+            }
+        }
+        ids.into_iter().collect()
+    }
+
+    /// The C++ ids as received (falls back to `cpp_tokens` when `cpp_tokens_raw` was not filled,
+    /// e.g. for an error built by hand).
+    fn cpp_raw(&self) -> std::borrow::Cow<'_, [i32]> {
+        if self.cpp_tokens_raw.len() == self.cpp_tokens.len() {
+            std::borrow::Cow::Borrowed(&self.cpp_tokens_raw)
+        } else {
+            std::borrow::Cow::Owned(self.cpp_tokens.iter().map(|&t| t as i32).collect())
+        }
+    }
+
+    /// The hints the evidence supports, in report order (see [`Hint`] for each condition).
+    pub fn hints(&self) -> Vec<Hint> {
+        let default_ctx = ReportContext::default();
+        let ctx = self.context.as_deref().unwrap_or(&default_ctx);
+        let rust: Vec<i64> = self.rust_tokens.iter().map(|&t| i64::from(t)).collect();
+        let cpp: Vec<i64> = self.cpp_raw().iter().map(|&t| i64::from(t)).collect();
+        let mut hints = Vec::new();
+
+        let dup = duplicate_bos(&rust, &cpp, ctx.bos_id);
+        if let Some((side, bos)) = dup {
+            hints.push(Hint::DuplicateBos { side, bos });
+        }
+        let bos_one_side = match (ctx.bos_id, self.first_diff_idx) {
+            (Some(bos), 0) if dup.is_none() => {
+                let b = i64::from(bos);
+                match (rust.first() == Some(&b), cpp.first() == Some(&b)) {
+                    (true, false) => Some(TokenSide::Rust),
+                    (false, true) => Some(TokenSide::Cpp),
+                    _ => None,
+                }
+                .map(|side| (side, bos))
+            }
+            _ => None,
+        };
+        if let Some((side, bos)) = bos_one_side {
+            hints.push(Hint::BosOnOneSide { side, bos });
+        }
+        let non_raw = ctx.template_is_raw() == Some(false);
+        if non_raw {
+            hints.push(Hint::UseRawTemplate);
+        }
+        if let Some(model) = &ctx.model_path {
+            let special_at_diff = [rust.get(self.first_diff_idx), cpp.get(self.first_diff_idx)]
+                .into_iter()
+                .flatten()
+                .filter_map(|&id| u32::try_from(id).ok())
+                .any(|id| ctx.special_ids.contains(&id));
+            if non_raw || special_at_diff {
+                hints.push(Hint::InspectModel {
+                    model: model.clone(),
+                });
+            }
+        }
+        if !ctx.dump_ids_requested {
+            hints.push(Hint::DumpIds);
+        }
+        if let Some(tokenizer) = &ctx.tokenizer_path {
+            // A BOS on one side explains index 0 when the next id then lines up with the other
+            // side's first id; otherwise the vocabularies themselves are suspect.
+            let bos_explains = bos_one_side.is_some_and(|(side, _)| {
+                let (with, without) = match side {
+                    TokenSide::Rust => (&rust, &cpp),
+                    TokenSide::Cpp => (&cpp, &rust),
+                };
+                with.get(1) == without.first()
+            });
+            // The first content token differs: at index 0, or at index 1 right after a BOS
+            // both sides agree on.
+            let shared_bos = self.first_diff_idx == 1
+                && ctx
+                    .bos_id
+                    .map(i64::from)
+                    .is_some_and(|b| rust.first() == Some(&b) && cpp.first() == Some(&b));
+            if (self.first_diff_idx == 0 && !bos_explains) || shared_bos {
+                hints.push(Hint::TokenizerJsonMismatch {
+                    tokenizer: tokenizer.clone(),
+                });
+            }
+        }
+        hints
+    }
+
+    /// The hints as plain-text lines (what the report lists under "Suggested fixes:", and what
+    /// a JSON report can put in its `suggestions` array).
+    pub fn suggestions(&self) -> Vec<String> {
+        let no_bos_known = self.context.as_ref().is_some_and(|c| c.no_bos_requested);
+        let command = self
+            .context
+            .as_ref()
+            .map_or(DEFAULT_COMMAND, |c| c.command.as_str());
+        self.hints()
+            .into_iter()
+            .map(|h| match h {
+                Hint::DuplicateBos { side, bos } => {
+                    let fix = if no_bos_known {
+                        "try: --prompt-template raw (the tokenizer adds BOS even with --no-bos)"
+                    } else {
+                        "try: --no-bos or --prompt-template raw"
+                    };
+                    format!(
+                        "Possible duplicate BOS token: {side} tokens start with BOS twice \
+                         (id {bos} at [0] and [1]) - {fix}"
+                    )
+                }
+                Hint::BosOnOneSide { side, bos } => {
+                    let fix = if no_bos_known { "" } else { " - try: --no-bos" };
+                    format!(
+                        "BOS (id {bos}) starts only the {side} tokens: the two tokenizers disagree \
+                         on adding BOS (a tokenizer.json post-processor can add one){fix}"
+                    )
+                }
+                Hint::UseRawTemplate => {
+                    "Use --prompt-template raw for raw tokenization (no formatting)".to_string()
+                }
+                Hint::InspectModel { model } => format!(
+                    "Check GGUF chat_template metadata with: bitnet inspect {}",
+                    shell_quote(&model.to_string_lossy())
+                ),
+                Hint::DumpIds => {
+                    "Verify BOS and special-token handling: --dump-ids prints both sequences with \
+                     pieces"
+                        .to_string()
+                }
+                Hint::TokenizerJsonMismatch { tokenizer } => {
+                    let model = self
+                        .context
+                        .as_ref()
+                        .and_then(|c| c.model_path.as_ref())
+                        .map_or_else(|| "MODEL.gguf".to_string(), |m| m.to_string_lossy().into());
+                    let bulk = command.replace("crossval-per-token", "crossval-tokenizer");
+                    format!(
+                        "Tokens differ from the first token: {} may be a different vocabulary than the \
+                         model's - omit --tokenizer to use the GGUF's vocabulary, or check with: \
+                         {bulk} --model {} --tokenizer {} --random 200",
+                        shell_quote(&tokenizer.to_string_lossy()),
+                        shell_quote(&model),
+                        shell_quote(&tokenizer.to_string_lossy())
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// The example command (header line, then the command on indented continuation lines), or
+    /// `None` when the evidence suggests no change of flags or the model path is unknown.
+    ///
+    /// Changes: `--prompt-template raw` when a non-raw template was used; `--no-bos` for a BOS
+    /// problem when the template is raw and `--no-bos` was not given; `--tokenizer` dropped when
+    /// the tokenizer.json is suspected. Every argument is shell-quoted ([`shell_quote`]).
+    pub fn example_command(&self) -> Option<(String, String)> {
+        let ctx = self.context.as_ref()?;
+        let model = ctx.model_path.as_ref()?;
+        let hints = self.hints();
+        let non_raw = hints.contains(&Hint::UseRawTemplate);
+        let bos_problem = hints
+            .iter()
+            .any(|h| matches!(h, Hint::DuplicateBos { .. } | Hint::BosOnOneSide { .. }));
+        let add_no_bos = bos_problem && !non_raw && !ctx.no_bos_requested;
+        let drop_tokenizer = hints
+            .iter()
+            .any(|h| matches!(h, Hint::TokenizerJsonMismatch { .. }));
+        if !non_raw && !add_no_bos && !drop_tokenizer {
+            return None;
+        }
+        let mut args: Vec<(String, Option<String>)> =
+            vec![("--model".into(), Some(model.to_string_lossy().into_owned()))];
+        if let (Some(t), false) = (&ctx.tokenizer_path, drop_tokenizer) {
+            args.push(("--tokenizer".into(), Some(t.to_string_lossy().into_owned())));
+        }
+        args.push(("--prompt".into(), Some(self.prompt.clone())));
+        let template = if non_raw {
+            Some("raw".to_string())
+        } else {
+            ctx.prompt_template.clone()
+        };
+        if let Some(t) = template {
+            args.push(("--prompt-template".into(), Some(t)));
+        }
+        if ctx.no_bos_requested || add_no_bos {
+            args.push(("--no-bos".into(), None));
+        }
+        let mut lines = vec![ctx.command.clone()];
+        for (flag, value) in args {
+            lines.push(match value {
+                Some(v) => format!("{flag} {}", shell_quote(&v)),
+                None => flag,
+            });
+        }
+        if !ctx.extra_args.is_empty() {
+            let quoted: Vec<String> = ctx.extra_args.iter().map(|a| shell_quote(a)).collect();
+            lines.push(quoted.join(" "));
+        }
+        let header = if non_raw {
+            "Example command with raw template:"
+        } else {
+            "Example command:"
+        };
+        Some((header.to_string(), lines.join(" \\\n    ")))
+    }
+
+    /// The full mismatch report as plain text (no ANSI codes).
+    pub fn format_error(&self) -> String {
+        self.render(false)
+    }
+
+    /// The full mismatch report, with ANSI colour when `colour` is true.
+    pub fn format_error_styled(&self, colour: bool) -> String {
+        self.render(colour)
+    }
+
+    fn render(&self, colour: bool) -> String {
+        let paint = |s: &str, style: Style| -> String {
+            if colour {
+                style.force_styling(true).apply_to(s).to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let default_ctx = ReportContext::default();
+        let ctx = self.context.as_deref().unwrap_or(&default_ctx);
+        let cpp = self.cpp_raw();
+        let mut out = String::new();
+        out.push_str(&paint(
+            "❌ Token Sequence Mismatch",
+            Style::new().red().bold(),
+        ));
+        out.push('\n');
+        out.push_str("Rust and C++ produced different tokens - cannot compare logits!\n\n");
+        out.push_str(&format!("Prompt: {:?}\n", self.prompt));
+        if let Some(t) = &ctx.prompt_template {
+            out.push_str(&format!("Template: {t}\n"));
+        }
+        out.push('\n');
+        out.push_str("Rust tokens:\n");
+        out.push_str(&list_tokens(self.rust_tokens.iter().map(|&t| i64::from(t))));
+        out.push_str("C++ tokens:\n");
+        out.push_str(&list_tokens(cpp.iter().map(|&t| i64::from(t))));
+        out.push('\n');
+        out.push_str(&paint(
+            &format!("First diff at index: {}", self.first_diff_idx),
+            Style::new().bold(),
+        ));
+        out.push_str("\n\nToken diff (Rust | C++):\n");
+
+        let window = self.window();
+        let idx_width = window.end.saturating_sub(1).to_string().len();
+        let cell = |id: Option<i64>| -> String {
+            match id {
+                None => "(end)".to_string(),
+                Some(id) if id < 0 => format!("{id} (invalid: negative id)"),
+                Some(id) => {
+                    let id = id as u32;
+                    let mut s = id.to_string();
+                    if let Some(p) = ctx.pieces.get(&id) {
+                        s.push_str(&format!(" {p:?}"));
+                    }
+                    if let Some(l) = ctx.label(id) {
+                        s.push(' ');
+                        s.push_str(l);
+                    }
+                    s
+                }
+            }
+        };
+        let rows: Vec<(usize, bool, String, String)> = window
+            .map(|i| {
+                let r = self.rust_tokens.get(i).map(|&t| i64::from(t));
+                let c = cpp.get(i).map(|&t| i64::from(t));
+                let same = matches!((r, c), (Some(a), Some(b)) if a == b);
+                (i, same, cell(r), cell(c))
+            })
+            .collect();
+        let rust_width = rows
+            .iter()
+            .map(|r| console::measure_text_width(&r.2))
+            .max()
+            .unwrap_or(0);
+        for (i, same, r, c) in rows {
+            let mark = if same {
+                paint("✓", Style::new().green())
+            } else {
+                paint("✗", Style::new().red().bold())
+            };
+            let pad = rust_width - console::measure_text_width(&r);
+            out.push_str(&format!(
+                "  [{i:>idx_width$}] {mark} {r}{} | {c}\n",
+                " ".repeat(pad)
+            ));
+        }
+
+        let suggestions = self.suggestions();
+        if !suggestions.is_empty() {
+            out.push('\n');
+            out.push_str(&paint("Suggested fixes:", Style::new().yellow().bold()));
+            out.push('\n');
+            for s in suggestions {
+                out.push_str(&format!("  • {s}\n"));
+            }
+        }
+        if let Some((header, command)) = self.example_command() {
+            out.push('\n');
+            out.push_str(&paint(&header, Style::new().bold()));
+            out.push_str("\n  ");
+            out.push_str(&paint(&command, Style::new().cyan()));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `[a, b, c]` on one indented line, at most [`MAX_LISTED_TOKENS`] ids, with the total when longer.
+fn list_tokens(ids: impl ExactSizeIterator<Item = i64>) -> String {
+    let total = ids.len();
+    let shown: Vec<String> = ids.take(MAX_LISTED_TOKENS).map(|t| t.to_string()).collect();
+    if total > MAX_LISTED_TOKENS {
+        format!(
+            "  [{}, ...] (first {MAX_LISTED_TOKENS} of {total} tokens)\n",
+            shown.join(", ")
+        )
+    } else {
+        format!("  [{}] ({total} tokens)\n", shown.join(", "))
+    }
+}
+
+/// `Some((side, id))` when exactly one side starts with the same id twice and that id is BOS
+/// (or, with no BOS id known, the other side starts with that id too and does not repeat it).
+fn duplicate_bos(rust: &[i64], cpp: &[i64], bos: Option<u32>) -> Option<(TokenSide, u32)> {
+    let starts_twice =
+        |s: &[i64]| -> Option<i64> { (s.len() >= 2 && s[0] == s[1] && s[0] >= 0).then_some(s[0]) };
+    let (side, id, other) = match (starts_twice(rust), starts_twice(cpp)) {
+        (Some(id), None) => (TokenSide::Rust, id, cpp),
+        (None, Some(id)) => (TokenSide::Cpp, id, rust),
+        _ => return None,
+    };
+    let is_bos = match bos {
+        Some(b) => i64::from(b) == id,
+        None => other.first() == Some(&id),
+    };
+    is_bos.then_some((side, id as u32))
+}
+
+/// Quotes `s` for a POSIX shell: unchanged when it contains only characters that are safe
+/// unquoted, else wrapped in single quotes with each `'` written as `'\''`. Newlines, `$`,
+/// backslashes and any Unicode are preserved literally.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'_' | b'-' | b'.' | b'/' | b',' | b':' | b'=' | b'+' | b'@' | b'%'
+                )
+        });
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The colour rule of the product: colour only on a terminal, and never when `NO_COLOR` is set
+/// (to any value). Pass `std::io::stderr().is_terminal()` and `std::env::var_os("NO_COLOR")`.
+pub fn should_colour(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none()
+}
+
+impl fmt::Display for TokenParityError {
+    /// One line by default; the alternate form (`{:#}`) prints the full plain-text report.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return f.write_str(&self.format_error());
+        }
+        write!(
+            f,
+            "token sequence mismatch: Rust and C++ differ at index {} (Rust {} tokens, C++ {} tokens)",
+            self.first_diff_idx,
+            self.rust_tokens.len(),
+            self.cpp_tokens.len()
+        )
+    }
+}
+
+impl std::error::Error for TokenParityError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(rust: &[u32], cpp: &[i32]) -> TokenParityError {
+        match validate_token_parity(rust, cpp, "What is 2+2?") {
+            Err(e) => e,
+            Ok(()) => panic!("expected a mismatch for {rust:?} vs {cpp:?}"),
+        }
+    }
+
+    fn ctx() -> ReportContext {
+        ReportContext {
+            model_path: Some("models/model.gguf".into()),
+            prompt_template: Some("raw".into()),
+            bos_id: Some(1),
+            eos_ids: vec![2],
+            ..ReportContext::default()
+        }
+    }
+
+    fn has(e: &TokenParityError, pred: impl Fn(&Hint) -> bool) -> bool {
+        e.hints().iter().any(pred)
+    }
+
+    #[test]
+    fn identical_sequences_pass() {
+        assert_eq!(validate_token_parity(&[1, 2, 3], &[1, 2, 3], "p"), Ok(()));
+        assert_eq!(TokenParityChecker::validate(&[], &[], ""), Ok(()));
+    }
+
+    #[test]
+    fn first_position_difference() {
+        let e = err(&[5, 2, 3], &[6, 2, 3]);
+        assert_eq!(e.first_diff_idx, 0);
+        assert_eq!(e.rust_tokens, vec![5, 2, 3]);
+        assert_eq!(e.cpp_tokens, vec![6, 2, 3]);
+        assert_eq!(e.prompt, "What is 2+2?");
+    }
+
+    #[test]
+    fn prefix_reports_shorter_length() {
+        assert_eq!(err(&[1, 2, 3], &[1, 2]).first_diff_idx, 2);
+        assert_eq!(err(&[1, 2], &[1, 2, 3]).first_diff_idx, 2);
+        assert_eq!(err(&[], &[7]).first_diff_idx, 0);
+    }
+
+    #[test]
+    fn difference_beyond_first_block() {
+        let rust: Vec<u32> = (0..1000).collect();
+        let mut cpp: Vec<i32> = (0..1000).collect();
+        cpp[777] = 5;
+        assert_eq!(err(&rust, &cpp).first_diff_idx, 777);
+    }
+
+    #[test]
+    fn negative_cpp_id_never_matches_wrapped_value() {
+        let e = err(&[u32::MAX, 7], &[-1, 7]);
+        assert_eq!(e.first_diff_idx, 0);
+        assert_eq!(e.cpp_tokens_raw, vec![-1, 7]);
+        let report = e.format_error();
+        assert!(report.contains("[-1, 7]"), "{report}");
+        assert!(report.contains("-1 (invalid: negative id)"), "{report}");
+        assert!(!report.contains("4294967295 (2 tokens)"));
+        assert_eq!(first_difference(&[0x8000_0000], &[i32::MIN]), Some(0));
+    }
+
+    #[test]
+    fn report_has_every_section() {
+        let mut c = ctx();
+        c.pieces.insert(1, "<s>".into());
+        c.pieces.insert(29871, "▁".into());
+        c.prompt_template = Some("instruct".into());
+        let e = err(&[1, 1, 29871], &[1, 29871]).with_context(c);
+        let r = e.format_error();
+        for needle in [
+            "Token Sequence Mismatch",
+            "Rust tokens:\n  [1, 1, 29871] (3 tokens)",
+            "C++ tokens:\n  [1, 29871] (2 tokens)",
+            "First diff at index: 1",
+            "[1] ✗ 1 \"<s>\" BOS | 29871 \"▁\"",
+            "[0] ✓ 1 \"<s>\" BOS | 1 \"<s>\" BOS",
+            "[2] ✗ 29871 \"▁\"   | (end)",
+            "Suggested fixes:",
+            "Possible duplicate BOS token",
+            "--no-bos or --prompt-template raw",
+            "Use --prompt-template raw",
+            "Check GGUF chat_template metadata with: bitnet inspect models/model.gguf",
+            "--dump-ids",
+            "Example command with raw template:",
+            "--prompt 'What is 2+2?'",
+        ] {
+            assert!(r.contains(needle), "missing {needle:?} in:\n{r}");
+        }
+        assert!(!r.contains('\x1b'));
+    }
+
+    #[test]
+    fn long_sequences_list_first_64_with_total() {
+        let rust: Vec<u32> = (1000..1100).collect();
+        let cpp: Vec<i32> = (2000..2100).collect();
+        let r = err(&rust, &cpp).format_error();
+        assert!(r.contains("(first 64 of 100 tokens)"), "{r}");
+        assert!(r.contains("1063, ...]"));
+        assert!(!r.contains("1064"));
+        assert!(r.contains("2063, ...]"));
+    }
+
+    #[test]
+    fn report_without_context_renders_without_pieces() {
+        let r = err(&[10, 11], &[10, 12]).format_error();
+        assert!(r.contains("[1] ✗ 11 | 12"), "{r}");
+        assert!(!r.contains("Example command"));
+        assert!(!r.contains("bitnet inspect"));
+    }
+
+    #[test]
+    fn hint_duplicate_bos() {
+        let dup = |e: &TokenParityError| has(e, |h| matches!(h, Hint::DuplicateBos { .. }));
+        let e = err(&[1, 1, 450], &[1, 450]).with_context(ctx());
+        assert!(e.hints().contains(&Hint::DuplicateBos {
+            side: TokenSide::Rust,
+            bos: 1
+        }));
+        let e = err(&[1, 450], &[1, 1, 450]).with_context(ctx());
+        assert!(e.hints().contains(&Hint::DuplicateBos {
+            side: TokenSide::Cpp,
+            bos: 1
+        }));
+        // Without a known BOS id: the repeated first id that the other side starts with.
+        assert!(dup(&err(&[7, 7, 450], &[7, 450])));
+        // Not: a repeated id that is not BOS, both sides repeated, or no repetition.
+        assert!(!dup(&err(&[5, 5, 450], &[5, 450]).with_context(ctx())));
+        assert!(!dup(&err(&[1, 1, 450], &[1, 1, 451]).with_context(ctx())));
+        assert!(!dup(&err(&[1, 2, 3], &[1, 2, 4]).with_context(ctx())));
+        assert!(!dup(&err(&[7, 7, 450], &[8, 450])));
+        let r = err(&[1, 2, 3], &[1, 2, 4])
+            .with_context(ctx())
+            .format_error();
+        assert!(!r.contains("duplicate BOS"));
+    }
+
+    #[test]
+    fn hint_bos_on_one_side() {
+        let one = |e: &TokenParityError| has(e, |h| matches!(h, Hint::BosOnOneSide { .. }));
+        let e = err(&[1, 450], &[450]).with_context(ctx());
+        assert!(e.hints().contains(&Hint::BosOnOneSide {
+            side: TokenSide::Rust,
+            bos: 1
+        }));
+        assert!(e
+            .format_error()
+            .contains("BOS (id 1) starts only the Rust tokens"));
+        assert!(one(&err(&[450], &[1, 450]).with_context(ctx())));
+        assert!(!one(&err(&[1, 450], &[450]))); // BOS id unknown
+        assert!(!one(&err(&[3, 450], &[450]).with_context(ctx())));
+        assert!(!one(&err(&[1, 450, 3], &[1, 450, 4]).with_context(ctx())));
+    }
+
+    #[test]
+    fn hint_raw_template_only_for_non_raw_templates() {
+        let raw = |e: &TokenParityError| e.hints().contains(&Hint::UseRawTemplate);
+        let mut c = ctx();
+        c.prompt_template = Some("llama3-chat".into());
+        assert!(raw(&err(&[1, 2], &[1, 3]).with_context(c)));
+        assert!(!raw(&err(&[1, 2], &[1, 3]).with_context(ctx())));
+        assert!(!raw(&err(&[1, 2], &[1, 3])));
+        let r = err(&[1, 2], &[1, 3]).with_context(ctx()).format_error();
+        assert!(!r.contains("Use --prompt-template raw"));
+    }
+
+    #[test]
+    fn hint_inspect_needs_model_and_template_or_special_evidence() {
+        let insp = |e: &TokenParityError| has(e, |h| matches!(h, Hint::InspectModel { .. }));
+        let mut chat = ctx();
+        chat.prompt_template = Some("chatml".into());
+        chat.model_path = Some("/m/it's model.gguf".into());
+        let e = err(&[1, 2], &[1, 3]).with_context(chat.clone());
+        assert!(e
+            .format_error()
+            .contains("bitnet inspect '/m/it'\\''s model.gguf'"));
+        // Raw template, ordinary tokens: no.
+        assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(ctx())));
+        // Raw template but a special token at the difference: yes.
+        let mut special = ctx();
+        special.special_ids.insert(32000);
+        assert!(insp(&err(&[1, 32000], &[1, 3]).with_context(special)));
+        // No model path: never.
+        chat.model_path = None;
+        assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(chat)));
+    }
+
+    #[test]
+    fn hint_dump_ids_unless_already_given() {
+        assert!(err(&[1, 2], &[1, 3]).hints().contains(&Hint::DumpIds));
+        let mut c = ctx();
+        c.dump_ids_requested = true;
+        let e = err(&[1, 2], &[1, 3]).with_context(c);
+        assert!(!e.hints().contains(&Hint::DumpIds));
+        assert!(!e.format_error().contains("--dump-ids"));
+    }
+
+    #[test]
+    fn hint_tokenizer_json_when_differing_from_index_zero() {
+        let tj = |e: &TokenParityError| has(e, |h| matches!(h, Hint::TokenizerJsonMismatch { .. }));
+        let mut c = ctx();
+        c.tokenizer_path = Some("tok/tokenizer.json".into());
+        let e = err(&[5, 2], &[3, 4]).with_context(c.clone());
+        assert!(tj(&e));
+        // BOS on one side that does not explain the rest: still suspect.
+        assert!(tj(&err(&[1, 5, 2], &[3, 4]).with_context(c.clone())));
+        let r = e.format_error();
+        assert!(
+            r.contains("tok/tokenizer.json may be a different vocabulary"),
+            "{r}"
+        );
+        assert!(r.contains("crossval-tokenizer --model models/model.gguf"));
+        // The example command drops --tokenizer.
+        let (_, cmd) = e.example_command().expect("example");
+        assert!(!cmd.contains("--tokenizer"));
+        // The first content token after a BOS both share differs: yes.
+        assert!(tj(&err(&[1, 2], &[1, 4]).with_context(c.clone())));
+        // Later difference, no tokenizer.json, or BOS explains index 0: no.
+        assert!(!tj(&err(&[1, 2, 3], &[1, 2, 4]).with_context(c.clone())));
+        assert!(!tj(&err(&[1, 2], &[3, 4]).with_context(ctx())));
+        assert!(!tj(&err(&[1, 2], &[2]).with_context(c)));
+    }
+
+    #[test]
+    fn example_command_only_when_a_flag_change_is_suggested() {
+        // Raw template, ordinary difference: nothing to change.
+        assert_eq!(
+            err(&[1, 2], &[1, 3]).with_context(ctx()).example_command(),
+            None
+        );
+        // Duplicate BOS with raw template: --no-bos.
+        let (h, cmd) = err(&[1, 1, 2], &[1, 2])
+            .with_context(ctx())
+            .example_command()
+            .expect("example");
+        assert_eq!(h, "Example command:");
+        assert!(
+            cmd.ends_with("--prompt-template raw \\\n    --no-bos"),
+            "{cmd}"
+        );
+        // Non-raw template: raw, keeping the tokenizer.
+        let mut c = ctx();
+        c.prompt_template = Some("instruct".into());
+        c.tokenizer_path = Some("t.json".into());
+        c.extra_args = vec!["--cpp-model".into(), "f 32.gguf".into()];
+        let (h, cmd) = err(&[1, 5, 2], &[1, 5, 3])
+            .with_context(c)
+            .example_command()
+            .expect("example");
+        assert_eq!(h, "Example command with raw template:");
+        assert_eq!(
+            cmd,
+            "cargo run -p xtask --release -- crossval-per-token \\\n    --model models/model.gguf \\\n    \
+             --tokenizer t.json \\\n    --prompt 'What is 2+2?' \\\n    --prompt-template raw \\\n    \
+             --cpp-model 'f 32.gguf'"
+        );
+        // No model path: no command.
+        assert_eq!(err(&[1, 1, 2], &[1, 2]).example_command(), None);
+    }
+
+    fn sh_args(script: &str) -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("run sh");
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    const NASTY: &[&str] = &[
+        "What is 2+2?",
+        "it's \"quoted\"",
+        "line one\nline two\n",
+        "$HOME $(echo pwned) `id` ${x}",
+        r"back\slash \\ \n",
+        "ünïcödé ▁ 日本語 🦀‍🔥",
+        "'",
+        "''",
+        " leading and trailing ",
+        "*.gguf ?[a] ~ # ; & | < > ! %",
+        "",
+    ];
+
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        for s in NASTY {
+            let got = sh_args(&format!("printf '%s\\0' {}", shell_quote(s)));
+            let want: Vec<String> = if s.is_empty() {
+                vec![]
+            } else {
+                vec![s.to_string()]
+            };
+            assert_eq!(got, want, "quoted as {}", shell_quote(s));
+        }
+        assert_eq!(shell_quote("models/a-b_c.gguf"), "models/a-b_c.gguf");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn example_command_is_copy_pasteable() {
+        for prompt in NASTY.iter().filter(|p| !p.is_empty()) {
+            let mut c = ctx();
+            c.command = "printf '%s\\0'".into();
+            c.prompt_template = Some("instruct".into());
+            c.model_path = Some("my models/$m.gguf".into());
+            let e = TokenParityError::new(&[1, 1, 2], &[1, 2], 1, prompt).with_context(c);
+            let (_, cmd) = e.example_command().expect("example");
+            let args = sh_args(&cmd);
+            assert_eq!(
+                args,
+                vec![
+                    "--model",
+                    "my models/$m.gguf",
+                    "--prompt",
+                    prompt,
+                    "--prompt-template",
+                    "raw"
+                ],
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let e = err(&[1, 2], &[1, 3]).with_context(ctx());
+        assert!(e.format_error_styled(true).contains("\x1b["));
+        assert_eq!(e.format_error_styled(false), e.format_error());
+        assert!(should_colour(true, None));
+        assert!(!should_colour(false, None));
+        assert!(!should_colour(true, Some(OsStr::new("1"))));
+        assert!(!should_colour(true, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn display_is_one_line_and_alternate_is_the_report() {
+        let e = err(&[1, 2], &[1, 3, 4]);
+        let line = e.to_string();
+        assert_eq!(
+            line,
+            "token sequence mismatch: Rust and C++ differ at index 1 (Rust 2 tokens, C++ 3 tokens)"
+        );
+        assert_eq!(format!("{e:#}"), e.format_error());
+        let boxed: Box<dyn std::error::Error> = Box::new(e);
+        assert!(boxed.to_string().contains("index 1"));
+    }
+
+    #[test]
+    fn window_ids_and_fill_pieces() {
+        let rust: Vec<u32> = (100..120).collect();
+        let mut cpp: Vec<i32> = (100..120).collect();
+        cpp[10] = -3;
+        let e = err(&rust, &cpp);
+        assert_eq!(e.window(), 7..15);
+        assert_eq!(e.window_ids(), (107..115).collect::<Vec<u32>>());
+        let mut c = ReportContext::default();
+        c.fill_pieces(e.window_ids(), |id| (id != 108).then(|| format!("p{id}")));
+        assert_eq!(c.pieces.len(), 7);
+        let r = e.with_context(c).format_error();
+        assert!(
+            r.contains("[10] ✗ 110 \"p110\" | -3 (invalid: negative id)"),
+            "{r}"
+        );
+        assert!(r.contains("[ 8] ✓ 108"), "{r}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn first_difference_matches_naive(
+            rust in proptest::collection::vec(0u32..6, 0..200),
+            cpp in proptest::collection::vec(-1i32..6, 0..200),
+        ) {
+            let naive = rust
+                .iter()
+                .zip(&cpp)
+                .position(|(&a, &b)| b < 0 || a != b as u32)
+                .or((rust.len() != cpp.len()).then_some(rust.len().min(cpp.len())));
+            proptest::prop_assert_eq!(first_difference(&rust, &cpp), naive);
+            let same: Vec<i32> = rust.iter().map(|&t| t as i32).collect();
+            proptest::prop_assert!(validate_token_parity(&rust, &same, "").is_ok());
+        }
+    }
+}

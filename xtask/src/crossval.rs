@@ -1,0 +1,235 @@
+//! `xtask crossval-per-token` and `xtask crossval-tokenizer`: argument parsing and printing
+//! over `bitnet-crossval`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_crossval::bulk::{compare_texts, random_texts};
+use bitnet_crossval::runner::{run_per_token, OutputFormat, PerTokenConfig};
+use bitnet_crossval::token_parity::{should_colour, TokenParityError};
+use bitnet_inference::TemplateType;
+use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
+
+/// Output format flag.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Arguments of `crossval-per-token`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Exit codes: 0 tokens identical and every position within --cos-tol; 1 logits diverged; \
+2 token sequences differ (the pre-gate) or usage error; 3 runtime error (unreadable model, C++ reference unavailable).\n\n\
+Example:\n  cargo run -p xtask --release -- crossval-per-token --model model.gguf --prompt 'The capital of France is'"
+)]
+pub struct PerTokenArgs {
+    /// The GGUF model (Rust side; also the C++ side unless --cpp-model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// HF tokenizer.json for the Rust side (default: the GGUF's own vocabulary).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// The prompt (must not be empty).
+    #[arg(long)]
+    pub prompt: String,
+    /// raw | instruct | llama3-chat | chatml | auto | jinja. Decides the formatted text and
+    /// the BOS / special-token policy, identically for both sides.
+    #[arg(long, default_value = "raw")]
+    pub prompt_template: TemplateType,
+    /// System prompt for the templates that use one.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Never add BOS (on both sides).
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Greedy steps compared after the prompt.
+    #[arg(long, default_value_t = 4)]
+    pub max_tokens: usize,
+    /// Cosine tolerance: decides both the ✓/✗ marks and the exit code.
+    #[arg(long, default_value_t = 0.999)]
+    pub cos_tol: f64,
+    /// Output format (json: exactly one document on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Print both token sequences with pieces on stderr.
+    #[arg(long)]
+    pub dump_ids: bool,
+    /// Write a versioned JSON receipt here.
+    #[arg(long)]
+    pub receipt: Option<PathBuf>,
+    /// Run the C++ reference on this file instead (e.g. the f32 original of your quantized model).
+    #[arg(long)]
+    pub cpp_model: Option<PathBuf>,
+    /// llama | bitnet | auto (bitnet for bitnet-b1.58 or I2_S models, llama otherwise).
+    #[arg(long, default_value = "auto")]
+    pub cpp_backend: BackendChoice,
+    /// Threads for both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Show the C++ reference's log.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// Run `crossval-per-token`; returns the exit code.
+pub fn per_token(args: &PerTokenArgs) -> u8 {
+    let cfg = PerTokenConfig {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        prompt: args.prompt.clone(),
+        template: args.prompt_template,
+        system_prompt: args.system_prompt.clone(),
+        no_bos: args.no_bos,
+        max_tokens: args.max_tokens,
+        cos_tol: args.cos_tol,
+        format: match args.format {
+            Format::Text => OutputFormat::Text,
+            Format::Json => OutputFormat::Json,
+        },
+        dump_ids: args.dump_ids,
+        receipt: args.receipt.clone(),
+        cpp_model: args.cpp_model.clone(),
+        cpp_backend: args.cpp_backend,
+        threads: args.threads,
+        verbose: args.verbose,
+        colour: should_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ),
+    };
+    let mut progress = |msg: &str| eprintln!("crossval: {msg}");
+    let outcome = run_per_token(&cfg, &mut progress);
+    let _ = std::io::stdout().write_all(outcome.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
+    outcome.exit_code
+}
+
+/// Arguments of `crossval-tokenizer`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["texts", "random"])))]
+#[command(
+    after_help = "Exit codes: 0 every text tokenizes identically; 2 some differ (or usage error); 3 runtime error."
+)]
+pub struct TokenizerArgs {
+    /// A GGUF model or vocabulary-only GGUF (its vocabulary is the C++ side, and the Rust side
+    /// unless --tokenizer).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// HF tokenizer.json for the Rust side instead of the GGUF's vocabulary.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Texts to compare: one JSON string per line.
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Compare N random texts covering known failure classes (whitespace, NBSP, BOM, control
+    /// characters, digits, contractions, accents, CJK, emoji/ZWJ, non-BMP, special tokens).
+    #[arg(long)]
+    pub random: Option<usize>,
+    /// Seed for --random.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Never add BOS (default: as the vocabulary does, llama.cpp's add_special).
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Parse special-token text as special tokens.
+    #[arg(long)]
+    pub parse_special: bool,
+    /// Output format (json: exactly one document on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Show at most this many mismatches in detail.
+    #[arg(long, default_value_t = 5)]
+    pub max_report: usize,
+}
+
+/// Run `crossval-tokenizer`: the exit code.
+pub fn tokenizer(args: &TokenizerArgs) -> u8 {
+    match tokenizer_inner(args) {
+        Ok(code) => code,
+        Err((code, msg)) => {
+            if args.format == Format::Json {
+                println!("{}", serde_json::json!({ "status": "error", "error": msg }));
+            }
+            eprintln!("error: {msg}");
+            code
+        }
+    }
+}
+
+fn tokenizer_inner(args: &TokenizerArgs) -> Result<u8, (u8, String)> {
+    let texts: Vec<String> = match (&args.texts, args.random) {
+        (Some(path), _) => read_jsonl(path).map_err(|m| (3, m))?,
+        (None, Some(n)) => random_texts(n, args.seed),
+        (None, None) => return Err((2, "give --texts FILE.jsonl or --random N".into())),
+    };
+    let rust: Box<dyn Tokenizer> = match &args.tokenizer {
+        Some(p) => bitnet_tokenizers::load(p).map_err(|e| (3, format!("{}: {e}", p.display())))?,
+        None => Box::new(
+            GgufTokenizer::open(&args.model)
+                .map_err(|e| (3, format!("{}: {e}", args.model.display())))?,
+        ),
+    };
+    let opts = SessionOptions {
+        vocab_only: true,
+        ..SessionOptions::default()
+    };
+    let mut cpp =
+        Session::open(&args.model, BackendChoice::Auto, &opts).map_err(|e| (3, e.to_string()))?;
+    eprintln!(
+        "crossval-tokenizer: {} texts, Rust {} vs C++ {}",
+        texts.len(),
+        rust.backend_name(),
+        cpp.backend()
+    );
+    let report = compare_texts(
+        &*rust,
+        &mut cpp,
+        &texts,
+        !args.no_bos,
+        args.parse_special,
+        args.max_report,
+        |_| {},
+    )
+    .map_err(|e| (3, e.to_string()))?;
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "status": if report.mismatches == 0 { "ok" } else { "token_mismatch" },
+                "total": report.total,
+                "mismatches": report.mismatches,
+                "reported": report.reported,
+            })
+        ),
+        Format::Text => {
+            for m in &report.reported {
+                let e = TokenParityError::new(&m.rust, &m.cpp, m.first_diff_idx, &m.text);
+                println!(
+                    "text #{} {:?}: first diff at index {}",
+                    m.index, m.text, m.first_diff_idx
+                );
+                println!("  Rust: {:?}\n  C++:  {:?}", e.rust_tokens, m.cpp);
+            }
+            println!("{} texts, {} mismatches", report.total, report.mismatches);
+        }
+    }
+    Ok(if report.mismatches == 0 { 0 } else { 2 })
+}
+
+fn read_jsonl(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<String>(l)
+                .map_err(|e| format!("{}:{}: not a JSON string: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

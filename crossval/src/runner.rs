@@ -214,14 +214,17 @@ fn flow(
     progress(&format!("loading {} (Rust engine)", cfg.model.display()));
     let model =
         Model::load(&cfg.model).map_err(|e| runtime(format!("{}: {e}", cfg.model.display())))?;
+    // The model's own vocabulary decides the BOS default (DESIGN.md: raw and instruct add BOS
+    // when the model's vocabulary says so), even when the Rust side tokenizes with a
+    // tokenizer.json: whether that file adds the same BOS is exactly what the gate checks.
+    let model_vocab = GgufTokenizer::from_header(model.file(), &cfg.model)
+        .map_err(|e| runtime(format!("{}: tokenizer: {e}", cfg.model.display())))?;
+    let vocab_add_bos = model_vocab.add_bos_default();
     let tokenizer: Box<dyn Tokenizer> = match &cfg.tokenizer {
         Some(p) => {
             bitnet_tokenizers::load(p).map_err(|e| runtime(format!("{}: {e}", p.display())))?
         }
-        None => Box::new(
-            GgufTokenizer::from_header(model.file(), &cfg.model)
-                .map_err(|e| runtime(format!("{}: tokenizer: {e}", cfg.model.display())))?,
-        ),
+        None => Box::new(model_vocab),
     };
     let info = ModelChatInfo::from_gguf(model.file());
     let formatted = format_prompt(
@@ -229,7 +232,7 @@ fn flow(
         &cfg.prompt,
         cfg.system_prompt.as_deref(),
         &info,
-        tokenizer.add_bos_default(),
+        vocab_add_bos,
     )
     .map_err(|e| usage(e.to_string()))?;
     rec.formatted = formatted.text.clone();

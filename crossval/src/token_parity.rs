@@ -628,7 +628,8 @@ fn list_tokens(ids: impl ExactSizeIterator<Item = i64>) -> String {
             shown.join(", ")
         )
     } else {
-        format!("  [{}] ({total} tokens)\n", shown.join(", "))
+        let noun = if total == 1 { "token" } else { "tokens" };
+        format!("  [{}] ({total} {noun})\n", shown.join(", "))
     }
 }
 

@@ -150,6 +150,8 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         args.prompt_tokens, args.gen_tokens
     );
     let (pp_s, tg_s) = pool.install(|| -> anyhow::Result<(f64, f64)> {
+        // Warm-up: the first pass faults the memory-mapped weights in; not what we measure.
+        model.forward(&mut model.new_state(), &prompt[..prompt.len().min(8)])?;
         let mut state = model.new_state();
         let t0 = Instant::now();
         let logits = model.forward(&mut state, &prompt)?;
@@ -173,6 +175,7 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     };
     let mut cpp = Session::open(&args.model, args.cpp_backend, &opts)?;
     let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    cpp.eval(&ids[..ids.len().min(8)])?; // the same warm-up
     let (cpp_pp_s, cpp_tg_s) = cpp.bench(&ids, args.gen_tokens as u32)?;
 
     let tps = |n: usize, s: f64| n as f64 / s;

@@ -458,3 +458,26 @@ fn crossval_tokenizer_reports_mismatches_with_exit_2() {
         .code(3)
         .stderr(predicate::str::contains("not a JSON string"));
 }
+
+/// The Llama-3 tokenizer.json adds no BOS in its post-processor, while the model's vocabulary
+/// (llama-bpe) does: the gate says so and suggests --no-bos, which then matches.
+#[test]
+fn a_tokenizer_json_without_the_models_bos_is_caught_and_no_bos_fixes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-bpe", 1);
+    let tok = bitnet_fixtures::require(bitnet_fixtures::LLAMA3_TOKENIZER_JSON);
+    crossval(&model, &["--prompt", "Hello world", "--tokenizer"])
+        .arg(&tok)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("First diff at index: 0"))
+        .stderr(predicate::str::contains("starts only the C++ tokens"))
+        .stderr(predicate::str::contains("--no-bos"));
+    crossval(
+        &model,
+        &["--prompt", "Hello world", "--no-bos", "--tokenizer"],
+    )
+    .arg(&tok)
+    .assert()
+    .code(0);
+}

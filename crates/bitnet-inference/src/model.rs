@@ -40,7 +40,7 @@ pub(crate) struct Scratch {
     pub up: Vec<f32>,
     pub acts: Vec<QuantizedActivation>,
     pub rope: Vec<(f32, f32)>,
-    pub scores: Vec<f32>,
+    pub attention: ops::AttentionScratch,
 }
 
 /// The state of one sequence: how many positions are cached, and the cache itself.
@@ -126,16 +126,26 @@ impl Ctx<'_> {
         cache.values.extend_from_slice(&s.v);
         s.att.clear();
         s.att.resize(n * c.dim, 0.0);
+        // llama.cpp multiplies attention weights by V with different kernels for a batch and
+        // for one token; follow it, so both of its paths are reproduced bit for bit.
+        let path = if n == 1 {
+            ops::AttentionPath::Single
+        } else {
+            ops::AttentionPath::Batch
+        };
         for t in 0..n {
             ops::attend(
                 &s.q[t * c.dim..(t + 1) * c.dim],
                 &cache.keys,
                 &cache.values,
                 pos0 + t + 1,
-                c.n_heads,
-                c.n_kv_heads,
-                c.head_dim,
-                &mut s.scores,
+                ops::AttentionShape {
+                    n_heads: c.n_heads,
+                    n_kv_heads: c.n_kv_heads,
+                    head_dim: c.head_dim,
+                },
+                path,
+                &mut s.attention,
                 &mut s.att[t * c.dim..(t + 1) * c.dim],
             );
         }

@@ -373,7 +373,7 @@ fn flow(
             &comparison,
             &*tokenizer,
             status,
-            &build.backend,
+            &build,
         ));
     }
     rec.comparison = Some(comparison);
@@ -464,11 +464,12 @@ fn text_report(
     cmp: &LogitsComparison,
     tokenizer: &dyn Tokenizer,
     status: RunStatus,
-    backend: &str,
+    build: &bitnet_cpp::protocol::BuildFacts,
 ) -> String {
+    let (backend, library) = (&build.backend, &build.library);
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
     let mut s = format!(
-        "model: {}\nC++ reference: {backend}{}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
+        "model: {}\nC++ reference: {backend} ({library}){}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
         cfg.model.display(),
         cfg.cpp_model.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default(),
         rec.template_used,

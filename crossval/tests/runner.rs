@@ -7,14 +7,8 @@ use bitnet_inference::TemplateType;
 use bitnet_minimodel::{Arch, Spec};
 
 fn tiny(dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join("tiny.gguf");
-    bitnet_minimodel::write(
-        &Spec::new(Arch::Llama, GgmlType::F32),
-        &bitnet_fixtures::vocab("llama-spm"),
-        &out,
-    )
-    .unwrap();
-    out
+    let spec = Spec::new(Arch::Llama, GgmlType::F32);
+    bitnet_minimodel::write_tiny(dir, &spec, &bitnet_fixtures::vocab("llama-spm")).unwrap()
 }
 
 #[test]

@@ -213,7 +213,31 @@ fn tokenizer_inner(args: &TokenizerArgs) -> Result<u8, (u8, String)> {
                     "text #{} {:?}: first diff at index {}",
                     m.index, m.text, m.first_diff_idx
                 );
-                println!("  Rust: {:?}\n  C++:  {:?}", e.rust_tokens, m.cpp);
+                println!("  Rust: {:?}\n  C++:  {:?}", m.rust, m.cpp);
+                for i in e.window() {
+                    let r = m
+                        .rust
+                        .get(i)
+                        .map(|&t| format!("{t} {:?}", piece(&*rust, t)));
+                    let c = m.cpp.get(i).map(|&t| {
+                        let p = cpp
+                            .token_to_piece(t, true)
+                            .map(|b| String::from_utf8_lossy(&b).into_owned());
+                        format!("{t} {:?}", p.unwrap_or_default())
+                    });
+                    let mark = if m.rust.get(i).map(|&t| i64::from(t))
+                        == m.cpp.get(i).map(|&t| i64::from(t))
+                    {
+                        "✓"
+                    } else {
+                        "✗"
+                    };
+                    println!(
+                        "  [{i}] {mark} {} | {}",
+                        r.unwrap_or_else(|| "(end)".into()),
+                        c.unwrap_or_else(|| "(end)".into())
+                    );
+                }
             }
             println!("{} texts, {} mismatches", report.total, report.mismatches);
         }
@@ -232,4 +256,11 @@ fn read_jsonl(path: &std::path::Path) -> Result<Vec<String>, String> {
                 .map_err(|e| format!("{}:{}: not a JSON string: {e}", path.display(), i + 1))
         })
         .collect()
+}
+
+fn piece(tokenizer: &dyn Tokenizer, id: u32) -> String {
+    tokenizer
+        .token_to_piece(id, true)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }

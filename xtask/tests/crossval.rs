@@ -10,15 +10,11 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str, seed: u64) -> PathBuf {
-    let out = dir.join(format!(
-        "{}-{}-{vocab}-{seed}.gguf",
-        arch.name(),
-        qtype.name()
-    ));
-    let mut spec = Spec::new(arch, qtype);
-    spec.seed = seed;
-    bitnet_minimodel::write(&spec, &bitnet_fixtures::vocab(vocab), &out).unwrap();
-    out
+    let spec = Spec {
+        seed,
+        ..Spec::new(arch, qtype)
+    };
+    bitnet_minimodel::write_tiny(dir, &spec, &bitnet_fixtures::vocab(vocab)).unwrap()
 }
 
 fn crossval(model: &Path, extra: &[&str]) -> Command {

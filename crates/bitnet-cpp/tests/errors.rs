@@ -1,14 +1,21 @@
 //! Every failure is a typed error with its reason: never a hang, never an abort of the caller.
 
-mod common;
-
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bitnet_cpp::protocol::{self, Response};
 use bitnet_cpp::{Backend, BackendChoice, CppError, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
-use bitnet_minimodel::Arch;
-use common::*;
+use bitnet_minimodel::{Arch, Spec};
+
+fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
+    bitnet_minimodel::write_tiny(dir, &Spec::new(arch, qtype), &bitnet_fixtures::vocab(vocab))
+        .unwrap()
+}
+
+fn open(model: &Path, choice: BackendChoice) -> Session {
+    Session::open(model, choice, &SessionOptions::default()).unwrap()
+}
 
 #[test]
 fn missing_and_corrupt_models_are_refused_before_any_cpp_sees_them() {

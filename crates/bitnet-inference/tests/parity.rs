@@ -8,14 +8,8 @@ use bitnet_inference::Model;
 use bitnet_minimodel::{Arch, Spec};
 
 fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
-    let out = dir.join(format!("{}-{}-{vocab}.gguf", arch.name(), qtype.name()));
-    bitnet_minimodel::write(
-        &Spec::new(arch, qtype),
-        &bitnet_fixtures::vocab(vocab),
-        &out,
-    )
-    .unwrap();
-    out
+    bitnet_minimodel::write_tiny(dir, &Spec::new(arch, qtype), &bitnet_fixtures::vocab(vocab))
+        .unwrap()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

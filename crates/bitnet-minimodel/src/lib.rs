@@ -535,6 +535,26 @@ pub fn write(spec: &Spec, vocab_path: &Path, out: &Path) -> Result<(), GenError>
     Ok(())
 }
 
+/// Write `spec`'s model into `dir` under a name made of its architecture, type, vocabulary and
+/// seed (`llama-f32-ggml-vocab-llama-spm-42.gguf`), and return the path: the one-liner tests use.
+///
+/// # Errors
+/// As [`write`].
+pub fn write_tiny(dir: &Path, spec: &Spec, vocab_path: &Path) -> Result<PathBuf, GenError> {
+    let vocab = vocab_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = dir.join(format!(
+        "{}-{}-{vocab}-{}.gguf",
+        spec.arch.name(),
+        spec.qtype.name(),
+        spec.seed
+    ));
+    write(spec, vocab_path, &out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

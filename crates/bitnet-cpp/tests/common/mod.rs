@@ -1,5 +1,4 @@
 //! Shared by the reference tests: tiny models and logit comparisons.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +8,8 @@ use bitnet_minimodel::{Arch, Spec};
 
 /// Write a tiny model on a real vocabulary into `dir`.
 pub fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
-    let out = dir.join(format!("{}-{}-{vocab}.gguf", arch.name(), qtype.name()));
-    bitnet_minimodel::write(
-        &Spec::new(arch, qtype),
-        &bitnet_fixtures::vocab(vocab),
-        &out,
-    )
-    .unwrap();
-    out
+    bitnet_minimodel::write_tiny(dir, &Spec::new(arch, qtype), &bitnet_fixtures::vocab(vocab))
+        .unwrap()
 }
 
 pub fn open(model: &Path, choice: BackendChoice) -> Session {

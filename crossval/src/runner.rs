@@ -588,7 +588,7 @@ fn write_receipt(
         timestamp: receipt::now_rfc3339(),
         inputs: Inputs {
             model_path: cfg.model.display().to_string(),
-            model_sha256: sha(&cfg.model).unwrap_or_default(),
+            model_sha256: sha(&cfg.model)?,
             cpp_model_path: cfg.cpp_model.as_ref().map(|p| p.display().to_string()),
             cpp_model_sha256: cfg.cpp_model.as_deref().map(sha).transpose()?,
             tokenizer_path: cfg.tokenizer.as_ref().map(|p| p.display().to_string()),

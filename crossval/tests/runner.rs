@@ -48,3 +48,17 @@ fn matching_tokens_go_straight_to_logits() {
     );
     assert!(!out.stderr.contains("Token Sequence Mismatch"));
 }
+
+/// A receipt is only written when it can satisfy its schema: a model that cannot be read (and
+/// so not hashed) gets an error on stderr, not a receipt with an empty sha256.
+#[test]
+fn no_receipt_without_a_readable_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let receipt = dir.path().join("r.json");
+    let mut cfg = PerTokenConfig::new(dir.path().join("missing.gguf"), "Hello");
+    cfg.receipt = Some(receipt.clone());
+    let out = run_per_token(&cfg, &mut |_| {});
+    assert_eq!(out.exit_code, 3);
+    assert!(!receipt.exists());
+    assert!(out.stderr.contains("cannot hash"), "{}", out.stderr);
+}

@@ -23,17 +23,17 @@ pub(crate) fn layer(
     // attention: x += wo · sub_norm(attn(norm(x)))
     ctx.self_attention(w, x, pos0, cache, s);
     sub_norm(&mut s.att, &w.attn_sub_norm);
-    ctx.linear(&w.wo, &s.att, &mut s.acts, &mut s.proj);
+    ctx.linear(&w.wo, &s.att, &mut s.mm, &mut s.proj);
     add(x, &s.proj);
 
     // feed-forward: x += down · sub_norm(silu(gate · h) * (up · h)), h = norm(x)
     s.h.clear();
     s.h.extend_from_slice(x);
     ops::rms_norm(&mut s.h, &w.ffn_norm, eps);
-    ctx.linear(&w.gate, &s.h, &mut s.acts, &mut s.gate);
-    ctx.linear(&w.up, &s.h, &mut s.acts, &mut s.up);
+    ctx.linear(&w.gate, &s.h, &mut s.mm, &mut s.gate);
+    ctx.linear(&w.up, &s.h, &mut s.mm, &mut s.up);
     ops::silu_mul(&mut s.gate, &s.up);
     sub_norm(&mut s.gate, &w.ffn_sub_norm);
-    ctx.linear(&w.down, &s.gate, &mut s.acts, &mut s.proj);
+    ctx.linear(&w.down, &s.gate, &mut s.mm, &mut s.proj);
     add(x, &s.proj);
 }

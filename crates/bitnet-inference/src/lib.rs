@@ -10,20 +10,24 @@
 //! reusable scratch buffers.
 //!
 //! Each architecture's layer is written out in its own file, top to bottom; what they share
-//! (self-attention, linear layers) lives in `model.rs`, the arithmetic in `ops.rs`.
+//! (self-attention, linear layers) lives in `model.rs`, the attention kernels of each C++
+//! reference in `attention.rs`, the other arithmetic in `ops.rs`.
 #![deny(missing_docs)]
 
+pub mod attention;
 mod bitnet;
 mod bitnet_b158;
 pub mod config;
 mod llama;
 mod model;
+pub mod numerics;
 pub mod ops;
 pub mod template;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Model, State};
+pub use numerics::Numerics;
 pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
 
 /// Everything that can go wrong loading or running a model.

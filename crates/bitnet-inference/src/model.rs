@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use bitnet_gguf::GgufFile;
-use bitnet_quant::QuantizedActivation;
 
+use crate::attention::{self, AttentionPath, AttentionShape};
 use crate::config::{Architecture, ModelConfig};
+use crate::numerics::Numerics;
 use crate::ops;
-use crate::weights::{LayerWeights, MatrixRef, Weights};
+use crate::weights::{LayerWeights, MatmulScratch, MatrixRef, Weights};
 use crate::InferenceError;
 
 /// A loaded model: the memory-mapped file, its configuration and its resolved weights.
@@ -17,6 +18,7 @@ pub struct Model {
     file: GgufFile,
     config: ModelConfig,
     weights: Weights,
+    numerics: Numerics,
 }
 
 /// Keys and values of one layer, f32, position-major.
@@ -38,9 +40,9 @@ pub(crate) struct Scratch {
     pub proj: Vec<f32>,
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
-    pub acts: Vec<QuantizedActivation>,
+    pub mm: MatmulScratch,
     pub rope: Vec<(f32, f32)>,
-    pub attention: ops::AttentionScratch,
+    pub attention: attention::AttentionScratch,
 }
 
 /// The state of one sequence: how many positions are cached, and the cache itself.
@@ -67,22 +69,18 @@ impl State {
     }
 }
 
-/// What a layer needs besides its weights and cache: the file's bytes and the config.
+/// What a layer needs besides its weights and cache: the file's bytes, the config, and
+/// whose attention kernels to reproduce.
 pub(crate) struct Ctx<'a> {
     pub bytes: &'a [u8],
     pub c: &'a ModelConfig,
+    pub numerics: Numerics,
 }
 
 impl Ctx<'_> {
     /// `out = W · x` for each token row, as the C++ reference computes it.
-    pub fn linear(
-        &self,
-        w: &MatrixRef,
-        x: &[f32],
-        acts: &mut Vec<QuantizedActivation>,
-        out: &mut Vec<f32>,
-    ) {
-        w.forward(self.bytes, x, acts, out);
+    pub fn linear(&self, w: &MatrixRef, x: &[f32], mm: &mut MatmulScratch, out: &mut Vec<f32>) {
+        w.forward(self.bytes, self.numerics, x, mm, out);
     }
 
     /// Pre-norm self-attention for `n` tokens starting at `pos0`: RMSNorm, Q/K/V, RoPE,
@@ -101,9 +99,9 @@ impl Ctx<'_> {
         s.h.clear();
         s.h.extend_from_slice(x);
         ops::rms_norm(&mut s.h, &lw.attn_norm, c.rms_eps);
-        self.linear(&lw.wq, &s.h, &mut s.acts, &mut s.q);
-        self.linear(&lw.wk, &s.h, &mut s.acts, &mut s.k);
-        self.linear(&lw.wv, &s.h, &mut s.acts, &mut s.v);
+        self.linear(&lw.wq, &s.h, &mut s.mm, &mut s.q);
+        self.linear(&lw.wk, &s.h, &mut s.mm, &mut s.k);
+        self.linear(&lw.wv, &s.h, &mut s.mm, &mut s.v);
         let kv = c.kv_dim();
         for t in 0..n {
             ops::rope_table(pos0 + t, c.rope_dims, c.rope_base, &mut s.rope);
@@ -122,28 +120,32 @@ impl Ctx<'_> {
                 &s.rope,
             );
         }
+        if self.numerics.f16_values() {
+            attention::round_to_f16(&mut s.v);
+        }
         cache.keys.extend_from_slice(&s.k);
         cache.values.extend_from_slice(&s.v);
         s.att.clear();
         s.att.resize(n * c.dim, 0.0);
-        // llama.cpp multiplies attention weights by V with different kernels for a batch and
-        // for one token; follow it, so both of its paths are reproduced bit for bit.
+        // ggml multiplies attention weights by V with different kernels for a batch and for
+        // one token; follow it, so both of its paths are reproduced bit for bit.
         let path = if n == 1 {
-            ops::AttentionPath::Single
+            AttentionPath::Single
         } else {
-            ops::AttentionPath::Batch
+            AttentionPath::Batch
         };
         for t in 0..n {
-            ops::attend(
+            attention::attend(
                 &s.q[t * c.dim..(t + 1) * c.dim],
                 &cache.keys,
                 &cache.values,
                 pos0 + t + 1,
-                ops::AttentionShape {
+                AttentionShape {
                     n_heads: c.n_heads,
                     n_kv_heads: c.n_kv_heads,
                     head_dim: c.head_dim,
                 },
+                self.numerics,
                 path,
                 &mut s.attention,
                 &mut s.att[t * c.dim..(t + 1) * c.dim],
@@ -169,11 +171,18 @@ impl Model {
         let file = GgufFile::open(path)?;
         let config = ModelConfig::from_gguf(&file)?;
         let weights = Weights::load(&file, &config)?;
+        let numerics = Numerics::for_architecture(config.arch);
         Ok(Model {
             file,
             config,
             weights,
+            numerics,
         })
+    }
+
+    /// Whose arithmetic this model reproduces (the C++ reference that runs it here).
+    pub fn numerics(&self) -> Numerics {
+        self.numerics
     }
 
     /// The configuration.
@@ -221,6 +230,7 @@ impl Model {
         let ctx = Ctx {
             bytes: self.file.bytes(),
             c,
+            numerics: self.numerics,
         };
         let w = &self.weights;
         let mut x = vec![0f32; tokens.len() * c.dim];
@@ -237,7 +247,7 @@ impl Model {
         }
         ops::rms_norm(&mut x, &w.output_norm, c.rms_eps);
         let mut logits = Vec::new();
-        ctx.linear(&w.output, &x, &mut state.scratch.acts, &mut logits);
+        ctx.linear(&w.output, &x, &mut state.scratch.mm, &mut logits);
         state.pos += tokens.len();
         Ok(logits)
     }

@@ -76,6 +76,30 @@ pub fn ggml_v_expf(x: f32) -> f32 {
     }
 }
 
+/// ggml's AVX-512 `ggml_v_expf` (the older ggml in bitnet.cpp, built with `-march=native`),
+/// one lane: the same range reduction as [`ggml_v_expf`], a polynomial that folds in the
+/// leading 1, and `vscalefps` for the scaling by 2^n (one correctly rounded multiply, so small
+/// results become subnormals the way the hardware rounds them).
+#[inline(always)]
+pub fn ggml_v_expf_avx512(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let r = f(0x4B40_0000); // 0x1.8p23
+    let z = x.mul_add(f(0x3FB8_AA3B), r); // log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(f(0x35BF_BE8E), (-n).mul_add(f(0x3F31_7200), x));
+    let u = b * b;
+    let j = f(0x3C07_2010)
+        .mul_add(b, f(0x3D2B_9F17))
+        .mul_add(u, f(0x3E2A_AF33).mul_add(b, f(0x3EFF_FEDB)))
+        .mul_add(u, f(0x3F7F_FFF6).mul_add(b, 1.0));
+    // |n| > 192 (or -inf): ggml substitutes 0 below and +inf above.
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // j · 2^n is exact in f64; the one rounding to f32 is the one `vscalefps` makes.
+    (j as f64 * 2f64.powi(n as i32)) as f32
+}
+
 /// SiLU-gated: `silu(gate) · up`, in place in `gate`, as ggml's `ggml_vec_swiglu_f32` on
 /// AVX2: groups of 8 through [`ggml_v_expf`], the tail through libm's `expf`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
@@ -113,212 +137,6 @@ pub fn relu2_mul(gate: &mut [f32], up: &[f32]) {
         let r = g.max(0.0);
         *g = (r * r) * u;
     }
-}
-
-/// ggml's `ggml_vec_dot_f32` on AVX2: four 8-lane FMA accumulators over groups of 32, reduced
-/// pairwise, then the tail added in f64 (ggml-cpu/vec.cpp, `GGML_F32x8_REDUCE`).
-#[inline(always)]
-fn ggml_vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
-    let np = x.len() & !31;
-    let mut acc = [0f32; 32];
-    for i in (0..np).step_by(32) {
-        for (k, lane) in acc.iter_mut().enumerate() {
-            *lane = x[i + k].mul_add(y[i + k], *lane);
-        }
-    }
-    let mut sum = reduce32(&acc) as f64;
-    for k in np..x.len() {
-        sum += (x[k] * y[k]) as f64;
-    }
-    sum as f32
-}
-
-/// llamafile's tinyBLAS f32 dot on AVX2 (`ggml-cpu/llamafile/sgemm.cpp`): one 8-lane FMA
-/// accumulator over the whole length, then `hsum`. ggml multiplies a batch's attention weights
-/// by V this way.
-#[cfg(test)]
-fn tinyblas_dot_f32(a: impl Fn(usize) -> f32, b: &[f32]) -> f32 {
-    // A tail shorter than 8 is loaded zero-padded (`load_partial`), which adds nothing.
-    let mut acc = [0f32; 8];
-    for l in (0..b.len()).step_by(8) {
-        for (t, lane) in acc.iter_mut().enumerate().take(b.len() - l) {
-            *lane = a(l + t).mul_add(b[l + t], *lane);
-        }
-    }
-    hsum8(&acc)
-}
-
-/// ggml's `ggml_vec_soft_max_f32` on AVX2 then the scaling by `1/Σ`: `scores` (a multiple of
-/// 8 long, padding entries `-inf`) become probabilities in place.
-#[inline(always)]
-fn ggml_soft_max(scores: &mut [f32]) {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for chunk in scores.chunks_exact_mut(8) {
-        for v in chunk.iter_mut() {
-            *v = ggml_v_expf(*v - max);
-        }
-        let a: [f32; 4] = std::array::from_fn(|i| chunk[i + 4] + chunk[i]);
-        sum += ((a[0] + a[2]) + (a[1] + a[3])) as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    scores.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// How llama.cpp multiplies the attention weights by V, which depends on the batch size (see
-/// [`attend`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionPath {
-    /// Several tokens at once: tinyBLAS (llamafile's sgemm).
-    Batch,
-    /// One token: `ggml_vec_dot_f32` over the padded cache length.
-    Single,
-}
-
-/// Head layout of an attention layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionShape {
-    /// Query heads.
-    pub n_heads: usize,
-    /// Key/value heads (grouped-query attention: `n_heads` is a multiple).
-    pub n_kv_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-}
-
-/// Causal grouped-query attention of `q` (one position, all heads) over the first `n_kv`
-/// cached positions; writes all heads' outputs to `out`. Computed as llama.cpp's CPU graph
-/// does with an F32 cache and no flash attention, so that both of its paths are reproduced bit
-/// for bit (measured on SmolLM2-135M): scores with `ggml_vec_dot_f32`, scaled; softmax as
-/// [`ggml_soft_max`] over the cache padded with masked positions; then the weights times V —
-/// with tinyBLAS for a batch, with `ggml_vec_dot_f32` for a single token ([`AttentionPath`]).
-#[allow(clippy::too_many_arguments)]
-pub fn attend(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_kv: usize,
-    shape: AttentionShape,
-    path: AttentionPath,
-    scratch: &mut AttentionScratch,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA; the body is the same code compiled with hardware fused
-        // multiply-adds instead of libm's `fmaf` (identical results, correctly rounded).
-        unsafe { attend_fma(q, keys, values, n_kv, shape, path, scratch, out) };
-        return;
-    }
-    attend_impl(q, keys, values, n_kv, shape, path, scratch, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_fma(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_kv: usize,
-    shape: AttentionShape,
-    path: AttentionPath,
-    scratch: &mut AttentionScratch,
-    out: &mut [f32],
-) {
-    attend_impl(q, keys, values, n_kv, shape, path, scratch, out);
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_impl(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_kv: usize,
-    shape: AttentionShape,
-    path: AttentionPath,
-    scratch: &mut AttentionScratch,
-    out: &mut [f32],
-) {
-    let AttentionShape {
-        n_heads,
-        n_kv_heads,
-        head_dim,
-    } = shape;
-    let kv_dim = n_kv_heads * head_dim;
-    let group = n_heads / n_kv_heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    // ggml pads the KV view (to 256 cells); padding to a multiple of 32 gives the same sums,
-    // since the masked cells contribute exact zeros in the same lanes.
-    let padded = n_kv.div_ceil(32) * 32;
-    // Lanes per output: tinyBLAS keeps one 8-lane accumulator, `ggml_vec_dot_f32` four.
-    let lanes = match path {
-        AttentionPath::Batch => 8,
-        AttentionPath::Single => 32,
-    };
-    let AttentionScratch { scores, acc } = scratch;
-    for h in 0..n_heads {
-        let kvh = h / group;
-        let qh = &q[h * head_dim..(h + 1) * head_dim];
-        scores.clear();
-        for j in 0..n_kv {
-            let k = &keys[j * kv_dim + kvh * head_dim..][..head_dim];
-            scores.push(ggml_vec_dot_f32(k, qh) * scale);
-        }
-        scores.resize(padded, f32::NEG_INFINITY);
-        ggml_soft_max(scores);
-        // Weights × V, one accumulator lane per (output, j mod lanes): position j goes to the
-        // same lane, in the same order, as in ggml's kernel, so the sums are identical; walking
-        // the cache row by row keeps the reads contiguous. Masked cells add exact zeros.
-        acc.clear();
-        acc.resize(head_dim * lanes, 0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let lane = j % lanes;
-            if j < n_kv {
-                let v = &values[j * kv_dim + kvh * head_dim..][..head_dim];
-                for (d, &x) in v.iter().enumerate() {
-                    let a = &mut acc[d * lanes + lane];
-                    *a = x.mul_add(p, *a);
-                }
-            } else {
-                for d in 0..head_dim {
-                    let a = &mut acc[d * lanes + lane];
-                    *a = 0f32.mul_add(p, *a);
-                }
-            }
-        }
-        let oh = &mut out[h * head_dim..(h + 1) * head_dim];
-        for (d, o) in oh.iter_mut().enumerate() {
-            let a = &acc[d * lanes..(d + 1) * lanes];
-            *o = match path {
-                AttentionPath::Batch => hsum8(a),
-                AttentionPath::Single => reduce32(a),
-            };
-        }
-    }
-}
-
-/// tinyBLAS's `hsum` of one 8-lane accumulator on AVX.
-#[inline(always)]
-fn hsum8(a: &[f32]) -> f32 {
-    let h: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
-    (h[0] + h[2]) + (h[1] + h[3])
-}
-
-/// `GGML_F32x8_REDUCE` of four 8-lane accumulators (lane-major: `a[g * 8 + l]`).
-#[inline(always)]
-fn reduce32(a: &[f32]) -> f32 {
-    let r: [f32; 8] = std::array::from_fn(|l| (a[l] + a[16 + l]) + (a[8 + l] + a[24 + l]));
-    let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
-    (t[0] + t[1]) + (t[2] + t[3])
-}
-
-/// Reusable buffers for [`attend`].
-#[derive(Debug, Default)]
-pub struct AttentionScratch {
-    scores: Vec<f32>,
-    acc: Vec<f32>,
 }
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
@@ -361,31 +179,6 @@ mod tests {
     }
 
     #[test]
-    fn attention_over_one_position_returns_its_value() {
-        let mut out = vec![0.0; 4];
-        let mut s = AttentionScratch::default();
-        let shape = AttentionShape {
-            n_heads: 2,
-            n_kv_heads: 1,
-            head_dim: 2,
-        };
-        for path in [AttentionPath::Batch, AttentionPath::Single] {
-            out.fill(0.0);
-            attend(
-                &[1.0, 0.0, 0.0, 1.0],
-                &[0.5, 0.5],
-                &[7.0, 9.0],
-                1,
-                shape,
-                path,
-                &mut s,
-                &mut out,
-            );
-            assert_eq!(out, vec![7.0, 9.0, 7.0, 9.0]);
-        }
-    }
-
-    #[test]
     fn ggml_v_expf_is_within_two_ulp_of_exp_and_handles_the_extremes() {
         for i in -2000..=2000 {
             let x = i as f32 * 0.05;
@@ -399,31 +192,20 @@ mod tests {
     }
 
     #[test]
-    fn emulated_dots_equal_plain_sums_on_exact_values() {
-        let x: Vec<f32> = (0..70).map(|i| (i % 7) as f32).collect();
-        let y: Vec<f32> = (0..70).map(|i| (i % 3) as f32 * 0.5).collect();
-        let exact: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
-        assert_eq!(ggml_vec_dot_f32(&x, &y), exact);
-        assert_eq!(
-            tinyblas_dot_f32(|i| x[i], &y[..64]),
-            x[..64]
-                .iter()
-                .zip(&y[..64])
-                .map(|(a, b)| a * b)
-                .sum::<f32>()
-        );
-        let mut s = vec![
-            0.0,
-            0.0,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-        ];
-        ggml_soft_max(&mut s);
-        assert_eq!(&s[..3], &[0.5, 0.5, 0.0]);
+    fn ggml_v_expf_avx512_is_within_two_ulp_of_exp_and_handles_the_extremes() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.05;
+            let (a, b) = (ggml_v_expf_avx512(x), x.exp());
+            let ulps = (a.to_bits() as i64 - b.to_bits() as i64).abs();
+            assert!(ulps <= 2, "x={x}: {a} vs {b}");
+        }
+        // Subnormal results keep their magnitude instead of flushing to zero.
+        let tiny = ggml_v_expf_avx512(-90.0);
+        assert!(tiny > 0.0 && (tiny / (-90f32).exp() - 1.0).abs() < 1e-3);
+        assert_eq!(ggml_v_expf_avx512(f32::NEG_INFINITY), 0.0);
+        assert_eq!(ggml_v_expf_avx512(-200.0), 0.0);
+        assert_eq!(ggml_v_expf_avx512(200.0), f32::INFINITY);
+        assert_eq!(ggml_v_expf_avx512(0.0), 1.0);
     }
 
     #[test]

@@ -6,7 +6,17 @@ use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_quant::{QuantizedActivation, QuantizedMatrix, WeightType};
 
 use crate::config::ModelConfig;
+use crate::numerics::Numerics;
 use crate::InferenceError;
+
+/// Reusable activation buffers for [`MatrixRef::forward`].
+#[derive(Debug, Default)]
+pub struct MatmulScratch {
+    /// Quantized activations, one per token.
+    acts: Vec<QuantizedActivation>,
+    /// Float activations prepared for an exact-order float product, one per token.
+    floats: Vec<Vec<f32>>,
+}
 
 /// Where a matrix lives in the file.
 #[derive(Debug, Clone)]
@@ -133,28 +143,40 @@ impl MatrixRef {
         .map_err(|e| InferenceError::BadTensor(format!("{}: {e}", self.name)))
     }
 
-    /// `out[t] = W · x[t]` for every token row of `x` (`cols` each), with the activation
-    /// quantization the C++ reference applies for this weight type, then the optional scale.
+    /// `out[t] = W · x[t]` for every token row of `x` (`cols` each), computed as the C++
+    /// reference behind `numerics` computes it: the activation quantization it applies for
+    /// this weight type, its summation order for float weights where that is reproduced;
+    /// then the optional scale.
     pub fn forward(
         &self,
         bytes: &[u8],
+        numerics: Numerics,
         x: &[f32],
-        acts: &mut Vec<QuantizedActivation>,
+        scratch: &mut MatmulScratch,
         out: &mut Vec<f32>,
     ) {
         let m = self.view(bytes).expect("validated at load");
         let n = x.len() / self.cols;
-        acts.resize_with(n, QuantizedActivation::new);
-        for (a, row) in acts.iter_mut().zip(x.chunks_exact(self.cols)) {
-            a.quantize(m.activation_type(), row)
-                .expect("row length checked at load");
-        }
         out.clear();
         out.resize(n * self.rows, 0.0);
-        if n == 1 {
-            m.matvec(&acts[0], out);
-        } else {
-            m.matmul(&acts[..n], out);
+        let float = matches!(m.weight_type(), WeightType::F32 | WeightType::F16);
+        match numerics.float_order(n, self.cols) {
+            Some(order) if float => m
+                .float_matmul(order, x, &mut scratch.floats, out)
+                .expect("F32 and F16 have float products"),
+            _ => {
+                let acts = &mut scratch.acts;
+                acts.resize_with(n, QuantizedActivation::new);
+                for (a, row) in acts.iter_mut().zip(x.chunks_exact(self.cols)) {
+                    a.quantize(m.activation_type(), row)
+                        .expect("row length checked at load");
+                }
+                if n == 1 {
+                    m.matvec(&acts[0], out);
+                } else {
+                    m.matmul(&acts[..n], out);
+                }
+            }
         }
         if let Some(s) = self.scale {
             out.iter_mut().for_each(|v| *v *= s);

@@ -6,6 +6,7 @@ use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
 use bitnet_inference::Model;
 use bitnet_minimodel::{Arch, Spec};
+use bitnet_quant::VectorWidth;
 
 fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
     bitnet_minimodel::write_tiny(dir, &Spec::new(arch, qtype), &bitnet_fixtures::vocab(vocab))
@@ -127,26 +128,62 @@ fn tiny_llama_f16_matches_llama_cpp() {
     assert_eq!(c.top1, c.n);
 }
 
-/// bitnet-b1.58 with I2_S against Microsoft's bitnet.cpp, reproducing its per-row int8
-/// activation quantization. Measured: cosine 0.99966 at worst, top-1 17 of 18 — the same
-/// distance bitnet.cpp keeps from itself between a batch and token-by-token decoding (its F16
-/// V cache and separate gemm/gemv kernels; see bitnet-cpp's README). The issue's 0.9999 would
-/// need bitnet.cpp's F16 rounding of V and of the attention weights reproduced.
+/// bitnet-b1.58 with I2_S against Microsoft's bitnet.cpp (8 layers, 37 positions), in one
+/// batch and token by token. The issue asks for cosine ≥ 0.9999; the engine reproduces
+/// bitnet.cpp's arithmetic (its per-row int8 activations with the fused rounding, the F16 V
+/// cache, the F16 attention weights of its one-token path, its AVX-512 kernels' summation
+/// orders, the F16 output head's tinyBLAS and `vec_dot` orders), so on the configuration this
+/// was built against — an AVX-512 host, where `-march=native` gives bitnet.cpp 16-lane
+/// kernels — the logits are bit-identical. Elsewhere the cosine bound still holds.
 #[test]
 fn tiny_bitnet_b158_i2s_matches_bitnet_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let c = compare(
-        &tiny(dir.path(), Arch::BitnetB158, GgmlType::I2_S, "llama-bpe"),
-        BackendChoice::Auto,
-        PROMPT,
-    );
-    assert!(c.min_cos >= 0.9995, "min cosine {}", c.min_cos);
-    assert!(c.top1 + 1 >= c.n, "top-1 {}/{}", c.top1, c.n);
+    let spec = Spec {
+        layers: Some(8),
+        ..Spec::new(Arch::BitnetB158, GgmlType::I2_S)
+    };
+    let path =
+        bitnet_minimodel::write_tiny(dir.path(), &spec, &bitnet_fixtures::vocab("llama-bpe"))
+            .unwrap();
+    let exact = VectorWidth::host() == VectorWidth::Avx512;
+    let c = compare(&path, BackendChoice::Auto, LONG_PROMPT_37);
+    assert!(c.min_cos >= 0.9999, "min cosine {}", c.min_cos);
+    assert_eq!(c.top1, c.n);
+    if exact {
+        assert_eq!(c.max_abs, 0.0, "batch logits are not bit-identical");
+    }
+
+    // Token by token: bitnet.cpp's one-token kernels (gemv, vec_dot) against ours.
+    let mut cpp = Session::open(&path, BackendChoice::Auto, &SessionOptions::default()).unwrap();
+    let tokens = cpp.tokenize(LONG_PROMPT_37, true, false).unwrap();
+    let m = Model::load(&path).unwrap();
+    let mut state = m.new_state();
+    for (i, &t) in tokens.iter().enumerate() {
+        let theirs = cpp.decode_next(t).unwrap();
+        let ours = m.forward(&mut state, &[t as u32]).unwrap();
+        let cos = cosine(&ours, &theirs);
+        assert!(cos >= 0.9999, "token {i}: cosine {cos}");
+        if exact {
+            assert!(
+                ours == theirs,
+                "token {i}: not bit-identical (cosine {cos})"
+            );
+        }
+    }
 }
 
+/// A prompt of 37 tokens with the llama-bpe vocabulary: long enough to cross the 32-cell
+/// padding of the KV view.
+const LONG_PROMPT_37: &str =
+    "The quick brown fox jumps over the lazy dog, and then it runs far away. Then it \
+comes back again to the same place where it started, tired and hungry and happy.";
+
 /// The same ternary weights stored as I2_S (one f32 scale per tensor) and as TQ2_0 (an f16
-/// scale per 256 weights) decode to identical values; the logits differ only through the
-/// activation quantization each type implies (per-row int8 vs Q8_K blocks of 256).
+/// scale per 256 weights) decode to identical values. Given the same int8 activation codes,
+/// the two kernels agree up to the scale's rounding (`bitnet-quant`'s
+/// `i2_s_and_tq2_0_agree_up_to_the_scale_rounding`); in a model each type brings its own
+/// activation quantization (per-row int8 vs Q8_K blocks of 256, as bitnet.cpp and llama.cpp
+/// do), so the logits agree to cosine ≥ 0.999 rather than bit for bit.
 #[test]
 fn i2s_and_tq2_0_hold_the_same_ternary_weights() {
     let dir = tempfile::tempdir().unwrap();

@@ -290,13 +290,38 @@ fn q8_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
 
 /// bitnet.cpp `quantize_row_i8_s` (`3rdparty/llama.cpp/ggml/src/ggml-quants.c`): max|x| in
 /// double starting from 1e-5, `s = (float)(127 / max)`, `q = clamp(nearest_int(x·s), −128,
-/// 127)` with the product in f32, and Σq. Returns (s, Σq).
+/// 127)`, and Σq. Returns (s, Σq).
+///
+/// `nearest_int` adds 1.5·2²³ to round; built with `-march=native`, GCC fuses that addition
+/// with the product `x·s` into one FMA (`vfmadd132ps`/`vfmadd132ss` in both the vector loop
+/// and the scalar fallback of the reference's `libggml.a`), so the product is never rounded
+/// to f32 first. Rounding it first changes a code whenever `x·s` lies within half an f32 ulp
+/// of a half-integer, which over a forward pass happens every few tokens.
 fn i8_s_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (hardware fused multiply-add instead of libm's `fmaf`: the
+        // same results, faster).
+        return unsafe { i8_s_row_fma(x, q) };
+    }
+    i8_s_row_impl(x, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn i8_s_row_fma(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    i8_s_row_impl(x, q)
+}
+
+#[inline(always)]
+fn i8_s_row_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let max = x.iter().fold(0.00001f64, |m, &v| m.max((v as f64).abs()));
     let s = (127.0 / max) as f32;
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
-        let v = nearest_int(v * s).clamp(-128, 127);
+        // ggml's `nearest_int` on the fused value: the low mantissa bits hold the integer.
+        let magic = v.mul_add(s, 12_582_912.0);
+        let v = ((magic.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000).clamp(-128, 127);
         sum += v;
         *q = v as i8;
     }

@@ -69,6 +69,7 @@ mod activation;
 mod blocks;
 mod dequantize;
 mod dot;
+pub mod float_order;
 mod matrix;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
@@ -76,6 +77,7 @@ mod x86;
 
 pub use activation::{ActivationType, Q8Flavor, QuantizedActivation};
 pub use bitnet_gguf::GgmlType;
+pub use float_order::{FloatOrder, VectorWidth};
 pub use matrix::{QuantizedMatrix, WeightType};
 
 /// Errors from encoding, decoding or viewing a tensor.

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::activation::{ActivationType, QuantizedActivation};
 use crate::blocks::{self, QK, QK_I2_S, QK_K};
+use crate::float_order::{self, FloatOrder, FloatWeights};
 use crate::{dequantize, dot, QuantError};
 
 /// Weight types the engine can multiply with (a subset of [`GgmlType`]).
@@ -262,35 +263,83 @@ impl<'a> QuantizedMatrix<'a> {
     pub fn matvec(&self, act: &QuantizedActivation, out: &mut [f32]) {
         self.check(act);
         assert_eq!(out.len(), self.rows, "output length must equal rows");
-        // At least ~64 KiB of weights per task, so small matrices stay on one thread.
-        let min_rows = (65536 / self.row_bytes.max(1)).max(1);
-        out.par_iter_mut()
-            .enumerate()
-            .with_min_len(min_rows)
-            .for_each(|(r, o)| *o = (self.kernel)(self.row(r), self.scale, act));
+        self.products(std::slice::from_ref(act), out, |w, a| {
+            (self.kernel)(w, self.scale, a)
+        });
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`). Tasks take groups of up to 8 tokens (fewer when there are not enough
-    /// tokens to keep every thread busy) and walk all rows, so each weight row is reused from
-    /// cache across its group.
+    /// ggml's `dst`).
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
     /// `out.len() != acts.len() * rows`.
     pub fn matmul(&self, acts: &[QuantizedActivation], out: &mut [f32]) {
-        const MAX_TOKENS_PER_TASK: usize = 8;
         acts.iter().for_each(|a| self.check(a));
         assert_eq!(
             out.len(),
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
+        self.products(acts, out, |w, a| (self.kernel)(w, self.scale, a));
+    }
+
+    /// Float product summed in the order of a specific ggml build:
+    /// `out[t * rows + r] = row r · x[t]` for the `x.len() / cols` rows of `x`, F32 or F16
+    /// weights only. `scratch` holds the prepared activations (reused across calls).
+    ///
+    /// # Errors
+    /// [`QuantError::Unsupported`] for other weight types.
+    ///
+    /// # Panics
+    /// If `x.len()` is not a multiple of `cols`, or `out.len()` is not tokens × rows.
+    pub fn float_matmul(
+        &self,
+        order: FloatOrder,
+        x: &[f32],
+        scratch: &mut Vec<Vec<f32>>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let weights = match self.ty {
+            WeightType::F32 => FloatWeights::F32,
+            WeightType::F16 => FloatWeights::F16,
+            other => return Err(QuantError::Unsupported(other.ggml())),
+        };
+        assert_eq!(x.len() % self.cols, 0, "x must be whole rows of cols");
+        let n = x.len() / self.cols;
+        assert_eq!(out.len(), n * self.rows, "output must be tokens × rows");
+        scratch.resize_with(n, Vec::new);
+        for (p, row) in scratch.iter_mut().zip(x.chunks_exact(self.cols)) {
+            float_order::prepare(order, weights, row, p);
+        }
+        let dot = float_order::kernel(order, weights);
+        self.products(&scratch[..n], out, |w, a| dot(w, a));
+        Ok(())
+    }
+
+    /// `out[t * rows + r] = dot(row r, acts[t])`, in parallel. One token: tasks over rows.
+    /// Several: tasks take groups of up to 8 tokens (fewer when there are not enough tokens
+    /// to keep every thread busy) and walk all rows, so each weight row is reused from cache
+    /// across its group.
+    fn products<A: Sync>(
+        &self,
+        acts: &[A],
+        out: &mut [f32],
+        dot: impl Fn(&[u8], &A) -> f32 + Sync,
+    ) {
+        const MAX_TOKENS_PER_TASK: usize = 8;
         if self.rows == 0 || acts.is_empty() {
             return;
         }
         if acts.len() == 1 {
-            return self.matvec(&acts[0], out);
+            // At least ~64 KiB of weights per task, so small matrices stay on one thread.
+            let min_rows = (65536 / self.row_bytes.max(1)).max(1);
+            let a = &acts[0];
+            out.par_iter_mut()
+                .enumerate()
+                .with_min_len(min_rows)
+                .for_each(|(r, o)| *o = dot(self.row(r), a));
+            return;
         }
         let tasks = 2 * rayon::current_num_threads();
         let group = acts.len().div_ceil(tasks).clamp(1, MAX_TOKENS_PER_TASK);
@@ -300,7 +349,7 @@ impl<'a> QuantizedMatrix<'a> {
                 for r in 0..self.rows {
                     let w = self.row(r);
                     for (t, act) in a.iter().enumerate() {
-                        o[t * self.rows + r] = (self.kernel)(w, self.scale, act);
+                        o[t * self.rows + r] = dot(w, act);
                     }
                 }
             });

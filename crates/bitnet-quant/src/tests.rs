@@ -388,6 +388,18 @@ fn i8_s_activation_matches_bitnet_cpp() {
     // -max maps to -127 (the clamp at -128 is never reached from the scale itself).
     a.quantize(ActivationType::I8_S, &[-3.0, 1.0]).unwrap();
     assert_eq!(&a.qs, &[-127, 42]);
+    // x·s is rounded once, as bitnet.cpp's fused multiply-add does: with s = f32(127/3) these
+    // products lie just off a half-integer (7.49999998…, 8.50000011…) but round to it in
+    // f32, where ties-to-even would give 8 and 8 instead of 7 and 9.
+    let x = [
+        -3.0,
+        f32::from_le_bytes([0xd6, 0x6a, 0x35, 0x3e]),
+        f32::from_le_bytes([0x37, 0x9b, 0x4d, 0x3e]),
+    ];
+    a.quantize(ActivationType::I8_S, &x).unwrap();
+    assert_eq!(a.row_scale, (127.0f64 / 3.0) as f32);
+    assert_eq!((x[1] * a.row_scale, x[2] * a.row_scale), (7.5, 8.5));
+    assert_eq!(&a.qs, &[-127, 7, 9]);
 }
 
 #[test]
@@ -699,4 +711,71 @@ fn weight_types_map_to_ggml_vec_dot_types() {
     assert_eq!(WeightType::TQ1_0.activation_type(), ActivationType::Q8_K);
     assert_eq!(WeightType::I2_S.activation_type(), ActivationType::I8_S);
     assert_eq!(WeightType::from_ggml(GgmlType::Q6_K), None);
+}
+
+/// I2_S and TQ2_0 holding the same ternary weights give the same products up to the scale's
+/// rounding (I2_S keeps the tensor's scale in f32, TQ2_0 one f16 per 256 weights), when both
+/// see the same int8 activation codes. (In a model they do not: each type implies its own
+/// activation quantization, I8_S per row vs Q8_K per block, so model logits differ more.)
+#[test]
+fn i2_s_and_tq2_0_agree_up_to_the_scale_rounding() {
+    let cols = 512;
+    // 0.75 is an f16; 0.1 and 0.0123 are not (TQ2_0 stores them rounded).
+    for (seed, scale) in [(1, 0.75f32), (2, 0.1), (3, 0.0123)] {
+        let w = ternary(seed, cols, scale);
+        // Activations that correlate with the weights, so the sum is far from zero.
+        let x: Vec<f32> = noise(seed + 10, cols)
+            .iter()
+            .zip(&w)
+            .map(|(&n, &v)| 0.5 * n + 0.5 * v.signum())
+            .collect();
+        let mut i8s = QuantizedActivation::new();
+        i8s.quantize(ActivationType::I8_S, &x).unwrap();
+        // The same codes as a Q8_K activation: every block's scale is I8_S's 1/s.
+        let q8k = QuantizedActivation {
+            ty: ActivationType::Q8_K,
+            len: cols,
+            qs: i8s.qs.clone(),
+            d: vec![1.0 / i8s.row_scale; cols / crate::blocks::QK_K],
+            bsums: i8s
+                .qs
+                .chunks_exact(16)
+                .map(|c| c.iter().map(|&v| v as i16).sum())
+                .collect(),
+            ..QuantizedActivation::new()
+        };
+        let i2s = encode(GgmlType::I2_S, &w, cols).unwrap();
+        let tq2 = encode(GgmlType::TQ2_0, &w, cols).unwrap();
+        let a = QuantizedMatrix::new(GgmlType::I2_S, &i2s, 1, cols).unwrap();
+        let b = QuantizedMatrix::new(GgmlType::TQ2_0, &tq2, 1, cols).unwrap();
+        let (ya, yb) = (a.dot_row(0, &i8s), b.dot_row(0, &q8k));
+        // The exact integer sum of ternary × code.
+        let sumi: i64 = w
+            .iter()
+            .zip(&i8s.qs)
+            .map(|(&v, &q)| (v / scale).round() as i64 * q as i64)
+            .sum();
+        assert!(sumi > 1000, "a degenerate sum proves little ({sumi})");
+        // Each result is Σ(ternary·code)/s times the scale its type stores, to f32 rounding,
+        // so the two differ exactly by the ratio of the stored scales.
+        let (sa, sb) = (scale as f64, round_f16(scale) as f64);
+        let exact = |s: f64| sumi as f64 / i8s.row_scale as f64 * s;
+        for (y, s) in [(ya, sa), (yb, sb)] {
+            assert!(
+                ((y as f64 - exact(s)) / exact(s)).abs() < 1e-6,
+                "{y} vs {}",
+                exact(s)
+            );
+        }
+        assert!(
+            (ya as f64 / yb as f64 - sa / sb).abs() < 2e-6,
+            "{ya} / {yb}"
+        );
+        if sa == sb {
+            assert!(
+                (ya - yb).abs() <= 2.0 * f32::EPSILON * ya.abs(),
+                "{ya} vs {yb}"
+            );
+        }
+    }
 }

@@ -1,0 +1,453 @@
+//! Float (F32 / F16 weight) dot products summed in the exact order of one ggml build.
+//!
+//! A float dot product has no single right answer in f32: the result depends on how many
+//! lanes accumulate, whether multiply and add are fused, and how the lanes are finally added.
+//! ggml's answer depends on the build (vector width) and on the call: a batch goes through
+//! llamafile's tinyBLAS (`ggml/src/llamafile/sgemm.cpp`), a single token through ggml's
+//! `vec_dot`. Reproducing the exact order is what lets the engine match bitnet.cpp to the
+//! last bit on its F16 output head, where a last-bit difference in the activations otherwise
+//! grows into ~1e-2 in the logits.
+//!
+//! [`FloatOrder`] names the two orders of the older ggml that bitnet.cpp vendors
+//! (`bitnet-llm-sys 1.0.2`, built with `-march=native`). The reductions ([`hsum`],
+//! [`reduce4`]) are public because the engine's attention sums in the same orders.
+
+use crate::blocks::round_f16;
+
+/// The float vector width a ggml build was compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VectorWidth {
+    /// 8 lanes (AVX2 with FMA and F16C).
+    Avx2,
+    /// 16 lanes (AVX-512F with DQ: ggml's condition for its 16-lane `exp`).
+    Avx512,
+}
+
+impl VectorWidth {
+    /// What `-march=native` selects on this CPU. CPUs without AVX2 get the AVX2 layout too:
+    /// ggml's kernels for them are not reproduced.
+    pub fn host() -> VectorWidth {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            return VectorWidth::Avx512;
+        }
+        VectorWidth::Avx2
+    }
+
+    /// f32 lanes per register.
+    pub fn lanes(self) -> usize {
+        match self {
+            VectorWidth::Avx2 => 8,
+            VectorWidth::Avx512 => 16,
+        }
+    }
+}
+
+/// How the older ggml (bitnet.cpp) sums one float dot product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FloatOrder {
+    /// llamafile's tinyBLAS, ggml's batched float matmul: the f32 activations as they are
+    /// (not rounded to the weight type), one register accumulator filled in sequence with
+    /// fused multiply-adds, then [`hsum`]. Needs a row length that is a multiple of the lanes
+    /// (ggml falls back to `vec_dot` otherwise).
+    TinyBlas(VectorWidth),
+    /// The older ggml's `ggml_vec_dot_f16` / `ggml_vec_dot_f32`, used for one token:
+    /// activations rounded to the weight type, four register accumulators over the largest
+    /// multiple of four registers, [`reduce4`], then the rest — added in f64 for F16, fused
+    /// into the f32 sum for F32 (GCC contracts `sumf += x[i]*y[i]`).
+    VecDot(VectorWidth),
+}
+
+impl FloatOrder {
+    /// The order the older ggml uses for a product of `n_tokens` activations with rows of
+    /// `cols` elements (`llamafile_sgemm` accepts `n ≥ 2` and `cols % lanes == 0`).
+    pub fn for_call(width: VectorWidth, n_tokens: usize, cols: usize) -> FloatOrder {
+        if n_tokens >= 2 && cols % width.lanes() == 0 {
+            FloatOrder::TinyBlas(width)
+        } else {
+            FloatOrder::VecDot(width)
+        }
+    }
+}
+
+/// The horizontal sum of one register as tinyBLAS (`hsum`) and ggml's softmax compute it:
+/// 8 lanes `(h0 + h2) + (h1 + h3)` with `h = lo + hi`; 16 lanes GCC's
+/// `_mm512_reduce_add_ps` (halves added, then the same 8-lane sum).
+///
+/// # Panics
+/// If `a` has neither 8 nor 16 lanes.
+#[inline(always)]
+pub fn hsum(a: &[f32]) -> f32 {
+    match a.len() {
+        8 => {
+            let h: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+            (h[0] + h[2]) + (h[1] + h[3])
+        }
+        16 => {
+            let t: [f32; 8] = std::array::from_fn(|i| a[i + 8] + a[i]);
+            hsum(&t)
+        }
+        n => panic!("hsum of {n} lanes"),
+    }
+}
+
+/// `GGML_F32_VEC_REDUCE` of four accumulators of `width` lanes (lane-major:
+/// `a[g * lanes + l]`): `(0 + 2) + (1 + 3)` lane by lane, then the register's sum — two
+/// `hadd`s for AVX2 (`(t0 + t1) + (t2 + t3)`), `_mm512_reduce_add_ps` for AVX-512.
+#[inline(always)]
+pub fn reduce4(a: &[f32], width: VectorWidth) -> f32 {
+    let lanes = width.lanes();
+    let mut r = [0f32; 16];
+    for (l, v) in r.iter_mut().enumerate().take(lanes) {
+        *v = (a[l] + a[2 * lanes + l]) + (a[lanes + l] + a[3 * lanes + l]);
+    }
+    match width {
+        VectorWidth::Avx512 => hsum(&r),
+        VectorWidth::Avx2 => {
+            let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
+            (t[0] + t[1]) + (t[2] + t[3])
+        }
+    }
+}
+
+/// Whether the weights are F16 (read as f16 bits) or F32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloatWeights {
+    F32,
+    F16,
+}
+
+impl FloatWeights {
+    #[inline(always)]
+    fn at(self, w: &[u8], i: usize) -> f32 {
+        match self {
+            FloatWeights::F32 => {
+                f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
+            }
+            FloatWeights::F16 => half::f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32(),
+        }
+    }
+}
+
+/// Prepare one activation row for `order`: [`FloatOrder::VecDot`] with F16 weights rounds it
+/// to f16 (ggml converts it to the weights' `vec_dot_type`); otherwise it is used as is.
+pub(crate) fn prepare(order: FloatOrder, weights: FloatWeights, x: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    match (order, weights) {
+        (FloatOrder::VecDot(_), FloatWeights::F16) => out.extend(x.iter().map(|&v| round_f16(v))),
+        _ => out.extend_from_slice(x),
+    }
+}
+
+/// One dot product of weight row `w` with the prepared activation `x`, in `order` (scalar
+/// emulation; the x86 kernels give the same bits).
+pub(crate) fn dot(order: FloatOrder, weights: FloatWeights, w: &[u8], x: &[f32]) -> f32 {
+    match order {
+        FloatOrder::TinyBlas(width) => {
+            let lanes = width.lanes();
+            let mut acc = [0f32; 16];
+            for (i, &xv) in x.iter().enumerate() {
+                let a = &mut acc[i % lanes];
+                *a = weights.at(w, i).mul_add(xv, *a);
+            }
+            hsum(&acc[..lanes])
+        }
+        FloatOrder::VecDot(width) => {
+            let step = 4 * width.lanes();
+            let np = x.len() / step * step;
+            let mut acc = [0f32; 64];
+            for (i, &xv) in x[..np].iter().enumerate() {
+                let a = &mut acc[i % step];
+                *a = weights.at(w, i).mul_add(xv, *a);
+            }
+            let head = reduce4(&acc[..step], width);
+            match weights {
+                FloatWeights::F16 => {
+                    let mut sum = head as f64;
+                    for (i, &xv) in x.iter().enumerate().skip(np) {
+                        sum += (weights.at(w, i) * xv) as f64;
+                    }
+                    sum as f32
+                }
+                FloatWeights::F32 => {
+                    let mut sum = head;
+                    for (i, &xv) in x.iter().enumerate().skip(np) {
+                        sum = weights.at(w, i).mul_add(xv, sum);
+                    }
+                    sum
+                }
+            }
+        }
+    }
+}
+
+/// A dot-product function for one (order, weights) pair on this CPU.
+pub(crate) type FloatKernel = fn(&[u8], &[f32]) -> f32;
+
+/// The fastest kernel for `order` and `weights` on this CPU: the x86 ones use the same
+/// instructions as ggml, the scalar ones emulate them; all give the same bits.
+pub(crate) fn kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = x86::kernel(order, weights) {
+        return k;
+    }
+    scalar_kernel(order, weights)
+}
+
+/// The scalar emulation as a [`FloatKernel`].
+pub(crate) fn scalar_kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
+    use FloatOrder::*;
+    use FloatWeights::*;
+    use VectorWidth::*;
+    match (order, weights) {
+        (TinyBlas(Avx2), F32) => |w, x| dot(TinyBlas(Avx2), F32, w, x),
+        (TinyBlas(Avx2), F16) => |w, x| dot(TinyBlas(Avx2), F16, w, x),
+        (TinyBlas(Avx512), F32) => |w, x| dot(TinyBlas(Avx512), F32, w, x),
+        (TinyBlas(Avx512), F16) => |w, x| dot(TinyBlas(Avx512), F16, w, x),
+        (VecDot(Avx2), F32) => |w, x| dot(VecDot(Avx2), F32, w, x),
+        (VecDot(Avx2), F16) => |w, x| dot(VecDot(Avx2), F16, w, x),
+        (VecDot(Avx512), F32) => |w, x| dot(VecDot(Avx512), F32, w, x),
+        (VecDot(Avx512), F16) => |w, x| dot(VecDot(Avx512), F16, w, x),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The ggml kernels' arithmetic with AVX2 instructions. A 16-lane register is kept as
+    //! two 8-lane halves: every lane sees the same fused multiply-adds in the same order, so
+    //! the results are those of the AVX-512 kernels, and the kernels also run (and are tested)
+    //! on CPUs without AVX-512. Horizontal sums are spelled out in ggml's order.
+
+    use std::arch::x86_64::*;
+
+    use super::{FloatKernel, FloatOrder, FloatWeights, VectorWidth};
+
+    pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel> {
+        use FloatOrder::*;
+        use FloatWeights::*;
+        use VectorWidth::*;
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return None;
+        }
+        // SAFETY (every arm): AVX2, FMA and F16C were detected just above, and the kernels
+        // check the slices' lengths before any unchecked load.
+        Some(match (order, weights) {
+            (TinyBlas(Avx2), F32) => |w, x| unsafe { tinyblas8::<false>(w, x) },
+            (TinyBlas(Avx2), F16) => |w, x| unsafe { tinyblas8::<true>(w, x) },
+            (TinyBlas(Avx512), F32) => |w, x| unsafe { tinyblas16::<false>(w, x) },
+            (TinyBlas(Avx512), F16) => |w, x| unsafe { tinyblas16::<true>(w, x) },
+            (VecDot(Avx512), F32) => |w, x| unsafe { vec_dot16::<false>(w, x) },
+            (VecDot(Avx512), F16) => |w, x| unsafe { vec_dot16::<true>(w, x) },
+            (VecDot(Avx2), _) => return None,
+        })
+    }
+
+    /// tinyBLAS's `hsum` of one 8-lane register.
+    #[inline(always)]
+    unsafe fn hsum8(v: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+    }
+
+    /// GCC's `_mm512_reduce_add_ps` of the register `(lo, hi)`.
+    #[inline(always)]
+    unsafe fn hsum16(lo: __m256, hi: __m256) -> f32 {
+        hsum8(_mm256_add_ps(hi, lo))
+    }
+
+    /// 8 weights from `w` at element `i` as f32.
+    #[inline(always)]
+    unsafe fn load8<const F16: bool>(w: &[u8], i: usize) -> __m256 {
+        if F16 {
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i).cast()))
+        } else {
+            _mm256_loadu_ps(w.as_ptr().add(4 * i).cast())
+        }
+    }
+
+    fn check<const F16: bool>(w: &[u8], x: &[f32], lanes: usize) {
+        let width = if F16 { 2 } else { 4 };
+        assert!(w.len() >= x.len() * width && x.len() % lanes == 0);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tinyblas8<const F16: bool>(w: &[u8], x: &[f32]) -> f32 {
+        check::<F16>(w, x, 8);
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..x.len()).step_by(8) {
+            acc = _mm256_fmadd_ps(load8::<F16>(w, i), _mm256_loadu_ps(x.as_ptr().add(i)), acc);
+        }
+        hsum8(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tinyblas16<const F16: bool>(w: &[u8], x: &[f32]) -> f32 {
+        check::<F16>(w, x, 16);
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..x.len()).step_by(16) {
+            lo = _mm256_fmadd_ps(load8::<F16>(w, i), _mm256_loadu_ps(x.as_ptr().add(i)), lo);
+            hi = _mm256_fmadd_ps(
+                load8::<F16>(w, i + 8),
+                _mm256_loadu_ps(x.as_ptr().add(i + 8)),
+                hi,
+            );
+        }
+        hsum16(lo, hi)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn vec_dot16<const F16: bool>(w: &[u8], x: &[f32]) -> f32 {
+        check::<F16>(w, x, 1);
+        let np = x.len() / 64 * 64;
+        // Four 16-lane accumulators as eight halves: acc[2g] low, acc[2g + 1] high.
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in (0..np).step_by(64) {
+            for (h, a) in acc.iter_mut().enumerate() {
+                let k = i + 8 * h;
+                *a = _mm256_fmadd_ps(load8::<F16>(w, k), _mm256_loadu_ps(x.as_ptr().add(k)), *a);
+            }
+        }
+        // (0 + 2) + (1 + 3), register by register, half by half.
+        let half = |h: usize| {
+            _mm256_add_ps(
+                _mm256_add_ps(acc[h], acc[4 + h]),
+                _mm256_add_ps(acc[2 + h], acc[6 + h]),
+            )
+        };
+        let head = hsum16(half(0), half(1));
+        let weights = if F16 {
+            FloatWeights::F16
+        } else {
+            FloatWeights::F32
+        };
+        if F16 {
+            let mut sum = head as f64;
+            for (i, &xv) in x.iter().enumerate().skip(np) {
+                sum += (weights.at(w, i) * xv) as f64;
+            }
+            sum as f32
+        } else {
+            let mut sum = head;
+            for (i, &xv) in x.iter().enumerate().skip(np) {
+                sum = weights.at(w, i).mul_add(xv, sum);
+            }
+            sum
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode, GgmlType, QuantError, QuantizedMatrix};
+
+    const ORDERS: [FloatOrder; 4] = [
+        FloatOrder::TinyBlas(VectorWidth::Avx2),
+        FloatOrder::TinyBlas(VectorWidth::Avx512),
+        FloatOrder::VecDot(VectorWidth::Avx2),
+        FloatOrder::VecDot(VectorWidth::Avx512),
+    ];
+
+    /// Deterministic values in [-1, 1) with plenty of mantissa bits.
+    fn values(n: usize, salt: u64) -> Vec<f32> {
+        let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn simd_kernels_give_the_scalar_bits() {
+        for (ty, weights) in [
+            (GgmlType::F32, FloatWeights::F32),
+            (GgmlType::F16, FloatWeights::F16),
+        ] {
+            for cols in [16, 48, 64, 80, 128, 144, 1000, 2560] {
+                let w = encode(ty, &values(cols, cols as u64), cols).unwrap();
+                let x = values(cols, 7);
+                for order in ORDERS {
+                    if let FloatOrder::TinyBlas(width) = order {
+                        if cols % width.lanes() != 0 {
+                            continue;
+                        }
+                    }
+                    let mut p = Vec::new();
+                    prepare(order, weights, &x, &mut p);
+                    let fast = kernel(order, weights)(&w, &p);
+                    let slow = scalar_kernel(order, weights)(&w, &p);
+                    assert_eq!(fast.to_bits(), slow.to_bits(), "{ty} {order:?} cols {cols}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_order_computes_the_dot_product() {
+        let cols = 200;
+        let wv = values(cols, 3);
+        let x = values(cols, 4);
+        for ty in [GgmlType::F32, GgmlType::F16] {
+            let w = encode(ty, &wv, cols).unwrap();
+            let m = QuantizedMatrix::new(ty, &w, 1, cols).unwrap();
+            let mut row = vec![0f32; cols];
+            m.dequantize_row(0, &mut row);
+            let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+            for width in [VectorWidth::Avx2, VectorWidth::Avx512] {
+                let order = FloatOrder::for_call(width, 2, cols);
+                let mut out = [0f32; 2];
+                let mut scratch = Vec::new();
+                let xx: Vec<f32> = x.iter().chain(&x).copied().collect();
+                m.float_matmul(order, &xx, &mut scratch, &mut out).unwrap();
+                // F16 weights round the activations to f16 in the one-token order.
+                let tol = if ty == GgmlType::F16 { 2e-2 } else { 1e-4 };
+                assert!((out[0] as f64 - exact).abs() < tol, "{ty} {order:?}");
+                assert_eq!(out[0], out[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn orders_follow_ggml_dispatch() {
+        use FloatOrder::*;
+        use VectorWidth::*;
+        assert_eq!(FloatOrder::for_call(Avx512, 5, 2560), TinyBlas(Avx512));
+        assert_eq!(FloatOrder::for_call(Avx512, 1, 2560), VecDot(Avx512));
+        assert_eq!(FloatOrder::for_call(Avx512, 5, 40), VecDot(Avx512));
+        assert_eq!(FloatOrder::for_call(Avx2, 5, 40), TinyBlas(Avx2));
+    }
+
+    #[test]
+    fn reductions_add_every_lane_once() {
+        let a: Vec<f32> = (0..64).map(|i| i as f32).collect();
+        assert_eq!(hsum(&a[..8]), 28.0);
+        assert_eq!(hsum(&a[..16]), 120.0);
+        assert_eq!(reduce4(&a[..32], VectorWidth::Avx2), 496.0);
+        assert_eq!(reduce4(&a, VectorWidth::Avx512), 2016.0);
+    }
+
+    #[test]
+    fn float_matmul_refuses_quantized_weights() {
+        let w = encode(GgmlType::Q8_0, &values(32, 1), 32).unwrap();
+        let m = QuantizedMatrix::new(GgmlType::Q8_0, &w, 1, 32).unwrap();
+        let err = m
+            .float_matmul(
+                FloatOrder::VecDot(VectorWidth::Avx2),
+                &[0.0; 32],
+                &mut Vec::new(),
+                &mut [0.0],
+            )
+            .unwrap_err();
+        assert!(matches!(err, QuantError::Unsupported(GgmlType::Q8_0)));
+    }
+}

@@ -196,6 +196,22 @@ pub(crate) fn kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
     scalar_kernel(order, weights)
 }
 
+/// Four dot products of one weight row with four prepared activations (the same bits as four
+/// [`FloatKernel`] calls, with the weights loaded and converted once).
+pub(crate) type FloatKernel4 = fn(&[u8], [&[f32]; 4]) -> [f32; 4];
+
+/// A four-activation kernel for `order` and `weights` on this CPU, where one exists (the
+/// tinyBLAS orders on x86 with AVX2).
+pub(crate) fn kernel4(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel4> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::kernel4(order, weights);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (order, weights);
+        None
+    }
+}
+
 /// The scalar emulation as a [`FloatKernel`].
 pub(crate) fn scalar_kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
     use FloatOrder::*;
@@ -222,7 +238,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{FloatKernel, FloatOrder, FloatWeights, VectorWidth};
+    use super::{FloatKernel, FloatKernel4, FloatOrder, FloatWeights, VectorWidth};
 
     pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel> {
         use FloatOrder::*;
@@ -244,6 +260,53 @@ mod x86 {
             (VecDot(Avx512), F32) => |w, x| unsafe { vec_dot16::<false>(w, x) },
             (VecDot(Avx512), F16) => |w, x| unsafe { vec_dot16::<true>(w, x) },
             (VecDot(Avx2), _) => return None,
+        })
+    }
+
+    pub(super) fn kernel4(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel4> {
+        use FloatOrder::*;
+        use FloatWeights::*;
+        use VectorWidth::*;
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return None;
+        }
+        // SAFETY (every arm): as in `kernel`.
+        Some(match (order, weights) {
+            (TinyBlas(Avx2), F32) => |w, x| unsafe { tinyblas_x4::<false, 1>(w, x) },
+            (TinyBlas(Avx2), F16) => |w, x| unsafe { tinyblas_x4::<true, 1>(w, x) },
+            (TinyBlas(Avx512), F32) => |w, x| unsafe { tinyblas_x4::<false, 2>(w, x) },
+            (TinyBlas(Avx512), F16) => |w, x| unsafe { tinyblas_x4::<true, 2>(w, x) },
+            (VecDot(_), _) => return None,
+        })
+    }
+
+    /// tinyBLAS for four activations: `H` 8-lane halves per register (1: AVX2, 2: AVX-512),
+    /// each weight vector loaded once for the four. Per activation the same fused
+    /// multiply-adds in the same order as [`tinyblas8`] / [`tinyblas16`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tinyblas_x4<const F16: bool, const H: usize>(w: &[u8], x: [&[f32]; 4]) -> [f32; 4] {
+        for xt in x {
+            check::<F16>(w, xt, 8 * H);
+            assert_eq!(xt.len(), x[0].len());
+        }
+        let mut acc = [[_mm256_setzero_ps(); H]; 4];
+        for i in (0..x[0].len()).step_by(8 * H) {
+            for h in 0..H {
+                let wv = load8::<F16>(w, i + 8 * h);
+                for (a, xt) in acc.iter_mut().zip(x) {
+                    a[h] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt.as_ptr().add(i + 8 * h)), a[h]);
+                }
+            }
+        }
+        acc.map(|a| {
+            if H == 2 {
+                hsum16(a[0], a[1])
+            } else {
+                hsum8(a[0])
+            }
         })
     }
 
@@ -413,6 +476,38 @@ mod tests {
                 let tol = if ty == GgmlType::F16 { 2e-2 } else { 1e-4 };
                 assert!((out[0] as f64 - exact).abs() < tol, "{ty} {order:?}");
                 assert_eq!(out[0], out[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn batched_float_products_give_each_tokens_scalar_bits() {
+        let (rows, cols) = (5, 160);
+        for ty in [GgmlType::F32, GgmlType::F16] {
+            let w = encode(ty, &values(rows * cols, 21), cols).unwrap();
+            let m = QuantizedMatrix::new(ty, &w, rows, cols).unwrap();
+            let weights = if ty == GgmlType::F16 {
+                FloatWeights::F16
+            } else {
+                FloatWeights::F32
+            };
+            for n in [1, 2, 4, 7, 11] {
+                let x = values(n * cols, 22);
+                for order in ORDERS {
+                    let mut out = vec![0f32; n * rows];
+                    m.float_matmul(order, &x, &mut Vec::new(), &mut out)
+                        .unwrap();
+                    let slow = scalar_kernel(order, weights);
+                    for t in 0..n {
+                        let mut p = Vec::new();
+                        prepare(order, weights, &x[t * cols..(t + 1) * cols], &mut p);
+                        for r in 0..rows {
+                            let expected = slow(m.row(r), &p);
+                            let got = out[t * rows + r];
+                            assert_eq!(got.to_bits(), expected.to_bits(), "{ty} {order:?} n {n}");
+                        }
+                    }
+                }
             }
         }
     }

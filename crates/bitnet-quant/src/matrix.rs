@@ -94,6 +94,9 @@ impl WeightType {
 /// other types), activation.
 pub(crate) type RowKernel = fn(&[u8], f32, &QuantizedActivation) -> f32;
 
+/// A row kernel for four activations at once (the same bits as four [`RowKernel`] calls).
+pub(crate) type RowKernel4 = fn(&[u8], f32, [&QuantizedActivation; 4]) -> [f32; 4];
+
 /// Which implementation a kernel comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -110,6 +113,18 @@ impl Backend {
             return Backend::Avx2;
         }
         Backend::Scalar
+    }
+}
+
+/// The four-activation kernel for `ty` from `backend`, where one exists.
+pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
+    match (ty, backend) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the AVX2 backend is only chosen when the CPU has AVX2 (`Backend::detect`).
+        (WeightType::I2_S, Backend::Avx2) => {
+            Some(|w, s, a| unsafe { crate::x86::i2_s_i8_s_x4(w, s, a) })
+        }
+        _ => None,
     }
 }
 
@@ -147,6 +162,7 @@ pub struct QuantizedMatrix<'a> {
     /// I2_S: the per-tensor scale; 1 for the other types (unused).
     scale: f32,
     kernel: RowKernel,
+    kernel4: Option<RowKernel4>,
 }
 
 impl std::fmt::Debug for QuantizedMatrix<'_> {
@@ -199,6 +215,7 @@ impl<'a> QuantizedMatrix<'a> {
             row_bytes: blocks::row_bytes(ty, cols),
             scale,
             kernel: kernel(wt, Backend::detect()),
+            kernel4: kernel4(wt, Backend::detect()),
         })
     }
 
@@ -263,9 +280,12 @@ impl<'a> QuantizedMatrix<'a> {
     pub fn matvec(&self, act: &QuantizedActivation, out: &mut [f32]) {
         self.check(act);
         assert_eq!(out.len(), self.rows, "output length must equal rows");
-        self.products(std::slice::from_ref(act), out, |w, a| {
-            (self.kernel)(w, self.scale, a)
-        });
+        self.products(
+            std::slice::from_ref(act),
+            out,
+            |w, a| (self.kernel)(w, self.scale, a),
+            None::<fn(&[u8], [&QuantizedActivation; 4]) -> [f32; 4]>,
+        );
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
@@ -281,7 +301,13 @@ impl<'a> QuantizedMatrix<'a> {
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
-        self.products(acts, out, |w, a| (self.kernel)(w, self.scale, a));
+        self.products(
+            acts,
+            out,
+            |w, a| (self.kernel)(w, self.scale, a),
+            self.kernel4
+                .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
+        );
     }
 
     /// Float product summed in the order of a specific ggml build:
@@ -313,19 +339,26 @@ impl<'a> QuantizedMatrix<'a> {
             float_order::prepare(order, weights, row, p);
         }
         let dot = float_order::kernel(order, weights);
-        self.products(&scratch[..n], out, |w, a| dot(w, a));
+        let dot4 = float_order::kernel4(order, weights);
+        self.products(
+            &scratch[..n],
+            out,
+            |w, a| dot(w, a),
+            dot4.map(|k| move |w: &[u8], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
+        );
         Ok(())
     }
 
     /// `out[t * rows + r] = dot(row r, acts[t])`, in parallel. One token: tasks over rows.
     /// Several: tasks take groups of up to 8 tokens (fewer when there are not enough tokens
     /// to keep every thread busy) and walk all rows, so each weight row is reused from cache
-    /// across its group.
+    /// across its group — by `dot4` four tokens at a time where the type has such a kernel.
     fn products<A: Sync>(
         &self,
         acts: &[A],
         out: &mut [f32],
         dot: impl Fn(&[u8], &A) -> f32 + Sync,
+        dot4: Option<impl Fn(&[u8], [&A; 4]) -> [f32; 4] + Sync>,
     ) {
         const MAX_TOKENS_PER_TASK: usize = 8;
         if self.rows == 0 || acts.is_empty() {
@@ -346,9 +379,19 @@ impl<'a> QuantizedMatrix<'a> {
         out.par_chunks_mut(self.rows * group)
             .zip(acts.par_chunks(group))
             .for_each(|(o, a)| {
+                let quads = if dot4.is_some() { a.len() / 4 } else { 0 };
                 for r in 0..self.rows {
                     let w = self.row(r);
-                    for (t, act) in a.iter().enumerate() {
+                    if let Some(dot4) = &dot4 {
+                        for q in 0..quads {
+                            let t = 4 * q;
+                            let y = dot4(w, [&a[t], &a[t + 1], &a[t + 2], &a[t + 3]]);
+                            for (k, v) in y.into_iter().enumerate() {
+                                o[(t + k) * self.rows + r] = v;
+                            }
+                        }
+                    }
+                    for (t, act) in a.iter().enumerate().skip(4 * quads) {
                         o[t * self.rows + r] = dot(w, act);
                     }
                 }
@@ -372,6 +415,7 @@ impl<'a> QuantizedMatrix<'a> {
     #[cfg(test)]
     pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
         self.kernel = kernel(self.ty, backend);
+        self.kernel4 = kernel4(self.ty, backend);
         self
     }
 }

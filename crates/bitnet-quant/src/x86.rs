@@ -360,3 +360,51 @@ unsafe fn i2_s_i8_s(codes: &[u8], wscale: f32, a: &QuantizedActivation) -> f32 {
     }
     dot::i2_s_finish(hsum_i32(accu), a, wscale)
 }
+
+/// [`i2_s_i8_s`] for four activations at once, as bitnet.cpp's `ggml_vec_dot_i2_i8_s_Nx1`
+/// does for a batch: each 32-byte block of codes is unpacked once and multiplied with the
+/// four activations. Every activation's own sequence of operations is that of the one-token
+/// kernel (the i16 additions wrap, so their grouping does not matter), hence the same bits.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn i2_s_i8_s_x4(
+    codes: &[u8],
+    wscale: f32,
+    a: [&QuantizedActivation; 4],
+) -> [f32; 4] {
+    let nb = a[0].len / QK_I2_S;
+    assert!(codes.len() >= nb * 32);
+    for act in a {
+        assert!(act.len == a[0].len && act.qs.len() >= nb * QK_I2_S);
+    }
+    let xp = codes.as_ptr();
+    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut accu = [_mm256_setzero_si256(); 4];
+    let mut k = 0;
+    while k < nb {
+        let end = (k + I2S_GROUP).min(nb);
+        let mut acc16 = [_mm256_setzero_si256(); 4];
+        for blk in k..end {
+            let x = load256(xp.add(32 * blk));
+            let x0 = _mm256_and_si256(_mm256_srli_epi16::<6>(x), mask);
+            let x1 = _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask);
+            let x2 = _mm256_and_si256(_mm256_srli_epi16::<2>(x), mask);
+            let x3 = _mm256_and_si256(x, mask);
+            for (acc, &y) in acc16.iter_mut().zip(&yp) {
+                let y = y.add(QK_I2_S * blk);
+                let p0 = _mm256_maddubs_epi16(x0, load256(y));
+                let p1 = _mm256_maddubs_epi16(x1, load256(y.add(32)));
+                let p2 = _mm256_maddubs_epi16(x2, load256(y.add(64)));
+                let p3 = _mm256_maddubs_epi16(x3, load256(y.add(96)));
+                *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p0, p1));
+                *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p2, p3));
+            }
+        }
+        for (u, acc) in accu.iter_mut().zip(acc16) {
+            *u = _mm256_add_epi32(*u, _mm256_madd_epi16(acc, ones));
+        }
+        k = end;
+    }
+    std::array::from_fn(|t| dot::i2_s_finish(hsum_i32(accu[t]), a[t], wscale))
+}

@@ -96,8 +96,19 @@ pub fn ggml_v_expf_avx512(x: f32) -> f32 {
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
-    // j · 2^n is exact in f64; the one rounding to f32 is the one `vscalefps` makes.
-    (j as f64 * 2f64.powi(n as i32)) as f32
+    // `vscalefps` rounds j · 2^n once. Where 2^n is an f32 (-149 ≤ n ≤ 127) the f32 product
+    // rounds once too (to a subnormal if need be); elsewhere go through f64.
+    let n = n as i32;
+    if (-149..=127).contains(&n) {
+        let p = if n >= -126 {
+            f32::from_bits(((n + 127) as u32) << 23)
+        } else {
+            f32::from_bits(1u32 << (n + 149))
+        };
+        j * p
+    } else {
+        (j as f64 * 2f64.powi(n)) as f32
+    }
 }
 
 /// SiLU-gated: `silu(gate) · up`, in place in `gate`, as ggml's `ggml_vec_swiglu_f32` on
@@ -206,6 +217,25 @@ mod tests {
         assert_eq!(ggml_v_expf_avx512(-200.0), 0.0);
         assert_eq!(ggml_v_expf_avx512(200.0), f32::INFINITY);
         assert_eq!(ggml_v_expf_avx512(0.0), 1.0);
+        // Around the subnormal range the single rounding matches an exact f64 reference.
+        for i in 0..4000 {
+            let x = -85.0 - i as f32 * 0.005;
+            let n = (x * std::f32::consts::LOG2_E).round();
+            let got = ggml_v_expf_avx512(x);
+            let b = (-n).mul_add(
+                f32::from_bits(0x35BF_BE8E),
+                (-n).mul_add(f32::from_bits(0x3F31_7200), x),
+            );
+            let u = b * b;
+            let j = f32::from_bits(0x3C07_2010)
+                .mul_add(b, f32::from_bits(0x3D2B_9F17))
+                .mul_add(
+                    u,
+                    f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)),
+                )
+                .mul_add(u, f32::from_bits(0x3F7F_FFF6).mul_add(b, 1.0));
+            assert_eq!(got, (j as f64 * 2f64.powi(n as i32)) as f32, "x={x}");
+        }
     }
 
     #[test]

@@ -495,7 +495,12 @@ mod tests {
                 let x = values(n * cols, 22);
                 for order in ORDERS {
                     let mut out = vec![0f32; n * rows];
-                    m.float_matmul(order, &x, &mut Vec::new(), &mut out)
+                    // One thread: tasks of ⌈n / 2⌉ tokens, so the four-token kernels run too.
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap();
+                    pool.install(|| m.float_matmul(order, &x, &mut Vec::new(), &mut out))
                         .unwrap();
                     let slow = scalar_kernel(order, weights);
                     for t in 0..n {

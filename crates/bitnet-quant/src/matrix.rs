@@ -118,13 +118,18 @@ impl Backend {
 
 /// The four-activation kernel for `ty` from `backend`, where one exists.
 pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
-    match (ty, backend) {
+    match backend {
+        Backend::Scalar => None,
+        // SAFETY (every arm): the AVX2 backend is only chosen when the CPU has AVX2, FMA and
+        // F16C (`Backend::detect`).
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the AVX2 backend is only chosen when the CPU has AVX2 (`Backend::detect`).
-        (WeightType::I2_S, Backend::Avx2) => {
-            Some(|w, s, a| unsafe { crate::x86::i2_s_i8_s_x4(w, s, a) })
-        }
-        _ => None,
+        Backend::Avx2 => match ty {
+            WeightType::I2_S => Some(|w, s, a| unsafe { crate::x86::i2_s_i8_s_x4(w, s, a) }),
+            WeightType::Q8_0 => Some(|w, s, a| unsafe { crate::x86::q8_0_q8_0_x4(w, s, a) }),
+            WeightType::Q4_1 => Some(|w, s, a| unsafe { crate::x86::q4_1_q8_1_x4(w, s, a) }),
+            WeightType::TQ2_0 => Some(|w, s, a| unsafe { crate::x86::tq2_0_q8_k_x4(w, s, a) }),
+            _ => None,
+        },
     }
 }
 

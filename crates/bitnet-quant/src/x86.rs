@@ -408,3 +408,104 @@ pub(crate) unsafe fn i2_s_i8_s_x4(
     }
     std::array::from_fn(|t| dot::i2_s_finish(hsum_i32(accu[t]), a[t], wscale))
 }
+
+/// Checks shared by the four-activation kernels: equal lengths, enough codes and scales.
+fn check4(a: [&QuantizedActivation; 4], block: usize) -> usize {
+    let nb = a[0].len / block;
+    for act in a {
+        assert!(act.len == a[0].len && act.qs.len() >= nb * block && act.d.len() >= nb);
+    }
+    nb
+}
+
+/// [`q8_0_q8_0`] for four activations (each weight block loaded once); per activation the
+/// same operations, hence the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q8_0_q8_0_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
+    let nb = check4(a, QK);
+    assert!(w.len() >= nb * Q8_0_BYTES);
+    let wp = w.as_ptr();
+    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for ib in 0..nb {
+        let dw = f16_at_fast(w, ib * Q8_0_BYTES);
+        let x = load256(wp.add(ib * Q8_0_BYTES + 2));
+        let ax = _mm256_sign_epi8(x, x);
+        for t in 0..4 {
+            let d = _mm256_set1_ps(dw * a[t].d[ib]);
+            let y = load256(yp[t].add(ib * QK));
+            let p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+            let q = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc[t]);
+        }
+    }
+    acc.map(|v| hsum_ps(v))
+}
+
+/// [`q4_1_q8_1`] for four activations (each weight block unpacked once).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q4_1_q8_1_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
+    let nb = check4(a, QK);
+    assert!(w.len() >= nb * Q4_1_BYTES);
+    for act in a {
+        assert!(act.s.len() >= nb);
+    }
+    let wp = w.as_ptr();
+    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut summs = [0.0f32; 4];
+    for ib in 0..nb {
+        let o = ib * Q4_1_BYTES;
+        let (dw, mw) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
+        let x = nibbles(wp.add(o + 4));
+        for t in 0..4 {
+            summs[t] = mw.mul_add(a[t].s[ib], summs[t]);
+            let d = _mm256_set1_ps(dw * a[t].d[ib]);
+            let y = load256(yp[t].add(ib * QK));
+            let q = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]) + summs[t])
+}
+
+/// [`tq2_0_q8_k`] for four activations (each block's codes unpacked once).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn tq2_0_q8_k_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
+    let nb = check4(a, QK_K);
+    assert!(w.len() >= nb * TQ2_0_BYTES);
+    for act in a {
+        assert!(act.bsums.len() >= nb * 16);
+    }
+    let wp = w.as_ptr();
+    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for ib in 0..nb {
+        let x = wp.add(ib * TQ2_0_BYTES);
+        let (b0, b1) = (load256(x), load256(x.add(32)));
+        let codes = [
+            _mm256_and_si256(b0, m3),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(b0), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(b0), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(b0), m3),
+            _mm256_and_si256(b1, m3),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(b1), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(b1), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(b1), m3),
+        ];
+        let dw = f16_at_fast(w, ib * TQ2_0_BYTES + QK_K / 4);
+        for t in 0..4 {
+            let d = a[t].d[ib] * dw;
+            acc[t] = tq_accumulate(
+                acc[t],
+                codes,
+                yp[t].add(ib * QK_K),
+                &a[t].bsums[16 * ib..],
+                d,
+            );
+        }
+    }
+    acc.map(|v| hsum_ps(v))
+}

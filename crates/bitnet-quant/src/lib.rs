@@ -13,7 +13,12 @@
 //!   or F16/BF16 rounding). Reproducing this step is what makes our logits agree with
 //!   llama.cpp to ~1e-5 instead of ~1 on ternary models.
 //! * [`QuantizedMatrix`]: a borrowed, zero-copy view of a weight matrix (typically straight
-//!   from a GGUF memory map) with `row`, `dot_row`, `matvec` and `matmul`.
+//!   from a GGUF memory map) with `row`, `dot_row`, `matvec` and `matmul` — batched products
+//!   take four tokens per weight row where the type has such a kernel (I2_S, Q8_0, Q4_1,
+//!   TQ2_0), with the same bits per token.
+//! * [`FloatOrder`] and [`QuantizedMatrix::float_matmul`]: F32/F16 products summed in the exact
+//!   order of bitnet.cpp's older ggml (tinyBLAS for a batch, `vec_dot` for one token, at the
+//!   host's vector width), which is what makes the engine bit-identical to bitnet.cpp.
 //!
 //! # Design decisions
 //!

@@ -69,9 +69,10 @@ pub fn attend(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA; the body is the same code compiled with hardware fused
-        // multiply-adds instead of libm's `fmaf` (identical results, correctly rounded).
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
+        // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
+        // identical results, each correctly rounded.
         unsafe { attend_fma(q, keys, values, n_kv, shape, numerics, path, scratch, out) };
         return;
     }
@@ -79,7 +80,7 @@ pub fn attend(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
+#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_fma(
     q: &[f32],
@@ -171,28 +172,32 @@ fn attend_impl(
             round_to_f16(scores);
         }
         // Weights × V, one accumulator lane per (output, j mod lanes): position j goes to the
-        // same lane, in the same order, as in ggml's kernel, so the sums are identical; walking
-        // the cache row by row keeps the reads contiguous. Masked cells add exact zeros.
+        // same lane, in the same order, as in ggml's kernel, so the sums are identical. The
+        // accumulators are lane-major (`acc[lane * head_dim + d]`), so each cache row updates
+        // one contiguous run of them, which the compiler vectorizes (each element still gets
+        // its own fused multiply-add). Masked cells add exact zeros.
         acc.clear();
         acc.resize(head_dim * lanes, 0.0);
         for (j, &p) in scores[..vector_len].iter().enumerate() {
-            let lane = j % lanes;
+            let lane = &mut acc[(j % lanes) * head_dim..][..head_dim];
             if j < n_kv {
                 let v = &values[j * kv_dim + kvh * head_dim..][..head_dim];
-                for (d, &x) in v.iter().enumerate() {
-                    let a = &mut acc[d * lanes + lane];
+                for (a, &x) in lane.iter_mut().zip(v) {
                     *a = x.mul_add(p, *a);
                 }
             } else {
-                for d in 0..head_dim {
-                    let a = &mut acc[d * lanes + lane];
+                for a in lane.iter_mut() {
                     *a = 0f32.mul_add(p, *a);
                 }
             }
         }
         let oh = &mut out[h * head_dim..(h + 1) * head_dim];
+        let mut column = [0f32; 64];
         for (d, o) in oh.iter_mut().enumerate() {
-            let a = &acc[d * lanes..(d + 1) * lanes];
+            let a = &mut column[..lanes];
+            for (l, v) in a.iter_mut().enumerate() {
+                *v = acc[l * head_dim + d];
+            }
             *o = match pv {
                 PvKernel::TinyBlas { .. } => hsum(a),
                 PvKernel::VecDotF32 => reduce4(a, VectorWidth::Avx2),

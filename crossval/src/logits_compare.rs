@@ -110,7 +110,7 @@ impl<'a> LogitsMatrix<'a> {
         if n_vocab == 0 {
             return Err(LogitsCompareError::EmptyVocab { side });
         }
-        if data.len() % n_vocab != 0 {
+        if !data.len().is_multiple_of(n_vocab) {
             return Err(LogitsCompareError::RaggedRows {
                 side,
                 len: data.len(),

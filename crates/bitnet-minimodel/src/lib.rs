@@ -193,19 +193,19 @@ impl Spec {
                 "--layers, --dim, --heads, --kv-heads, --ffn and --ctx must be positive".into(),
             ));
         }
-        if s.dim % s.heads != 0 {
+        if !s.dim.is_multiple_of(s.heads) {
             return Err(usage(format!(
                 "--dim {} is not divisible by --heads {}",
                 s.dim, s.heads
             )));
         }
-        if s.heads % s.kv_heads != 0 {
+        if !s.heads.is_multiple_of(s.kv_heads) {
             return Err(usage(format!(
                 "--heads {} is not divisible by --kv-heads {}",
                 s.heads, s.kv_heads
             )));
         }
-        if (s.dim / s.heads) % 2 != 0 {
+        if !(s.dim / s.heads).is_multiple_of(2) {
             return Err(usage(format!(
                 "head size {} must be even for RoPE",
                 s.dim / s.heads

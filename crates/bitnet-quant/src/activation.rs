@@ -140,7 +140,7 @@ impl QuantizedActivation {
             _ => None,
         };
         if let Some((gt, qk)) = block {
-            if x.len() % qk != 0 {
+            if !x.len().is_multiple_of(qk) {
                 return Err(QuantError::PartialBlock {
                     ty: gt,
                     block: qk as u64,

@@ -64,7 +64,7 @@ impl FloatOrder {
     /// The order the older ggml uses for a product of `n_tokens` activations with rows of
     /// `cols` elements (`llamafile_sgemm` accepts `n ≥ 2` and `cols % lanes == 0`).
     pub fn for_call(width: VectorWidth, n_tokens: usize, cols: usize) -> FloatOrder {
-        if n_tokens >= 2 && cols % width.lanes() == 0 {
+        if n_tokens >= 2 && cols.is_multiple_of(width.lanes()) {
             FloatOrder::TinyBlas(width)
         } else {
             FloatOrder::VecDot(width)
@@ -212,6 +212,23 @@ pub(crate) fn kernel4(order: FloatOrder, weights: FloatWeights) -> Option<FloatK
     }
 }
 
+/// Sixteen dot products: four weight rows × four prepared activations, `[row][token]` (the
+/// same bits as sixteen [`FloatKernel`] calls).
+pub(crate) type FloatKernel4x4 = fn([&[u8]; 4], [&[f32]; 4]) -> [[f32; 4]; 4];
+
+/// A four-row × four-activation kernel for `order` and `weights` on this CPU, where one
+/// exists (tinyBLAS's 16-lane order on a CPU with AVX-512F, whose 32 registers hold the 16
+/// accumulators — tinyBLAS itself tiles up to 5 × 5).
+pub(crate) fn kernel4x4(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel4x4> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::kernel4x4(order, weights);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (order, weights);
+        None
+    }
+}
+
 /// The scalar emulation as a [`FloatKernel`].
 pub(crate) fn scalar_kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
     use FloatOrder::*;
@@ -238,7 +255,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{FloatKernel, FloatKernel4, FloatOrder, FloatWeights, VectorWidth};
+    use super::{FloatKernel, FloatKernel4, FloatKernel4x4, FloatOrder, FloatWeights, VectorWidth};
 
     pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel> {
         use FloatOrder::*;
@@ -280,6 +297,57 @@ mod x86 {
             (TinyBlas(Avx512), F32) => |w, x| unsafe { tinyblas_x4::<false, 2>(w, x) },
             (TinyBlas(Avx512), F16) => |w, x| unsafe { tinyblas_x4::<true, 2>(w, x) },
             (VecDot(_), _) => return None,
+        })
+    }
+
+    pub(super) fn kernel4x4(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel4x4> {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return None;
+        }
+        // SAFETY (every arm): AVX-512F, FMA and F16C were detected just above; the kernel
+        // checks the slices' lengths before any unchecked load.
+        match (order, weights) {
+            (FloatOrder::TinyBlas(VectorWidth::Avx512), FloatWeights::F32) => {
+                Some(|w, x| unsafe { tinyblas16_4x4::<false>(w, x) })
+            }
+            (FloatOrder::TinyBlas(VectorWidth::Avx512), FloatWeights::F16) => {
+                Some(|w, x| unsafe { tinyblas16_4x4::<true>(w, x) })
+            }
+            _ => None,
+        }
+    }
+
+    /// tinyBLAS's 16-lane order for four rows × four activations in AVX-512 registers: per
+    /// (row, activation) the same fused multiply-adds in the same order as [`tinyblas16`].
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn tinyblas16_4x4<const F16: bool>(w: [&[u8]; 4], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+        let k = x[0].len();
+        for (wr, xt) in w.iter().zip(x) {
+            check::<F16>(wr, xt, 16);
+            assert_eq!(xt.len(), k);
+        }
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        for i in (0..k).step_by(16) {
+            let wv: [__m512; 4] = std::array::from_fn(|r| {
+                if F16 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(w[r].as_ptr().add(2 * i).cast()))
+                } else {
+                    _mm512_loadu_ps(w[r].as_ptr().add(4 * i).cast())
+                }
+            });
+            for t in 0..4 {
+                let xv = _mm512_loadu_ps(x[t].as_ptr().add(i));
+                for r in 0..4 {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+        }
+        // GCC's `_mm512_reduce_add_ps`: the halves added, then tinyBLAS's 8-lane `hsum`.
+        acc.map(|row| {
+            row.map(|v| hsum16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v)))
         })
     }
 
@@ -336,7 +404,7 @@ mod x86 {
 
     fn check<const F16: bool>(w: &[u8], x: &[f32], lanes: usize) {
         let width = if F16 { 2 } else { 4 };
-        assert!(w.len() >= x.len() * width && x.len() % lanes == 0);
+        assert!(w.len() >= x.len() * width && x.len().is_multiple_of(lanes));
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -482,7 +550,7 @@ mod tests {
 
     #[test]
     fn batched_float_products_give_each_tokens_scalar_bits() {
-        let (rows, cols) = (5, 160);
+        let (rows, cols) = (9, 160);
         for ty in [GgmlType::F32, GgmlType::F16] {
             let w = encode(ty, &values(rows * cols, 21), cols).unwrap();
             let m = QuantizedMatrix::new(ty, &w, rows, cols).unwrap();

@@ -164,7 +164,10 @@ fn row_block(ty: GgmlType) -> u64 {
 /// `values.len()`.
 pub fn encode(ty: GgmlType, values: &[f32], row_len: usize) -> Result<Vec<u8>, QuantError> {
     let block = row_block(ty);
-    if row_len == 0 || row_len as u64 % block != 0 || values.len() % row_len != 0 {
+    if row_len == 0
+        || !(row_len as u64).is_multiple_of(block)
+        || !values.len().is_multiple_of(row_len)
+    {
         return Err(QuantError::PartialBlock { ty, block, row_len });
     }
     quantize::encode(ty, values)
@@ -184,7 +187,7 @@ pub fn decode(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantEr
         return Err(QuantError::Unsupported(ty));
     }
     let block = row_block(ty);
-    if out.len() as u64 % block != 0 {
+    if !(out.len() as u64).is_multiple_of(block) {
         return Err(QuantError::PartialBlock {
             ty,
             block,

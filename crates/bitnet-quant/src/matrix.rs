@@ -94,6 +94,9 @@ impl WeightType {
 /// other types), activation.
 pub(crate) type RowKernel = fn(&[u8], f32, &QuantizedActivation) -> f32;
 
+/// The type of an absent four-row kernel (quantized matrices have none).
+type Kernel4x4<A> = fn([&[u8]; 4], [&A; 4]) -> [[f32; 4]; 4];
+
 /// A row kernel for four activations at once (the same bits as four [`RowKernel`] calls).
 pub(crate) type RowKernel4 = fn(&[u8], f32, [&QuantizedActivation; 4]) -> [f32; 4];
 
@@ -190,7 +193,7 @@ impl<'a> QuantizedMatrix<'a> {
     pub fn new(ty: GgmlType, data: &'a [u8], rows: usize, cols: usize) -> Result<Self, QuantError> {
         let wt = WeightType::from_ggml(ty).ok_or(QuantError::Unsupported(ty))?;
         let block = wt.block_size();
-        if cols == 0 || cols % block != 0 {
+        if cols == 0 || !cols.is_multiple_of(block) {
             return Err(QuantError::PartialBlock {
                 ty,
                 block: block as u64,
@@ -290,6 +293,7 @@ impl<'a> QuantizedMatrix<'a> {
             out,
             |w, a| (self.kernel)(w, self.scale, a),
             None::<fn(&[u8], [&QuantizedActivation; 4]) -> [f32; 4]>,
+            None::<Kernel4x4<QuantizedActivation>>,
         );
     }
 
@@ -312,6 +316,7 @@ impl<'a> QuantizedMatrix<'a> {
             |w, a| (self.kernel)(w, self.scale, a),
             self.kernel4
                 .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
+            None::<Kernel4x4<QuantizedActivation>>,
         );
     }
 
@@ -345,11 +350,13 @@ impl<'a> QuantizedMatrix<'a> {
         }
         let dot = float_order::kernel(order, weights);
         let dot4 = float_order::kernel4(order, weights);
+        let dot16 = float_order::kernel4x4(order, weights);
         self.products(
             &scratch[..n],
             out,
             |w, a| dot(w, a),
             dot4.map(|k| move |w: &[u8], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
+            dot16.map(|k| move |w: [&[u8]; 4], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
         );
         Ok(())
     }
@@ -364,6 +371,7 @@ impl<'a> QuantizedMatrix<'a> {
         out: &mut [f32],
         dot: impl Fn(&[u8], &A) -> f32 + Sync,
         dot4: Option<impl Fn(&[u8], [&A; 4]) -> [f32; 4] + Sync>,
+        dot16: Option<impl Fn([&[u8]; 4], [&A; 4]) -> [[f32; 4]; 4] + Sync>,
     ) {
         const MAX_TOKENS_PER_TASK: usize = 8;
         if self.rows == 0 || acts.is_empty() {
@@ -381,23 +389,50 @@ impl<'a> QuantizedMatrix<'a> {
         }
         let tasks = 2 * rayon::current_num_threads();
         let group = acts.len().div_ceil(tasks).clamp(1, MAX_TOKENS_PER_TASK);
-        out.par_chunks_mut(self.rows * group)
+        let rows = self.rows;
+        out.par_chunks_mut(rows * group)
             .zip(acts.par_chunks(group))
             .for_each(|(o, a)| {
-                let quads = if dot4.is_some() { a.len() / 4 } else { 0 };
-                for r in 0..self.rows {
-                    let w = self.row(r);
-                    if let Some(dot4) = &dot4 {
+                let quads = a.len() / 4;
+                let quad = |q: usize| [&a[4 * q], &a[4 * q + 1], &a[4 * q + 2], &a[4 * q + 3]];
+                // Four rows × four tokens at a time where there is such a kernel.
+                let mut r0 = 0;
+                if let Some(dot16) = &dot16 {
+                    while r0 + 4 <= rows {
+                        let w = [
+                            self.row(r0),
+                            self.row(r0 + 1),
+                            self.row(r0 + 2),
+                            self.row(r0 + 3),
+                        ];
                         for q in 0..quads {
-                            let t = 4 * q;
-                            let y = dot4(w, [&a[t], &a[t + 1], &a[t + 2], &a[t + 3]]);
-                            for (k, v) in y.into_iter().enumerate() {
-                                o[(t + k) * self.rows + r] = v;
+                            for (i, y) in dot16(w, quad(q)).into_iter().enumerate() {
+                                for (k, v) in y.into_iter().enumerate() {
+                                    o[(4 * q + k) * rows + r0 + i] = v;
+                                }
                             }
                         }
+                        for (t, act) in a.iter().enumerate().skip(4 * quads) {
+                            for (i, wr) in w.iter().enumerate() {
+                                o[t * rows + r0 + i] = dot(wr, act);
+                            }
+                        }
+                        r0 += 4;
                     }
-                    for (t, act) in a.iter().enumerate().skip(4 * quads) {
-                        o[t * self.rows + r] = dot(w, act);
+                }
+                for r in r0..rows {
+                    let w = self.row(r);
+                    let mut done = 0;
+                    if let Some(dot4) = &dot4 {
+                        for q in 0..quads {
+                            for (k, v) in dot4(w, quad(q)).into_iter().enumerate() {
+                                o[(4 * q + k) * rows + r] = v;
+                            }
+                        }
+                        done = 4 * quads;
+                    }
+                    for (t, act) in a.iter().enumerate().skip(done) {
+                        o[t * rows + r] = dot(w, act);
                     }
                 }
             });

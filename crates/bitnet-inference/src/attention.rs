@@ -157,8 +157,8 @@ fn attend_impl(
         for j in 0..n_kv {
             let k = &keys[j * kv_dim + kvh * head_dim..][..head_dim];
             let dot = match numerics {
-                Numerics::LlamaCpp => vec_dot_f32(k, qh),
-                Numerics::BitnetCpp(w) => vec_dot_f32_old(k, qh, w),
+                Numerics::LlamaCpp => vec_dot_f32(k, qh, VectorWidth::Avx2),
+                Numerics::BitnetCpp(w) => vec_dot_f32(k, qh, w),
             };
             scores.push(dot * scale);
         }
@@ -214,29 +214,12 @@ fn attend_impl(
     }
 }
 
-/// Upstream ggml's `ggml_vec_dot_f32` on AVX2: four 8-lane FMA accumulators over groups of
-/// 32, reduced pairwise, then the tail added in f64 (ggml-cpu/vec.cpp).
+/// ggml's `ggml_vec_dot_f32` (both references' versions): four registers of `width` over
+/// groups of four registers, reduced pairwise, then the tail accumulated in f32 with fused
+/// multiply-adds (GCC contracts `sumf += x[i]*y[i]`; measured: llama.cpp's one-token scores
+/// over heads of 16 match this and not an f64 sum).
 #[inline(always)]
-fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
-    let np = x.len() & !31;
-    let mut acc = [0f32; 32];
-    for i in (0..np).step_by(32) {
-        for (k, lane) in acc.iter_mut().enumerate() {
-            *lane = x[i + k].mul_add(y[i + k], *lane);
-        }
-    }
-    let mut sum = reduce4(&acc, VectorWidth::Avx2) as f64;
-    for k in np..x.len() {
-        sum += (x[k] * y[k]) as f64;
-    }
-    sum as f32
-}
-
-/// The older ggml's `ggml_vec_dot_f32` (bitnet.cpp): four registers of `width` over groups
-/// of four registers, reduced pairwise, then the tail accumulated in f32 with fused
-/// multiply-adds (GCC contracts `sumf += x[i]*y[i]`).
-#[inline(always)]
-fn vec_dot_f32_old(x: &[f32], y: &[f32], width: VectorWidth) -> f32 {
+fn vec_dot_f32(x: &[f32], y: &[f32], width: VectorWidth) -> f32 {
     let step = 4 * width.lanes();
     let np = x.len() / step * step;
     let mut acc = [0f32; 64];
@@ -379,9 +362,8 @@ mod tests {
         let x: Vec<f32> = (0..70).map(|i| (i % 7) as f32).collect();
         let y: Vec<f32> = (0..70).map(|i| (i % 3) as f32 * 0.5).collect();
         let exact: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
-        assert_eq!(vec_dot_f32(&x, &y), exact);
-        assert_eq!(vec_dot_f32_old(&x, &y, VectorWidth::Avx2), exact);
-        assert_eq!(vec_dot_f32_old(&x, &y, VectorWidth::Avx512), exact);
+        assert_eq!(vec_dot_f32(&x, &y, VectorWidth::Avx2), exact);
+        assert_eq!(vec_dot_f32(&x, &y, VectorWidth::Avx512), exact);
         let mut s = [0.0, 0.0]
             .into_iter()
             .chain(std::iter::repeat_n(f32::NEG_INFINITY, 30))

@@ -2,6 +2,7 @@
 //! builds, and float results depend on the build: the order of every f32 sum, the width of
 //! its vectors, and the precision of the V cache.
 
+use bitnet_quant::float_order::Ggml;
 use bitnet_quant::{FloatOrder, VectorWidth};
 
 use crate::Architecture;
@@ -10,7 +11,7 @@ use crate::Architecture;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Numerics {
     /// Upstream llama.cpp as pinned (`llama-cpp-sys-2`, built for AVX2 whatever the host):
-    /// F32 V cache, 8-lane kernels, the newer ggml's f64 tail in `ggml_vec_dot_f32`.
+    /// F32 V cache, 8-lane kernels.
     LlamaCpp,
     /// Microsoft's bitnet.cpp, which `bitnet-llm-sys` builds with `-march=native`: F16 V
     /// cache and the older ggml's kernels at the host's vector width.
@@ -32,14 +33,17 @@ impl Numerics {
         matches!(self, Numerics::BitnetCpp(_))
     }
 
-    /// For F32/F16 weights: the summation order of a product with `n_tokens` activations of
-    /// `cols` elements, when the engine reproduces it exactly (bitnet.cpp). `None`: the
-    /// weight type's default kernels (`bitnet-quant`), which agree with llama.cpp's float
-    /// kernels to ~1e-7 relative.
-    pub fn float_order(self, n_tokens: usize, cols: usize) -> Option<FloatOrder> {
+    /// For F32/F16 weights: the summation order the reference uses for a product of
+    /// `n_tokens` activations with a `rows × cols` matrix.
+    pub fn float_order(self, n_tokens: usize, rows: usize, cols: usize) -> FloatOrder {
         match self {
-            Numerics::LlamaCpp => None,
-            Numerics::BitnetCpp(width) => Some(FloatOrder::for_call(width, n_tokens, cols)),
+            // llama-cpp-sys-2 builds ggml for AVX2 whatever the host (GGML_NATIVE=OFF).
+            Numerics::LlamaCpp => {
+                FloatOrder::for_call(VectorWidth::Avx2, Ggml::LlamaCpp, n_tokens, rows, cols)
+            }
+            Numerics::BitnetCpp(width) => {
+                FloatOrder::for_call(width, Ggml::BitnetCpp, n_tokens, rows, cols)
+            }
         }
     }
 }

@@ -145,8 +145,7 @@ impl MatrixRef {
 
     /// `out[t] = W · x[t]` for every token row of `x` (`cols` each), computed as the C++
     /// reference behind `numerics` computes it: the activation quantization it applies for
-    /// this weight type, its summation order for float weights where that is reproduced;
-    /// then the optional scale.
+    /// a quantized type, its summation order for F32/F16 weights; then the optional scale.
     pub fn forward(
         &self,
         bytes: &[u8],
@@ -159,10 +158,14 @@ impl MatrixRef {
         let n = x.len() / self.cols;
         out.clear();
         out.resize(n * self.rows, 0.0);
-        let float = matches!(m.weight_type(), WeightType::F32 | WeightType::F16);
-        match numerics.float_order(n, self.cols) {
-            Some(order) if float => m
-                .float_matmul(order, x, &mut scratch.floats, out)
+        match m.weight_type() {
+            WeightType::F32 | WeightType::F16 => m
+                .float_matmul(
+                    numerics.float_order(n, self.rows, self.cols),
+                    x,
+                    &mut scratch.floats,
+                    out,
+                )
                 .expect("F32 and F16 have float products"),
             _ => {
                 let acts = &mut scratch.acts;

@@ -77,40 +77,77 @@ fn tiny_llama_f32_matches_llama_cpp() {
         BackendChoice::Llama,
         PROMPT,
     );
-    assert!(c.max_abs <= 1e-4, "max |Δ| {}", c.max_abs);
+    assert_eq!(c.max_abs, 0.0, "cosine {}", c.min_cos);
     assert_eq!(c.top1, c.n);
+    let (max_abs, cos) = token_by_token(
+        &tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm"),
+        BackendChoice::Llama,
+    );
+    assert_eq!(max_abs, 0.0, "token by token: cosine {cos}");
 }
 
+/// Decode `PROMPT` one token at a time on both sides; the largest |Δlogit| and the smallest
+/// cosine over all tokens.
+fn token_by_token(path: &Path, choice: BackendChoice) -> (f32, f64) {
+    let mut cpp = Session::open(path, choice, &SessionOptions::default()).unwrap();
+    let tokens = cpp.tokenize(PROMPT, true, false).unwrap();
+    let m = Model::load(path).unwrap();
+    let mut state = m.new_state();
+    let (mut max_abs, mut min_cos) = (0f32, 1f64);
+    for &t in &tokens {
+        let theirs = cpp.decode_next(t).unwrap();
+        let ours = m.forward(&mut state, &[t as u32]).unwrap();
+        for (a, b) in ours.iter().zip(&theirs) {
+            max_abs = max_abs.max((a - b).abs());
+        }
+        min_cos = min_cos.min(cosine(&ours, &theirs));
+    }
+    (max_abs, min_cos)
+}
+
+/// The issue asks for ≤ 1e-3; all three are bit-identical (F32 and F16 products in llama.cpp's
+/// tinyBLAS and `vec_dot` orders, ternary ones through its Q8_K kernels).
 #[test]
 fn tiny_bitnet_models_match_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    for qtype in [GgmlType::F32, GgmlType::TQ2_0, GgmlType::TQ1_0] {
+    for (qtype, bound) in [
+        (GgmlType::F32, 0.0),
+        (GgmlType::TQ2_0, 0.0),
+        (GgmlType::TQ1_0, 0.0),
+    ] {
         let c = compare(
             &tiny(dir.path(), Arch::Bitnet, qtype, "llama-bpe"),
             BackendChoice::Llama,
             PROMPT,
         );
-        assert!(c.max_abs <= 1e-3, "{qtype}: max |Δ| {}", c.max_abs);
+        assert!(c.max_abs <= bound, "{qtype}: max |Δ| {}", c.max_abs);
         assert_eq!(c.top1, c.n, "{qtype}");
     }
 }
 
+/// The issue asks for ≤ 1e-3. Q8_0 and Q4_1 are bit-identical; Q4_0 measured 4.8e-7 (llama.cpp
+/// sums Q4_0 batches in an order the engine does not reproduce yet).
 #[test]
 fn tiny_llama_quantized_models_match_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    for qtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for (qtype, bound) in [
+        (GgmlType::Q8_0, 0.0),
+        (GgmlType::Q4_0, 1e-6),
+        (GgmlType::Q4_1, 0.0),
+    ] {
         let c = compare(
             &tiny(dir.path(), Arch::Llama, qtype, "llama-spm"),
             BackendChoice::Llama,
             PROMPT,
         );
-        assert!(c.max_abs <= 1e-3, "{qtype}: max |Δ| {}", c.max_abs);
+        assert!(c.max_abs <= bound, "{qtype}: max |Δ| {}", c.max_abs);
         assert_eq!(c.top1, c.n, "{qtype}");
     }
 }
 
-/// F16 weights (and an F16 output head over 32k tokens): measured max |Δ| 2.1e-3 at cosine
-/// 0.9999998 — llama.cpp's F16 dot products accumulate in a different order than ours.
+/// F16 weights and an F16 output head over 32k tokens: bit-identical in a batch and token by
+/// token, because the engine sums F16 products in llama.cpp's orders (tinyBLAS with
+/// F16-rounded activations for a batch, `vec_dot_f16` for one token).
 #[test]
 fn tiny_llama_f16_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,13 +156,14 @@ fn tiny_llama_f16_matches_llama_cpp() {
         BackendChoice::Llama,
         PROMPT,
     );
-    assert!(
-        c.max_abs <= 5e-3 && c.min_cos >= 0.99999,
-        "max |Δ| {}, cosine {}",
-        c.max_abs,
-        c.min_cos
-    );
+    assert_eq!(c.max_abs, 0.0, "cosine {}", c.min_cos);
     assert_eq!(c.top1, c.n);
+    // One token at a time: `ggml_vec_dot_f16` over F16-rounded activations.
+    let (max_abs, cos) = token_by_token(
+        &tiny(dir.path(), Arch::Llama, GgmlType::F16, "llama-spm"),
+        BackendChoice::Llama,
+    );
+    assert_eq!(max_abs, 0.0, "token by token: cosine {cos}");
 }
 
 /// bitnet-b1.58 with I2_S against Microsoft's bitnet.cpp (8 layers, 37 positions), in one

@@ -45,29 +45,57 @@ impl VectorWidth {
     }
 }
 
-/// How the older ggml (bitnet.cpp) sums one float dot product.
+/// Which ggml: the two references vendor different versions, which differ in a few float
+/// details (noted where they matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ggml {
+    /// The older ggml in bitnet.cpp (`bitnet-llm-sys 1.0.2`).
+    BitnetCpp,
+    /// llama.cpp's ggml as `llama-cpp-sys-2 0.1.161` vendors it.
+    LlamaCpp,
+}
+
+/// How a ggml build sums one float (F32/F16 weight) dot product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FloatOrder {
-    /// llamafile's tinyBLAS, ggml's batched float matmul: the f32 activations as they are
-    /// (not rounded to the weight type), one register accumulator filled in sequence with
-    /// fused multiply-adds, then [`hsum`]. Needs a row length that is a multiple of the lanes
-    /// (ggml falls back to `vec_dot` otherwise).
-    TinyBlas(VectorWidth),
-    /// The older ggml's `ggml_vec_dot_f16` / `ggml_vec_dot_f32`, used for one token:
-    /// activations rounded to the weight type, four register accumulators over the largest
-    /// multiple of four registers, [`reduce4`], then the rest — added in f64 for F16, fused
-    /// into the f32 sum for F32 (GCC contracts `sumf += x[i]*y[i]`).
-    VecDot(VectorWidth),
+    /// llamafile's tinyBLAS, ggml's batched float matmul: one register accumulator filled in
+    /// sequence with fused multiply-adds (a short tail zero-padded), then [`hsum`]. The older
+    /// ggml passes f32 activations as they are; llama.cpp's converts them to F16 first for
+    /// F16 weights.
+    TinyBlas(VectorWidth, Ggml),
+    /// ggml's `ggml_vec_dot_f16` / `ggml_vec_dot_f32`, used for one token: activations rounded
+    /// to the weight type, four register accumulators over the largest multiple of four
+    /// registers, [`reduce4`], then the rest — added in f64 for F16, fused into the f32 sum for
+    /// F32 (GCC contracts `sumf += x[i]*y[i]`).
+    VecDot(VectorWidth, Ggml),
 }
 
 impl FloatOrder {
-    /// The order the older ggml uses for a product of `n_tokens` activations with rows of
-    /// `cols` elements (`llamafile_sgemm` accepts `n ≥ 2` and `cols % lanes == 0`).
-    pub fn for_call(width: VectorWidth, n_tokens: usize, cols: usize) -> FloatOrder {
-        if n_tokens >= 2 && cols.is_multiple_of(width.lanes()) {
-            FloatOrder::TinyBlas(width)
+    /// The order `ggml` uses for a product of `n_tokens` activations with a `rows × cols`
+    /// matrix: tinyBLAS needs `n ≥ 2`, and in the older ggml `cols % lanes == 0`, in
+    /// llama.cpp's `rows % 4 == 0`; otherwise `vec_dot`.
+    pub fn for_call(
+        width: VectorWidth,
+        ggml: Ggml,
+        n_tokens: usize,
+        rows: usize,
+        cols: usize,
+    ) -> FloatOrder {
+        let tiles = match ggml {
+            Ggml::BitnetCpp => cols.is_multiple_of(width.lanes()),
+            Ggml::LlamaCpp => rows.is_multiple_of(4),
+        };
+        if n_tokens >= 2 && tiles {
+            FloatOrder::TinyBlas(width, ggml)
         } else {
-            FloatOrder::VecDot(width)
+            FloatOrder::VecDot(width, ggml)
+        }
+    }
+
+    /// The register width.
+    pub fn width(self) -> VectorWidth {
+        match self {
+            FloatOrder::TinyBlas(w, _) | FloatOrder::VecDot(w, _) => w,
         }
     }
 }
@@ -131,13 +159,20 @@ impl FloatWeights {
     }
 }
 
-/// Prepare one activation row for `order`: [`FloatOrder::VecDot`] with F16 weights rounds it
-/// to f16 (ggml converts it to the weights' `vec_dot_type`); otherwise it is used as is.
+/// Prepare one activation row for `order`: rounded to f16 where ggml converts it to the
+/// weights' type first (`vec_dot` with F16 weights; llama.cpp's tinyBLAS with F16 weights),
+/// otherwise used as is.
 pub(crate) fn prepare(order: FloatOrder, weights: FloatWeights, x: &[f32], out: &mut Vec<f32>) {
     out.clear();
-    match (order, weights) {
-        (FloatOrder::VecDot(_), FloatWeights::F16) => out.extend(x.iter().map(|&v| round_f16(v))),
-        _ => out.extend_from_slice(x),
+    let round = weights == FloatWeights::F16
+        && matches!(
+            order,
+            FloatOrder::VecDot(..) | FloatOrder::TinyBlas(_, Ggml::LlamaCpp)
+        );
+    if round {
+        out.extend(x.iter().map(|&v| round_f16(v)));
+    } else {
+        out.extend_from_slice(x);
     }
 }
 
@@ -145,7 +180,7 @@ pub(crate) fn prepare(order: FloatOrder, weights: FloatWeights, x: &[f32], out: 
 /// emulation; the x86 kernels give the same bits).
 pub(crate) fn dot(order: FloatOrder, weights: FloatWeights, w: &[u8], x: &[f32]) -> f32 {
     match order {
-        FloatOrder::TinyBlas(width) => {
+        FloatOrder::TinyBlas(width, _) => {
             let lanes = width.lanes();
             let mut acc = [0f32; 16];
             for (i, &xv) in x.iter().enumerate() {
@@ -154,7 +189,7 @@ pub(crate) fn dot(order: FloatOrder, weights: FloatWeights, w: &[u8], x: &[f32])
             }
             hsum(&acc[..lanes])
         }
-        FloatOrder::VecDot(width) => {
+        FloatOrder::VecDot(width, _) => {
             let step = 4 * width.lanes();
             let np = x.len() / step * step;
             let mut acc = [0f32; 64];
@@ -163,37 +198,55 @@ pub(crate) fn dot(order: FloatOrder, weights: FloatWeights, w: &[u8], x: &[f32])
                 *a = weights.at(w, i).mul_add(xv, *a);
             }
             let head = reduce4(&acc[..step], width);
-            match weights {
-                FloatWeights::F16 => {
-                    let mut sum = head as f64;
-                    for (i, &xv) in x.iter().enumerate().skip(np) {
-                        sum += (weights.at(w, i) * xv) as f64;
-                    }
-                    sum as f32
+            if weights == FloatWeights::F32 {
+                let mut sum = head;
+                for (i, &xv) in x.iter().enumerate().skip(np) {
+                    sum = weights.at(w, i).mul_add(xv, sum);
                 }
-                FloatWeights::F32 => {
-                    let mut sum = head;
-                    for (i, &xv) in x.iter().enumerate().skip(np) {
-                        sum = weights.at(w, i).mul_add(xv, sum);
-                    }
-                    sum
+                sum
+            } else {
+                let mut sum = head as f64;
+                for (i, &xv) in x.iter().enumerate().skip(np) {
+                    sum += (weights.at(w, i) * xv) as f64;
                 }
+                sum as f32
             }
         }
     }
 }
 
-/// A dot-product function for one (order, weights) pair on this CPU.
-pub(crate) type FloatKernel = fn(&[u8], &[f32]) -> f32;
+/// An x86 float dot-product kernel.
+pub(crate) type FastKernel = fn(&[u8], &[f32]) -> f32;
 
-/// The fastest kernel for `order` and `weights` on this CPU: the x86 ones use the same
-/// instructions as ggml, the scalar ones emulate them; all give the same bits.
-pub(crate) fn kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = x86::kernel(order, weights) {
-        return k;
+/// A dot-product kernel for one (order, weights) pair: an x86 kernel using ggml's own
+/// instructions, or the scalar emulation; both give the same bits.
+#[derive(Clone, Copy)]
+pub(crate) enum FloatKernel {
+    Fast(FastKernel),
+    Scalar(FloatOrder, FloatWeights),
+}
+
+impl FloatKernel {
+    #[inline]
+    pub(crate) fn call(self, w: &[u8], x: &[f32]) -> f32 {
+        match self {
+            FloatKernel::Fast(k) => k(w, x),
+            FloatKernel::Scalar(order, weights) => dot(order, weights, w, x),
+        }
     }
-    scalar_kernel(order, weights)
+}
+
+/// The fastest kernel for `order` and `weights` on this CPU, for rows of `cols` elements
+/// (the x86 tinyBLAS kernels take whole registers; a tail goes through the emulation).
+pub(crate) fn kernel(order: FloatOrder, weights: FloatWeights, cols: usize) -> FloatKernel {
+    #[cfg(target_arch = "x86_64")]
+    if cols.is_multiple_of(order.width().lanes()) || matches!(order, FloatOrder::VecDot(..)) {
+        if let Some(k) = x86::kernel(order, weights) {
+            return FloatKernel::Fast(k);
+        }
+    }
+    let _ = cols;
+    FloatKernel::Scalar(order, weights)
 }
 
 /// Four dot products of one weight row with four prepared activations (the same bits as four
@@ -229,23 +282,6 @@ pub(crate) fn kernel4x4(order: FloatOrder, weights: FloatWeights) -> Option<Floa
     }
 }
 
-/// The scalar emulation as a [`FloatKernel`].
-pub(crate) fn scalar_kernel(order: FloatOrder, weights: FloatWeights) -> FloatKernel {
-    use FloatOrder::*;
-    use FloatWeights::*;
-    use VectorWidth::*;
-    match (order, weights) {
-        (TinyBlas(Avx2), F32) => |w, x| dot(TinyBlas(Avx2), F32, w, x),
-        (TinyBlas(Avx2), F16) => |w, x| dot(TinyBlas(Avx2), F16, w, x),
-        (TinyBlas(Avx512), F32) => |w, x| dot(TinyBlas(Avx512), F32, w, x),
-        (TinyBlas(Avx512), F16) => |w, x| dot(TinyBlas(Avx512), F16, w, x),
-        (VecDot(Avx2), F32) => |w, x| dot(VecDot(Avx2), F32, w, x),
-        (VecDot(Avx2), F16) => |w, x| dot(VecDot(Avx2), F16, w, x),
-        (VecDot(Avx512), F32) => |w, x| dot(VecDot(Avx512), F32, w, x),
-        (VecDot(Avx512), F16) => |w, x| dot(VecDot(Avx512), F16, w, x),
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The ggml kernels' arithmetic with AVX2 instructions. A 16-lane register is kept as
@@ -255,10 +291,9 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{FloatKernel, FloatKernel4, FloatKernel4x4, FloatOrder, FloatWeights, VectorWidth};
+    use super::{FastKernel, FloatKernel4, FloatKernel4x4, FloatOrder, FloatWeights, VectorWidth};
 
-    pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FloatKernel> {
-        use FloatOrder::*;
+    pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FastKernel> {
         use FloatWeights::*;
         use VectorWidth::*;
         if !(is_x86_feature_detected!("avx2")
@@ -267,16 +302,35 @@ mod x86 {
         {
             return None;
         }
+        // The F32 `vec_dot` fuses its tail into the f32 sum; the F16 one adds it in f64.
+        let fused = weights == F32;
         // SAFETY (every arm): AVX2, FMA and F16C were detected just above, and the kernels
         // check the slices' lengths before any unchecked load.
-        Some(match (order, weights) {
-            (TinyBlas(Avx2), F32) => |w, x| unsafe { tinyblas8::<false>(w, x) },
-            (TinyBlas(Avx2), F16) => |w, x| unsafe { tinyblas8::<true>(w, x) },
-            (TinyBlas(Avx512), F32) => |w, x| unsafe { tinyblas16::<false>(w, x) },
-            (TinyBlas(Avx512), F16) => |w, x| unsafe { tinyblas16::<true>(w, x) },
-            (VecDot(Avx512), F32) => |w, x| unsafe { vec_dot16::<false>(w, x) },
-            (VecDot(Avx512), F16) => |w, x| unsafe { vec_dot16::<true>(w, x) },
-            (VecDot(Avx2), _) => return None,
+        Some(match (order, weights, fused) {
+            (FloatOrder::TinyBlas(Avx2, _), F32, _) => |w, x| unsafe { tinyblas8::<false>(w, x) },
+            (FloatOrder::TinyBlas(Avx2, _), F16, _) => |w, x| unsafe { tinyblas8::<true>(w, x) },
+            (FloatOrder::TinyBlas(Avx512, _), F32, _) => {
+                |w, x| unsafe { tinyblas16::<false>(w, x) }
+            }
+            (FloatOrder::TinyBlas(Avx512, _), F16, _) => |w, x| unsafe { tinyblas16::<true>(w, x) },
+            (FloatOrder::VecDot(Avx512, _), F32, true) => {
+                |w, x| unsafe { vec_dot::<false, true, 2>(w, x) }
+            }
+            (FloatOrder::VecDot(Avx512, _), F32, false) => {
+                |w, x| unsafe { vec_dot::<false, false, 2>(w, x) }
+            }
+            (FloatOrder::VecDot(Avx512, _), F16, _) => {
+                |w, x| unsafe { vec_dot::<true, false, 2>(w, x) }
+            }
+            (FloatOrder::VecDot(Avx2, _), F32, true) => {
+                |w, x| unsafe { vec_dot::<false, true, 1>(w, x) }
+            }
+            (FloatOrder::VecDot(Avx2, _), F32, false) => {
+                |w, x| unsafe { vec_dot::<false, false, 1>(w, x) }
+            }
+            (FloatOrder::VecDot(Avx2, _), F16, _) => {
+                |w, x| unsafe { vec_dot::<true, false, 1>(w, x) }
+            }
         })
     }
 
@@ -292,11 +346,11 @@ mod x86 {
         }
         // SAFETY (every arm): as in `kernel`.
         Some(match (order, weights) {
-            (TinyBlas(Avx2), F32) => |w, x| unsafe { tinyblas_x4::<false, 1>(w, x) },
-            (TinyBlas(Avx2), F16) => |w, x| unsafe { tinyblas_x4::<true, 1>(w, x) },
-            (TinyBlas(Avx512), F32) => |w, x| unsafe { tinyblas_x4::<false, 2>(w, x) },
-            (TinyBlas(Avx512), F16) => |w, x| unsafe { tinyblas_x4::<true, 2>(w, x) },
-            (VecDot(_), _) => return None,
+            (TinyBlas(Avx2, _), F32) => |w, x| unsafe { tinyblas_x4::<false, 1>(w, x) },
+            (TinyBlas(Avx2, _), F16) => |w, x| unsafe { tinyblas_x4::<true, 1>(w, x) },
+            (TinyBlas(Avx512, _), F32) => |w, x| unsafe { tinyblas_x4::<false, 2>(w, x) },
+            (TinyBlas(Avx512, _), F16) => |w, x| unsafe { tinyblas_x4::<true, 2>(w, x) },
+            (VecDot(..), _) => return None,
         })
     }
 
@@ -310,10 +364,10 @@ mod x86 {
         // SAFETY (every arm): AVX-512F, FMA and F16C were detected just above; the kernel
         // checks the slices' lengths before any unchecked load.
         match (order, weights) {
-            (FloatOrder::TinyBlas(VectorWidth::Avx512), FloatWeights::F32) => {
+            (FloatOrder::TinyBlas(VectorWidth::Avx512, _), FloatWeights::F32) => {
                 Some(|w, x| unsafe { tinyblas16_4x4::<false>(w, x) })
             }
-            (FloatOrder::TinyBlas(VectorWidth::Avx512), FloatWeights::F16) => {
+            (FloatOrder::TinyBlas(VectorWidth::Avx512, _), FloatWeights::F16) => {
                 Some(|w, x| unsafe { tinyblas16_4x4::<true>(w, x) })
             }
             _ => None,
@@ -432,44 +486,64 @@ mod x86 {
         hsum16(lo, hi)
     }
 
+    /// ggml's `vec_dot` with registers of `H` 8-lane halves (1: AVX2, 2: AVX-512): four
+    /// register accumulators over groups of four registers, `GGML_F32_VEC_REDUCE`, then the
+    /// tail fused into the f32 sum (`FUSED`) or added in f64.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn vec_dot16<const F16: bool>(w: &[u8], x: &[f32]) -> f32 {
+    unsafe fn vec_dot<const F16: bool, const FUSED: bool, const H: usize>(
+        w: &[u8],
+        x: &[f32],
+    ) -> f32 {
         check::<F16>(w, x, 1);
-        let np = x.len() / 64 * 64;
-        // Four 16-lane accumulators as eight halves: acc[2g] low, acc[2g + 1] high.
+        let step = 32 * H;
+        let np = x.len() / step * step;
+        // Register g's half h is acc[g * H + h].
         let mut acc = [_mm256_setzero_ps(); 8];
-        for i in (0..np).step_by(64) {
-            for (h, a) in acc.iter_mut().enumerate() {
-                let k = i + 8 * h;
+        for i in (0..np).step_by(step) {
+            for (c, a) in acc.iter_mut().enumerate().take(4 * H) {
+                let k = i + 8 * c;
                 *a = _mm256_fmadd_ps(load8::<F16>(w, k), _mm256_loadu_ps(x.as_ptr().add(k)), *a);
             }
         }
         // (0 + 2) + (1 + 3), register by register, half by half.
+        let reg = |g: usize, h: usize| acc[g * H + h];
         let half = |h: usize| {
             _mm256_add_ps(
-                _mm256_add_ps(acc[h], acc[4 + h]),
-                _mm256_add_ps(acc[2 + h], acc[6 + h]),
+                _mm256_add_ps(reg(0, h), reg(2, h)),
+                _mm256_add_ps(reg(1, h), reg(3, h)),
             )
         };
-        let head = hsum16(half(0), half(1));
+        let head = if H == 2 {
+            hsum16(half(0), half(1))
+        } else {
+            hadd8(half(0))
+        };
         let weights = if F16 {
             FloatWeights::F16
         } else {
             FloatWeights::F32
         };
-        if F16 {
-            let mut sum = head as f64;
-            for (i, &xv) in x.iter().enumerate().skip(np) {
-                sum += (weights.at(w, i) * xv) as f64;
-            }
-            sum as f32
-        } else {
+        if FUSED {
             let mut sum = head;
             for (i, &xv) in x.iter().enumerate().skip(np) {
                 sum = weights.at(w, i).mul_add(xv, sum);
             }
             sum
+        } else {
+            let mut sum = head as f64;
+            for (i, &xv) in x.iter().enumerate().skip(np) {
+                sum += (weights.at(w, i) * xv) as f64;
+            }
+            sum as f32
         }
+    }
+
+    /// `GGML_F32x8_REDUCE`'s last step on AVX2: the halves added, then two `hadd`s.
+    #[inline(always)]
+    unsafe fn hadd8(v: __m256) -> f32 {
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
     }
 }
 
@@ -478,11 +552,15 @@ mod tests {
     use super::*;
     use crate::{encode, GgmlType, QuantError, QuantizedMatrix};
 
-    const ORDERS: [FloatOrder; 4] = [
-        FloatOrder::TinyBlas(VectorWidth::Avx2),
-        FloatOrder::TinyBlas(VectorWidth::Avx512),
-        FloatOrder::VecDot(VectorWidth::Avx2),
-        FloatOrder::VecDot(VectorWidth::Avx512),
+    const ORDERS: [FloatOrder; 8] = [
+        FloatOrder::TinyBlas(VectorWidth::Avx2, Ggml::BitnetCpp),
+        FloatOrder::TinyBlas(VectorWidth::Avx512, Ggml::BitnetCpp),
+        FloatOrder::VecDot(VectorWidth::Avx2, Ggml::BitnetCpp),
+        FloatOrder::VecDot(VectorWidth::Avx512, Ggml::BitnetCpp),
+        FloatOrder::TinyBlas(VectorWidth::Avx2, Ggml::LlamaCpp),
+        FloatOrder::TinyBlas(VectorWidth::Avx512, Ggml::LlamaCpp),
+        FloatOrder::VecDot(VectorWidth::Avx2, Ggml::LlamaCpp),
+        FloatOrder::VecDot(VectorWidth::Avx512, Ggml::LlamaCpp),
     ];
 
     /// Deterministic values in [-1, 1) with plenty of mantissa bits.
@@ -504,19 +582,22 @@ mod tests {
             (GgmlType::F32, FloatWeights::F32),
             (GgmlType::F16, FloatWeights::F16),
         ] {
-            for cols in [16, 48, 64, 80, 128, 144, 1000, 2560] {
+            for cols in [16, 48, 64, 80, 100, 128, 144, 1000, 2560] {
                 let w = encode(ty, &values(cols, cols as u64), cols).unwrap();
                 let x = values(cols, 7);
                 for order in ORDERS {
-                    if let FloatOrder::TinyBlas(width) = order {
-                        if cols % width.lanes() != 0 {
-                            continue;
-                        }
-                    }
                     let mut p = Vec::new();
                     prepare(order, weights, &x, &mut p);
-                    let fast = kernel(order, weights)(&w, &p);
-                    let slow = scalar_kernel(order, weights)(&w, &p);
+                    let k = kernel(order, weights, cols);
+                    let whole = cols.is_multiple_of(order.width().lanes());
+                    if whole || matches!(order, FloatOrder::VecDot(..)) {
+                        assert!(
+                            matches!(k, FloatKernel::Fast(_)),
+                            "{order:?} has an x86 kernel"
+                        );
+                    }
+                    let fast = k.call(&w, &p);
+                    let slow = dot(order, weights, &w, &p);
                     assert_eq!(fast.to_bits(), slow.to_bits(), "{ty} {order:?} cols {cols}");
                 }
             }
@@ -534,8 +615,7 @@ mod tests {
             let mut row = vec![0f32; cols];
             m.dequantize_row(0, &mut row);
             let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-            for width in [VectorWidth::Avx2, VectorWidth::Avx512] {
-                let order = FloatOrder::for_call(width, 2, cols);
+            for order in ORDERS {
                 let mut out = [0f32; 2];
                 let mut scratch = Vec::new();
                 let xx: Vec<f32> = x.iter().chain(&x).copied().collect();
@@ -570,7 +650,7 @@ mod tests {
                         .unwrap();
                     pool.install(|| m.float_matmul(order, &x, &mut Vec::new(), &mut out))
                         .unwrap();
-                    let slow = scalar_kernel(order, weights);
+                    let slow = |w: &[u8], p: &[f32]| dot(order, weights, w, p);
                     for t in 0..n {
                         let mut p = Vec::new();
                         prepare(order, weights, &x[t * cols..(t + 1) * cols], &mut p);
@@ -588,11 +668,23 @@ mod tests {
     #[test]
     fn orders_follow_ggml_dispatch() {
         use FloatOrder::*;
+        use Ggml::*;
         use VectorWidth::*;
-        assert_eq!(FloatOrder::for_call(Avx512, 5, 2560), TinyBlas(Avx512));
-        assert_eq!(FloatOrder::for_call(Avx512, 1, 2560), VecDot(Avx512));
-        assert_eq!(FloatOrder::for_call(Avx512, 5, 40), VecDot(Avx512));
-        assert_eq!(FloatOrder::for_call(Avx2, 5, 40), TinyBlas(Avx2));
+        let call = FloatOrder::for_call;
+        assert_eq!(
+            call(Avx512, BitnetCpp, 5, 7, 2560),
+            TinyBlas(Avx512, BitnetCpp)
+        );
+        assert_eq!(
+            call(Avx512, BitnetCpp, 1, 8, 2560),
+            VecDot(Avx512, BitnetCpp)
+        );
+        assert_eq!(call(Avx512, BitnetCpp, 5, 8, 40), VecDot(Avx512, BitnetCpp));
+        assert_eq!(call(Avx2, BitnetCpp, 5, 8, 40), TinyBlas(Avx2, BitnetCpp));
+        // llama.cpp's tinyBLAS pads short rows but wants the row count a multiple of 4.
+        assert_eq!(call(Avx2, LlamaCpp, 5, 8, 41), TinyBlas(Avx2, LlamaCpp));
+        assert_eq!(call(Avx2, LlamaCpp, 5, 7, 64), VecDot(Avx2, LlamaCpp));
+        assert_eq!(call(Avx2, LlamaCpp, 1, 8, 64), VecDot(Avx2, LlamaCpp));
     }
 
     #[test]
@@ -610,7 +702,7 @@ mod tests {
         let m = QuantizedMatrix::new(GgmlType::Q8_0, &w, 1, 32).unwrap();
         let err = m
             .float_matmul(
-                FloatOrder::VecDot(VectorWidth::Avx2),
+                FloatOrder::VecDot(VectorWidth::Avx2, Ggml::LlamaCpp),
                 &[0.0; 32],
                 &mut Vec::new(),
                 &mut [0.0],

@@ -348,13 +348,15 @@ impl<'a> QuantizedMatrix<'a> {
         for (p, row) in scratch.iter_mut().zip(x.chunks_exact(self.cols)) {
             float_order::prepare(order, weights, row, p);
         }
-        let dot = float_order::kernel(order, weights);
-        let dot4 = float_order::kernel4(order, weights);
-        let dot16 = float_order::kernel4x4(order, weights);
+        let dot = float_order::kernel(order, weights, self.cols);
+        // The multi-token kernels take whole registers only.
+        let whole = self.cols.is_multiple_of(order.width().lanes());
+        let dot4 = float_order::kernel4(order, weights).filter(|_| whole);
+        let dot16 = float_order::kernel4x4(order, weights).filter(|_| whole);
         self.products(
             &scratch[..n],
             out,
-            |w, a| dot(w, a),
+            |w, a| dot.call(w, a),
             dot4.map(|k| move |w: &[u8], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
             dot16.map(|k| move |w: [&[u8]; 4], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
         );

@@ -45,24 +45,37 @@ pub fn rope(x: &mut [f32], head_dim: usize, n_dims: usize, style: RopeStyle, tab
     }
 }
 
-/// ggml's AVX2 `ggml_v_expf` (ggml-cpu/vec.h), one lane: a polynomial exp with at most
-/// ~1.5 ulp error. ggml uses it for SiLU and softmax on every full group of 8 values; using
-/// libm's `expf` instead differs in the last bit, and a quantized model amplifies that.
+/// The part both of ggml's vector `exp`s share: `n = round(x·log2 e)` (via the 1.5·2²³ trick),
+/// the reduced argument `b = x − n·ln 2` (two fused steps), and the polynomial in `b` up to
+/// its last term. Returns (z, n, b, u = b², partial polynomial).
 #[inline(always)]
-pub fn ggml_v_expf(x: f32) -> f32 {
+fn exp_reduce(x: f32) -> (f32, f32, f32, f32, f32) {
     let f = f32::from_bits;
     let r = f(0x4B40_0000); // 0x1.8p23
     let z = x.mul_add(f(0x3FB8_AA3B), r); // log2(e)
     let n = z - r;
     // fnmadd(a, b, c) = c - a·b, fused
     let b = (-n).mul_add(f(0x35BF_BE8E), (-n).mul_add(f(0x3F31_7200), x));
+    let u = b * b;
+    let p = f(0x3C07_2010)
+        .mul_add(b, f(0x3D2B_9F17))
+        .mul_add(u, f(0x3E2A_AF33).mul_add(b, f(0x3EFF_FEDB)));
+    (z, n, b, u, p)
+}
+
+/// The last coefficient of both polynomials (0x1.ffffecp-1).
+const EXP_C1: u32 = 0x3F7F_FFF6;
+
+/// ggml's AVX2 `ggml_v_expf` (ggml-cpu/vec.h), one lane: a polynomial exp with at most
+/// ~1.5 ulp error. ggml uses it for SiLU and softmax on every full group of 8 values; using
+/// libm's `expf` instead differs in the last bit, and a quantized model amplifies that.
+#[inline(always)]
+pub fn ggml_v_expf(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let (z, n, b, u, p) = exp_reduce(x);
     let e = z.to_bits() << 23;
     let k = f(e.wrapping_add(1f32.to_bits()));
-    let u = b * b;
-    let j = f(0x3C07_2010)
-        .mul_add(b, f(0x3D2B_9F17))
-        .mul_add(u, f(0x3E2A_AF33).mul_add(b, f(0x3EFF_FEDB)))
-        .mul_add(u, f(0x3F7F_FFF6) * b);
+    let j = p.mul_add(u, f(EXP_C1) * b);
     if n.abs() <= 126.0 {
         return j.mul_add(k, k);
     }
@@ -82,16 +95,8 @@ pub fn ggml_v_expf(x: f32) -> f32 {
 /// results become subnormals the way the hardware rounds them).
 #[inline(always)]
 pub fn ggml_v_expf_avx512(x: f32) -> f32 {
-    let f = f32::from_bits;
-    let r = f(0x4B40_0000); // 0x1.8p23
-    let z = x.mul_add(f(0x3FB8_AA3B), r); // log2(e)
-    let n = z - r;
-    let b = (-n).mul_add(f(0x35BF_BE8E), (-n).mul_add(f(0x3F31_7200), x));
-    let u = b * b;
-    let j = f(0x3C07_2010)
-        .mul_add(b, f(0x3D2B_9F17))
-        .mul_add(u, f(0x3E2A_AF33).mul_add(b, f(0x3EFF_FEDB)))
-        .mul_add(u, f(0x3F7F_FFF6).mul_add(b, 1.0));
+    let (_, n, b, u, p) = exp_reduce(x);
+    let j = p.mul_add(u, f32::from_bits(EXP_C1).mul_add(b, 1.0));
     // |n| > 192 (or -inf): ggml substitutes 0 below and +inf above.
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
@@ -220,20 +225,9 @@ mod tests {
         // Around the subnormal range the single rounding matches an exact f64 reference.
         for i in 0..4000 {
             let x = -85.0 - i as f32 * 0.005;
-            let n = (x * std::f32::consts::LOG2_E).round();
             let got = ggml_v_expf_avx512(x);
-            let b = (-n).mul_add(
-                f32::from_bits(0x35BF_BE8E),
-                (-n).mul_add(f32::from_bits(0x3F31_7200), x),
-            );
-            let u = b * b;
-            let j = f32::from_bits(0x3C07_2010)
-                .mul_add(b, f32::from_bits(0x3D2B_9F17))
-                .mul_add(
-                    u,
-                    f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)),
-                )
-                .mul_add(u, f32::from_bits(0x3F7F_FFF6).mul_add(b, 1.0));
+            let (_, n, b, u, p) = exp_reduce(x);
+            let j = p.mul_add(u, f32::from_bits(EXP_C1).mul_add(b, 1.0));
             assert_eq!(got, (j as f64 * 2f64.powi(n as i32)) as f32, "x={x}");
         }
     }

@@ -197,20 +197,29 @@ pub(crate) fn dot(order: FloatOrder, weights: FloatWeights, w: &[u8], x: &[f32])
                 let a = &mut acc[i % step];
                 *a = weights.at(w, i).mul_add(xv, *a);
             }
-            let head = reduce4(&acc[..step], width);
-            if weights == FloatWeights::F32 {
-                let mut sum = head;
-                for (i, &xv) in x.iter().enumerate().skip(np) {
-                    sum = weights.at(w, i).mul_add(xv, sum);
-                }
-                sum
-            } else {
-                let mut sum = head as f64;
-                for (i, &xv) in x.iter().enumerate().skip(np) {
-                    sum += (weights.at(w, i) * xv) as f64;
-                }
-                sum as f32
+            vec_dot_tail(weights, w, x, np, reduce4(&acc[..step], width))
+        }
+    }
+}
+
+/// The end of ggml's `vec_dot` after the registers' sum `head`: elements `np..` fused into the
+/// f32 sum for F32 weights (GCC contracts `sumf += x[i]*y[i]`), added in f64 for F16.
+#[inline(always)]
+fn vec_dot_tail(weights: FloatWeights, w: &[u8], x: &[f32], np: usize, head: f32) -> f32 {
+    match weights {
+        FloatWeights::F32 => {
+            let mut sum = head;
+            for (i, &xv) in x.iter().enumerate().skip(np) {
+                sum = weights.at(w, i).mul_add(xv, sum);
             }
+            sum
+        }
+        FloatWeights::F16 => {
+            let mut sum = head as f64;
+            for (i, &xv) in x.iter().enumerate().skip(np) {
+                sum += (weights.at(w, i) * xv) as f64;
+            }
+            sum as f32
         }
     }
 }
@@ -291,7 +300,10 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{FastKernel, FloatKernel4, FloatKernel4x4, FloatOrder, FloatWeights, VectorWidth};
+    use super::{
+        vec_dot_tail, FastKernel, FloatKernel4, FloatKernel4x4, FloatOrder, FloatWeights,
+        VectorWidth,
+    };
 
     pub(super) fn kernel(order: FloatOrder, weights: FloatWeights) -> Option<FastKernel> {
         use FloatWeights::*;
@@ -302,35 +314,17 @@ mod x86 {
         {
             return None;
         }
-        // The F32 `vec_dot` fuses its tail into the f32 sum; the F16 one adds it in f64.
-        let fused = weights == F32;
         // SAFETY (every arm): AVX2, FMA and F16C were detected just above, and the kernels
         // check the slices' lengths before any unchecked load.
-        Some(match (order, weights, fused) {
-            (FloatOrder::TinyBlas(Avx2, _), F32, _) => |w, x| unsafe { tinyblas8::<false>(w, x) },
-            (FloatOrder::TinyBlas(Avx2, _), F16, _) => |w, x| unsafe { tinyblas8::<true>(w, x) },
-            (FloatOrder::TinyBlas(Avx512, _), F32, _) => {
-                |w, x| unsafe { tinyblas16::<false>(w, x) }
-            }
-            (FloatOrder::TinyBlas(Avx512, _), F16, _) => |w, x| unsafe { tinyblas16::<true>(w, x) },
-            (FloatOrder::VecDot(Avx512, _), F32, true) => {
-                |w, x| unsafe { vec_dot::<false, true, 2>(w, x) }
-            }
-            (FloatOrder::VecDot(Avx512, _), F32, false) => {
-                |w, x| unsafe { vec_dot::<false, false, 2>(w, x) }
-            }
-            (FloatOrder::VecDot(Avx512, _), F16, _) => {
-                |w, x| unsafe { vec_dot::<true, false, 2>(w, x) }
-            }
-            (FloatOrder::VecDot(Avx2, _), F32, true) => {
-                |w, x| unsafe { vec_dot::<false, true, 1>(w, x) }
-            }
-            (FloatOrder::VecDot(Avx2, _), F32, false) => {
-                |w, x| unsafe { vec_dot::<false, false, 1>(w, x) }
-            }
-            (FloatOrder::VecDot(Avx2, _), F16, _) => {
-                |w, x| unsafe { vec_dot::<true, false, 1>(w, x) }
-            }
+        Some(match (order, weights) {
+            (FloatOrder::TinyBlas(Avx2, _), F32) => |w, x| unsafe { tinyblas8::<false>(w, x) },
+            (FloatOrder::TinyBlas(Avx2, _), F16) => |w, x| unsafe { tinyblas8::<true>(w, x) },
+            (FloatOrder::TinyBlas(Avx512, _), F32) => |w, x| unsafe { tinyblas16::<false>(w, x) },
+            (FloatOrder::TinyBlas(Avx512, _), F16) => |w, x| unsafe { tinyblas16::<true>(w, x) },
+            (FloatOrder::VecDot(Avx512, _), F32) => |w, x| unsafe { vec_dot::<false, 2>(w, x) },
+            (FloatOrder::VecDot(Avx512, _), F16) => |w, x| unsafe { vec_dot::<true, 2>(w, x) },
+            (FloatOrder::VecDot(Avx2, _), F32) => |w, x| unsafe { vec_dot::<false, 1>(w, x) },
+            (FloatOrder::VecDot(Avx2, _), F16) => |w, x| unsafe { vec_dot::<true, 1>(w, x) },
         })
     }
 
@@ -488,12 +482,9 @@ mod x86 {
 
     /// ggml's `vec_dot` with registers of `H` 8-lane halves (1: AVX2, 2: AVX-512): four
     /// register accumulators over groups of four registers, `GGML_F32_VEC_REDUCE`, then the
-    /// tail fused into the f32 sum (`FUSED`) or added in f64.
+    /// tail as [`vec_dot_tail`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn vec_dot<const F16: bool, const FUSED: bool, const H: usize>(
-        w: &[u8],
-        x: &[f32],
-    ) -> f32 {
+    unsafe fn vec_dot<const F16: bool, const H: usize>(w: &[u8], x: &[f32]) -> f32 {
         check::<F16>(w, x, 1);
         let step = 32 * H;
         let np = x.len() / step * step;
@@ -523,19 +514,7 @@ mod x86 {
         } else {
             FloatWeights::F32
         };
-        if FUSED {
-            let mut sum = head;
-            for (i, &xv) in x.iter().enumerate().skip(np) {
-                sum = weights.at(w, i).mul_add(xv, sum);
-            }
-            sum
-        } else {
-            let mut sum = head as f64;
-            for (i, &xv) in x.iter().enumerate().skip(np) {
-                sum += (weights.at(w, i) * xv) as f64;
-            }
-            sum as f32
-        }
+        vec_dot_tail(weights, w, x, np, head)
     }
 
     /// `GGML_F32x8_REDUCE`'s last step on AVX2: the halves added, then two `hadd`s.
@@ -565,15 +544,7 @@ mod tests {
 
     /// Deterministic values in [-1, 1) with plenty of mantissa bits.
     fn values(n: usize, salt: u64) -> Vec<f32> {
-        let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::tests::noise(salt, n)
     }
 
     #[test]

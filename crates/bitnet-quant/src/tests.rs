@@ -7,7 +7,7 @@ use crate::blocks::round_f16;
 use crate::matrix::Backend;
 
 /// Deterministic pseudo-random f32s in [-1, 1) (xorshift), so tests need no RNG crate.
-fn noise(seed: u64, n: usize) -> Vec<f32> {
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {

@@ -5,7 +5,10 @@
 //! The point of this engine is to be checkable against the C++ references, so every step is
 //! computed the way ggml computes it: activations are quantized exactly as ggml quantizes them
 //! before a quantized matmul (`bitnet-quant`), RMSNorm sums in f64, RoPE builds its angle
-//! table by repeated f32 multiplication, softmax sums in f64. The weights are views over the
+//! table by repeated f32 multiplication, softmax sums in f64, and every float sum follows the
+//! lane order of the reference's kernels. Which reference a model follows is [`Numerics`]:
+//! llama.cpp for `llama` and `bitnet`, bitnet.cpp (F16 V cache, the host's vector width) for
+//! `bitnet-b1.58`. The weights are views over the
 //! memory map (no copy of the model); the per-sequence [`State`] owns the f32 KV cache and
 //! reusable scratch buffers.
 //!

@@ -29,6 +29,10 @@ pub struct MatrixRef {
     cols: usize,
     /// Upstream `bitnet`'s optional scalar that multiplies the matmul's output.
     scale: Option<f32>,
+    /// Whether llama.cpp would move this matrix into its repacked CPU buffer: every matmul
+    /// weight except the token embedding (kept plain for row lookups, also when it doubles as
+    /// the output head).
+    repackable: bool,
 }
 
 /// One layer's tensors.
@@ -122,6 +126,7 @@ fn matrix(
         rows,
         cols,
         scale,
+        repackable: name != "token_embd.weight",
     };
     // Validate the layout once, here, so later views cannot fail.
     m.view(file.bytes())?;
@@ -154,7 +159,10 @@ impl MatrixRef {
         scratch: &mut MatmulScratch,
         out: &mut Vec<f32>,
     ) {
-        let m = self.view(bytes).expect("validated at load");
+        let mut m = self.view(bytes).expect("validated at load");
+        if numerics == Numerics::LlamaCpp && self.repackable {
+            m = m.repacked_like_llama_cpp();
+        }
         let n = x.len() / self.cols;
         out.clear();
         out.resize(n * self.rows, 0.0);

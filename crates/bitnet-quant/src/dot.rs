@@ -171,6 +171,23 @@ pub(crate) fn q4_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     hsum_float_8(&acc)
 }
 
+/// llama.cpp's repacked Q4_0 kernels (`ggml_gemv_q4_0_8x8_q8_0` / `ggml_gemm_q4_0_8x8_q8_0`,
+/// ggml-cpu/arch/x86/repack.cpp), one row: each block's integer dot is summed exactly, then
+/// folded into a single f32 accumulator, `acc = fma(isum, dx·dy, acc)`, block after block.
+pub(crate) fn q4_0_q8_0_repacked(w: &[u8], a: &QuantizedActivation) -> f32 {
+    let mut acc = 0.0f32;
+    for ((x, y), &dy) in w
+        .chunks_exact(Q4_0_BYTES)
+        .zip(a.qs.chunks_exact(QK))
+        .zip(&a.d)
+    {
+        let xs = nibbles(&x[2..]).map(|q| q as i8 - 8);
+        let isum: i32 = (0..8).map(|k| signed_lane(four(&xs, k), four(y, k))).sum();
+        acc = (isum as f32).mul_add(f16_at(x, 0) * dy, acc);
+    }
+    acc
+}
+
 /// ggml x86 `ggml_vec_dot_q4_1_q8_1`: `acc = fma(dx·dy, lanes, acc)` over unsigned codes,
 /// and separately `summs = fma(mx, sy, summs)`; result `hsum(acc) + summs`.
 pub(crate) fn q4_1_q8_1(w: &[u8], a: &QuantizedActivation) -> f32 {

@@ -136,6 +136,16 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
     }
 }
 
+/// The kernel for Q4_0 repacked as llama.cpp repacks it.
+fn repacked_q4_0_kernel(backend: Backend) -> RowKernel {
+    match backend {
+        Backend::Scalar => |w, _, a| dot::q4_0_q8_0_repacked(w, a),
+        // SAFETY: the AVX2 backend is only chosen when the CPU has AVX2, FMA and F16C.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => |w, s, a| unsafe { crate::x86::q4_0_q8_0_repacked(w, s, a) },
+    }
+}
+
 /// The row kernel for `ty` from `backend`.
 pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
     match backend {
@@ -225,6 +235,19 @@ impl<'a> QuantizedMatrix<'a> {
             kernel: kernel(wt, Backend::detect()),
             kernel4: kernel4(wt, Backend::detect()),
         })
+    }
+
+    /// The same matrix summed the way llama.cpp sums it after repacking: on x86 with AVX2,
+    /// llama.cpp moves Q4_0 weights whose row count is a multiple of 8 into interleaved 8×8
+    /// blocks (`GGML_CPU_REPACK`) and folds each row's blocks into one accumulator, block by
+    /// block, instead of eight lanes reduced at the end. Other types and shapes are returned
+    /// unchanged.
+    pub fn repacked_like_llama_cpp(mut self) -> Self {
+        if self.ty == WeightType::Q4_0 && self.rows.is_multiple_of(8) {
+            self.kernel = repacked_q4_0_kernel(Backend::detect());
+            self.kernel4 = None;
+        }
+        self
     }
 
     /// The weight type.

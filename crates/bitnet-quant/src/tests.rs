@@ -785,3 +785,31 @@ fn i2_s_and_tq2_0_agree_up_to_the_scale_rounding() {
         }
     }
 }
+
+#[test]
+fn repacked_q4_0_follows_llama_cpps_order_on_every_backend() {
+    let cols = 256;
+    for rows in [16, 12] {
+        let bytes = encode(GgmlType::Q4_0, &noise(31, rows * cols), cols).unwrap();
+        let plain = QuantizedMatrix::new(GgmlType::Q4_0, &bytes, rows, cols).unwrap();
+        let mut a = QuantizedActivation::new();
+        a.quantize(ActivationType::Q8_0, &noise(32, cols)).unwrap();
+        for backend in backends() {
+            let m = plain.with_backend(backend).repacked_like_llama_cpp();
+            for r in 0..rows {
+                let got = m.dot_row(r, &a);
+                let expected = if rows % 8 == 0 {
+                    dot::q4_0_q8_0_repacked(m.row(r), &a)
+                } else {
+                    plain.with_backend(backend).dot_row(r, &a)
+                };
+                assert_eq!(
+                    got.to_bits(),
+                    expected.to_bits(),
+                    "{backend:?} rows {rows} row {r}"
+                );
+                assert!((got as f64 - reference_dot(&m, r, &a)).abs() < 1e-3);
+            }
+        }
+    }
+}

@@ -509,3 +509,20 @@ pub(crate) unsafe fn tq2_0_q8_k_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4
     }
     acc.map(|v| hsum_ps(v))
 }
+
+/// [`dot::q4_0_q8_0_repacked`] with AVX2: the block's integer dot through the same
+/// `mul_sum_i8_pairs` lanes (exact), summed, then one fused multiply-add per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q4_0_q8_0_repacked(w: &[u8], _: f32, a: &QuantizedActivation) -> f32 {
+    let nb = a.len / QK;
+    assert!(w.len() >= nb * Q4_0_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
+    let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = 0.0f32;
+    for ib in 0..nb {
+        let x = _mm256_sub_epi8(nibbles(wp.add(ib * Q4_0_BYTES + 2)), eight);
+        let isum = hsum_i32(mul_sum_i8_pairs(x, load256(yp.add(ib * QK))));
+        acc = (isum as f32).mul_add(f16_at_fast(w, ib * Q4_0_BYTES) * a.d[ib], acc);
+    }
+    acc
+}

@@ -636,6 +636,31 @@ mod tests {
         }
     }
 
+    /// Rows of 16384 f32 activations leave room for 4 tokens per cache block: 11 tokens span
+    /// three blocks, the last one partial.
+    #[test]
+    fn float_products_over_several_token_blocks_give_each_tokens_bits() {
+        let (rows, cols, n) = (9, 16384, 11);
+        let order = FloatOrder::TinyBlas(VectorWidth::Avx512, Ggml::BitnetCpp);
+        let w = encode(GgmlType::F16, &values(rows * cols, 51), cols).unwrap();
+        let m = QuantizedMatrix::new(GgmlType::F16, &w, rows, cols).unwrap();
+        let x = values(n * cols, 52);
+        let mut out = vec![0f32; n * rows];
+        m.float_matmul(order, &x, &mut Vec::new(), &mut out)
+            .unwrap();
+        for t in 0..n {
+            let p = &x[t * cols..(t + 1) * cols];
+            for r in 0..rows {
+                let expected = dot(order, FloatWeights::F16, m.row(r), p);
+                assert_eq!(
+                    out[t * rows + r].to_bits(),
+                    expected.to_bits(),
+                    "token {t} row {r}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn orders_follow_ggml_dispatch() {
         use FloatOrder::*;

@@ -313,6 +313,7 @@ impl<'a> QuantizedMatrix<'a> {
         assert_eq!(out.len(), self.rows, "output length must equal rows");
         self.products(
             std::slice::from_ref(act),
+            self.cols,
             out,
             |w, a| (self.kernel)(w, self.scale, a),
             None::<fn(&[u8], [&QuantizedActivation; 4]) -> [f32; 4]>,
@@ -335,6 +336,7 @@ impl<'a> QuantizedMatrix<'a> {
         );
         self.products(
             acts,
+            self.cols,
             out,
             |w, a| (self.kernel)(w, self.scale, a),
             self.kernel4
@@ -378,6 +380,7 @@ impl<'a> QuantizedMatrix<'a> {
         let dot16 = float_order::kernel4x4(order, weights).filter(|_| whole);
         self.products(
             &scratch[..n],
+            4 * self.cols,
             out,
             |w, a| dot.call(w, a),
             dot4.map(|k| move |w: &[u8], a: [&Vec<f32>; 4]| k(w, a.map(|v| v.as_slice()))),
@@ -386,20 +389,28 @@ impl<'a> QuantizedMatrix<'a> {
         Ok(())
     }
 
-    /// `out[t * rows + r] = dot(row r, acts[t])`, in parallel. One token: tasks over rows.
-    /// Several: tasks take groups of up to 8 tokens (fewer when there are not enough tokens
-    /// to keep every thread busy) and walk all rows, so each weight row is reused from cache
-    /// across its group — by `dot4` four tokens at a time where the type has such a kernel.
+    /// `out[t * rows + r] = dot(row r, acts[t])`, in parallel, the same bits whatever the
+    /// split. One token: tasks over rows. Several, two schedules:
+    /// - with a four-row kernel (`dot16`, the float tinyBLAS order): the tokens go in blocks
+    ///   whose activations (`act_bytes` each) fit in a core's L2 cache, and each block is split
+    ///   into tasks of rows that walk all of its tokens, so the weights (a 128k-row output head)
+    ///   are read from memory once per block;
+    /// - otherwise: tasks take groups of up to 8 tokens and walk all rows, so the group's
+    ///   activations stay in L1 — what the integer kernels, which reload them for every row,
+    ///   need most — by `dot4` four tokens at a time where the type has it.
     fn products<A: Sync>(
         &self,
         acts: &[A],
+        act_bytes: usize,
         out: &mut [f32],
         dot: impl Fn(&[u8], &A) -> f32 + Sync,
         dot4: Option<impl Fn(&[u8], [&A; 4]) -> [f32; 4] + Sync>,
         dot16: Option<impl Fn([&[u8]; 4], [&A; 4]) -> [[f32; 4]; 4] + Sync>,
     ) {
+        const L2_BUDGET: usize = 256 * 1024;
         const MAX_TOKENS_PER_TASK: usize = 8;
-        if self.rows == 0 || acts.is_empty() {
+        let rows = self.rows;
+        if rows == 0 || acts.is_empty() {
             return;
         }
         if acts.len() == 1 {
@@ -412,55 +423,76 @@ impl<'a> QuantizedMatrix<'a> {
                 .for_each(|(r, o)| *o = dot(self.row(r), a));
             return;
         }
-        let tasks = 2 * rayon::current_num_threads();
-        let group = acts.len().div_ceil(tasks).clamp(1, MAX_TOKENS_PER_TASK);
-        let rows = self.rows;
-        out.par_chunks_mut(rows * group)
-            .zip(acts.par_chunks(group))
-            .for_each(|(o, a)| {
-                let quads = a.len() / 4;
-                let quad = |q: usize| [&a[4 * q], &a[4 * q + 1], &a[4 * q + 2], &a[4 * q + 3]];
-                // Four rows × four tokens at a time where there is such a kernel.
-                let mut r0 = 0;
-                if let Some(dot16) = &dot16 {
-                    while r0 + 4 <= rows {
-                        let w = [
-                            self.row(r0),
-                            self.row(r0 + 1),
-                            self.row(r0 + 2),
-                            self.row(r0 + 3),
-                        ];
-                        for q in 0..quads {
-                            for (i, y) in dot16(w, quad(q)).into_iter().enumerate() {
-                                for (k, v) in y.into_iter().enumerate() {
-                                    o[(4 * q + k) * rows + r0 + i] = v;
-                                }
+        let out = DisjointWrites::new(out);
+        // Tokens `a` (the first is token t0) × rows lo..hi.
+        let fill = |a: &[A], t0: usize, lo: usize, hi: usize| {
+            let quads = a.len() / 4;
+            let quad = |q: usize| [&a[4 * q], &a[4 * q + 1], &a[4 * q + 2], &a[4 * q + 3]];
+            let set = |t: usize, r: usize, v: f32| {
+                // SAFETY: the schedules below give every (token, row) to exactly one task.
+                unsafe { out.write((t0 + t) * rows + r, v) }
+            };
+            let mut r0 = lo;
+            if let Some(dot16) = &dot16 {
+                while r0 + 4 <= hi {
+                    let w = [
+                        self.row(r0),
+                        self.row(r0 + 1),
+                        self.row(r0 + 2),
+                        self.row(r0 + 3),
+                    ];
+                    for q in 0..quads {
+                        for (i, y) in dot16(w, quad(q)).into_iter().enumerate() {
+                            for (k, v) in y.into_iter().enumerate() {
+                                set(4 * q + k, r0 + i, v);
                             }
                         }
-                        for (t, act) in a.iter().enumerate().skip(4 * quads) {
-                            for (i, wr) in w.iter().enumerate() {
-                                o[t * rows + r0 + i] = dot(wr, act);
-                            }
-                        }
-                        r0 += 4;
                     }
+                    for (t, act) in a.iter().enumerate().skip(4 * quads) {
+                        for (i, wr) in w.iter().enumerate() {
+                            set(t, r0 + i, dot(wr, act));
+                        }
+                    }
+                    r0 += 4;
                 }
-                for r in r0..rows {
-                    let w = self.row(r);
-                    let mut done = 0;
-                    if let Some(dot4) = &dot4 {
-                        for q in 0..quads {
-                            for (k, v) in dot4(w, quad(q)).into_iter().enumerate() {
-                                o[(4 * q + k) * rows + r] = v;
-                            }
+            }
+            for r in r0..hi {
+                let w = self.row(r);
+                let mut done = 0;
+                if let Some(dot4) = &dot4 {
+                    for q in 0..quads {
+                        for (k, v) in dot4(w, quad(q)).into_iter().enumerate() {
+                            set(4 * q + k, r, v);
                         }
-                        done = 4 * quads;
                     }
-                    for (t, act) in a.iter().enumerate().skip(done) {
-                        o[t * rows + r] = dot(w, act);
-                    }
+                    done = 4 * quads;
                 }
-            });
+                for (t, act) in a.iter().enumerate().skip(done) {
+                    set(t, r, dot(w, act));
+                }
+            }
+        };
+        let threads = rayon::current_num_threads();
+        if dot16.is_some() {
+            let block = (L2_BUDGET / act_bytes.max(1)).max(4) / 4 * 4;
+            let rows_per_task = rows.div_ceil(4 * threads).div_ceil(4).max(1) * 4;
+            for (b, a) in acts.chunks(block).enumerate() {
+                (0..rows.div_ceil(rows_per_task))
+                    .into_par_iter()
+                    .for_each(|task| {
+                        let lo = task * rows_per_task;
+                        fill(a, b * block, lo, (lo + rows_per_task).min(rows));
+                    });
+            }
+        } else {
+            let group = acts
+                .len()
+                .div_ceil(2 * threads)
+                .clamp(1, MAX_TOKENS_PER_TASK);
+            acts.par_chunks(group)
+                .enumerate()
+                .for_each(|(g, a)| fill(a, g * group, 0, rows));
+        }
     }
 
     #[inline]
@@ -482,5 +514,36 @@ impl<'a> QuantizedMatrix<'a> {
         self.kernel = kernel(self.ty, backend);
         self.kernel4 = kernel4(self.ty, backend);
         self
+    }
+}
+
+/// An output slice that parallel tasks fill at indices they own exclusively (tasks own
+/// disjoint sets of rows, and the token-major layout interleaves them, so the slice cannot be
+/// split into contiguous parts).
+struct DisjointWrites {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: shared between tasks only for `write`, whose callers guarantee that no index is
+// written by two tasks; the borrow of the slice outlives every task (`products` returns after
+// the parallel loops).
+unsafe impl Sync for DisjointWrites {}
+
+impl DisjointWrites {
+    fn new(out: &mut [f32]) -> Self {
+        DisjointWrites {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// # Safety
+    /// No other task may write index `i` concurrently.
+    #[inline(always)]
+    unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "output index {i} out of range ({})", self.len);
+        // SAFETY: in bounds (checked); exclusive per the caller's contract.
+        unsafe { *self.ptr.add(i) = v };
     }
 }

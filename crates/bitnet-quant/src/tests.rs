@@ -813,3 +813,27 @@ fn repacked_q4_0_follows_llama_cpps_order_on_every_backend() {
         }
     }
 }
+
+/// Wide rows put fewer tokens in each cache block (32 here for 8192 int8 codes): a batch of
+/// 70 spans three blocks, the last one partial, and still gives every token's own bits.
+#[test]
+fn matmul_over_several_token_blocks_equals_matvec() {
+    let (rows, cols, n) = (12, 8192, 70);
+    let bytes = encode(GgmlType::Q8_0, &noise(41, rows * cols), cols).unwrap();
+    let m = QuantizedMatrix::new(GgmlType::Q8_0, &bytes, rows, cols).unwrap();
+    let acts: Vec<QuantizedActivation> = (0..n)
+        .map(|t| {
+            let mut a = QuantizedActivation::new();
+            a.quantize(ActivationType::Q8_0, &noise(100 + t as u64, cols))
+                .unwrap();
+            a
+        })
+        .collect();
+    let mut out = vec![0.0; rows * n];
+    m.matmul(&acts, &mut out);
+    let mut y = vec![0.0; rows];
+    for (t, a) in acts.iter().enumerate() {
+        m.matvec(a, &mut y);
+        assert_eq!(&out[t * rows..(t + 1) * rows], &y[..], "token {t}");
+    }
+}

@@ -72,25 +72,25 @@ const PROMPT: &str = "The quick brown fox jumps over the lazy dog, and then it r
 #[test]
 fn tiny_llama_f32_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let c = compare(
-        &tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm"),
-        BackendChoice::Llama,
-        PROMPT,
-    );
-    assert_eq!(c.max_abs, 0.0, "cosine {}", c.min_cos);
-    assert_eq!(c.top1, c.n);
-    let (max_abs, cos) = token_by_token(
-        &tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm"),
-        BackendChoice::Llama,
-    );
-    assert_eq!(max_abs, 0.0, "token by token: cosine {cos}");
+    let path = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    assert_bit_identical(&path, BackendChoice::Llama, "f32");
 }
 
-/// Decode `PROMPT` one token at a time on both sides; the largest |Δlogit| and the smallest
+/// Both paths against the reference on `PROMPT`: every position of one batch, then every
+/// token decoded one at a time, bit for bit.
+fn assert_bit_identical(path: &Path, choice: BackendChoice, what: &str) {
+    let c = compare(path, choice, PROMPT);
+    assert_eq!(c.max_abs, 0.0, "{what}: cosine {}", c.min_cos);
+    assert_eq!(c.top1, c.n, "{what}");
+    let (max_abs, cos) = token_by_token(path, choice, PROMPT);
+    assert_eq!(max_abs, 0.0, "{what} token by token: cosine {cos}");
+}
+
+/// Decode `prompt` one token at a time on both sides; the largest |Δlogit| and the smallest
 /// cosine over all tokens.
-fn token_by_token(path: &Path, choice: BackendChoice) -> (f32, f64) {
+fn token_by_token(path: &Path, choice: BackendChoice, prompt: &str) -> (f32, f64) {
     let mut cpp = Session::open(path, choice, &SessionOptions::default()).unwrap();
-    let tokens = cpp.tokenize(PROMPT, true, false).unwrap();
+    let tokens = cpp.tokenize(prompt, true, false).unwrap();
     let m = Model::load(path).unwrap();
     let mut state = m.new_state();
     let (mut max_abs, mut min_cos) = (0f32, 1f64);
@@ -113,11 +113,7 @@ fn tiny_bitnet_models_match_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     for qtype in [GgmlType::F32, GgmlType::TQ2_0, GgmlType::TQ1_0] {
         let path = tiny(dir.path(), Arch::Bitnet, qtype, "llama-bpe");
-        let c = compare(&path, BackendChoice::Llama, PROMPT);
-        assert_eq!(c.max_abs, 0.0, "{qtype}: cosine {}", c.min_cos);
-        assert_eq!(c.top1, c.n, "{qtype}");
-        let (max_abs, cos) = token_by_token(&path, BackendChoice::Llama);
-        assert_eq!(max_abs, 0.0, "{qtype} token by token: cosine {cos}");
+        assert_bit_identical(&path, BackendChoice::Llama, &qtype.to_string());
     }
 }
 
@@ -129,11 +125,7 @@ fn tiny_llama_quantized_models_match_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     for qtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
         let path = tiny(dir.path(), Arch::Llama, qtype, "llama-spm");
-        let c = compare(&path, BackendChoice::Llama, PROMPT);
-        assert_eq!(c.max_abs, 0.0, "{qtype}: cosine {}", c.min_cos);
-        assert_eq!(c.top1, c.n, "{qtype}");
-        let (max_abs, cos) = token_by_token(&path, BackendChoice::Llama);
-        assert_eq!(max_abs, 0.0, "{qtype} token by token: cosine {cos}");
+        assert_bit_identical(&path, BackendChoice::Llama, &qtype.to_string());
     }
 }
 
@@ -143,19 +135,8 @@ fn tiny_llama_quantized_models_match_llama_cpp() {
 #[test]
 fn tiny_llama_f16_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let c = compare(
-        &tiny(dir.path(), Arch::Llama, GgmlType::F16, "llama-spm"),
-        BackendChoice::Llama,
-        PROMPT,
-    );
-    assert_eq!(c.max_abs, 0.0, "cosine {}", c.min_cos);
-    assert_eq!(c.top1, c.n);
-    // One token at a time: `ggml_vec_dot_f16` over F16-rounded activations.
-    let (max_abs, cos) = token_by_token(
-        &tiny(dir.path(), Arch::Llama, GgmlType::F16, "llama-spm"),
-        BackendChoice::Llama,
-    );
-    assert_eq!(max_abs, 0.0, "token by token: cosine {cos}");
+    let path = tiny(dir.path(), Arch::Llama, GgmlType::F16, "llama-spm");
+    assert_bit_identical(&path, BackendChoice::Llama, "f16");
 }
 
 /// bitnet-b1.58 with I2_S against Microsoft's bitnet.cpp (8 layers, 37 positions), in one
@@ -184,21 +165,10 @@ fn tiny_bitnet_b158_i2s_matches_bitnet_cpp() {
     }
 
     // Token by token: bitnet.cpp's one-token kernels (gemv, vec_dot) against ours.
-    let mut cpp = Session::open(&path, BackendChoice::Auto, &SessionOptions::default()).unwrap();
-    let tokens = cpp.tokenize(LONG_PROMPT_37, true, false).unwrap();
-    let m = Model::load(&path).unwrap();
-    let mut state = m.new_state();
-    for (i, &t) in tokens.iter().enumerate() {
-        let theirs = cpp.decode_next(t).unwrap();
-        let ours = m.forward(&mut state, &[t as u32]).unwrap();
-        let cos = cosine(&ours, &theirs);
-        assert!(cos >= 0.9999, "token {i}: cosine {cos}");
-        if exact {
-            assert!(
-                ours == theirs,
-                "token {i}: not bit-identical (cosine {cos})"
-            );
-        }
+    let (max_abs, cos) = token_by_token(&path, BackendChoice::Auto, LONG_PROMPT_37);
+    assert!(cos >= 0.9999, "token by token: min cosine {cos}");
+    if exact {
+        assert_eq!(max_abs, 0.0, "token by token: not bit-identical");
     }
 }
 

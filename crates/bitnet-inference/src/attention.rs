@@ -156,16 +156,12 @@ fn attend_impl(
         scores.clear();
         for j in 0..n_kv {
             let k = &keys[j * kv_dim + kvh * head_dim..][..head_dim];
-            let dot = match numerics {
-                Numerics::LlamaCpp => vec_dot_f32(k, qh, VectorWidth::Avx2),
-                Numerics::BitnetCpp(w) => vec_dot_f32(k, qh, w),
-            };
-            scores.push(dot * scale);
+            scores.push(vec_dot_f32(k, qh, numerics.width()) * scale);
         }
         scores.resize(padded, f32::NEG_INFINITY);
-        match numerics {
-            Numerics::LlamaCpp | Numerics::BitnetCpp(VectorWidth::Avx2) => soft_max::<8>(scores),
-            Numerics::BitnetCpp(VectorWidth::Avx512) => soft_max::<16>(scores),
+        match numerics.width() {
+            VectorWidth::Avx2 => soft_max::<8>(scores),
+            VectorWidth::Avx512 => soft_max::<16>(scores),
         }
         if let PvKernel::VecDotF16 { .. } = pv {
             // ggml converts the weights to V's type before `vec_dot_f16`.

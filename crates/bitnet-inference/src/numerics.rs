@@ -28,6 +28,15 @@ impl Numerics {
         }
     }
 
+    /// The vector width of the reference's float kernels (llama-cpp-sys-2 builds ggml for
+    /// AVX2 whatever the host, GGML_NATIVE=OFF).
+    pub fn width(self) -> VectorWidth {
+        match self {
+            Numerics::LlamaCpp => VectorWidth::Avx2,
+            Numerics::BitnetCpp(width) => width,
+        }
+    }
+
     /// Whether the reference caches V in F16 (so V is rounded to F16 before caching).
     pub fn f16_values(self) -> bool {
         matches!(self, Numerics::BitnetCpp(_))
@@ -36,14 +45,10 @@ impl Numerics {
     /// For F32/F16 weights: the summation order the reference uses for a product of
     /// `n_tokens` activations with a `rows × cols` matrix.
     pub fn float_order(self, n_tokens: usize, rows: usize, cols: usize) -> FloatOrder {
-        match self {
-            // llama-cpp-sys-2 builds ggml for AVX2 whatever the host (GGML_NATIVE=OFF).
-            Numerics::LlamaCpp => {
-                FloatOrder::for_call(VectorWidth::Avx2, Ggml::LlamaCpp, n_tokens, rows, cols)
-            }
-            Numerics::BitnetCpp(width) => {
-                FloatOrder::for_call(width, Ggml::BitnetCpp, n_tokens, rows, cols)
-            }
-        }
+        let ggml = match self {
+            Numerics::LlamaCpp => Ggml::LlamaCpp,
+            Numerics::BitnetCpp(_) => Ggml::BitnetCpp,
+        };
+        FloatOrder::for_call(self.width(), ggml, n_tokens, rows, cols)
     }
 }

@@ -17,9 +17,10 @@
 //! `src/ggml-bitnet-mad.cpp` and the post-processing in `ggml_compute_forward_mul_mat`,
 //! `3rdparty/llama.cpp/ggml/src/ggml.c`), again bit for bit.
 //!
-//! The float kernels (F32/F16/BF16) sum products in a fixed 32-lane order that the AVX2
-//! kernels reproduce exactly. llama.cpp itself mostly routes float matmuls through llamafile's
-//! `sgemm` (another order); all agree to ~1e-7 relative.
+//! The float kernels here (F32/F16/BF16, what `dot_row`/`matvec`/`matmul` use) sum products
+//! in a fixed 32-lane order that the AVX2 kernels reproduce exactly; they agree with ggml to
+//! ~1e-7 relative. The exact orders of each reference's float kernels (tinyBLAS, `vec_dot`)
+//! are in [`crate::float_order`], which the engine uses for F32 and F16 weights.
 
 use crate::activation::QuantizedActivation;
 use crate::blocks::{

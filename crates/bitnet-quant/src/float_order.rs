@@ -12,7 +12,7 @@
 //! (`bitnet-llm-sys 1.0.2`, built with `-march=native`). The reductions ([`hsum`],
 //! [`reduce4`]) are public because the engine's attention sums in the same orders.
 
-use crate::blocks::round_f16;
+use crate::blocks::{f16_at, round_f16};
 
 /// The float vector width a ggml build was compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,7 +154,7 @@ impl FloatWeights {
             FloatWeights::F32 => {
                 f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
             }
-            FloatWeights::F16 => half::f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32(),
+            FloatWeights::F16 => f16_at(w, 2 * i),
         }
     }
 }

@@ -109,6 +109,24 @@ pub const VOCABS_WITH_VECTORS: &[&str] = &[
     "starcoder",
 ];
 
+/// The 13 of [`VOCABS_WITH_VECTORS`] with SPM or BPE tokenizers, the kinds the GGUF tokenizer
+/// implements (bert-bge is WPM; gemma-4's SentencePiece-style BPE is out of scope).
+pub const SPM_BPE_VOCABS_WITH_VECTORS: &[&str] = &[
+    "llama-spm",
+    "phi-3",
+    "gpt-2",
+    "llama-bpe",
+    "qwen2",
+    "qwen35",
+    "deepseek-llm",
+    "deepseek-coder",
+    "falcon",
+    "mpt",
+    "starcoder",
+    "refact",
+    "command-r",
+];
+
 /// All 19 vocabulary names, `ggml-vocab-{name}.gguf`.
 const ALL_VOCABS: &[&str] = &[
     "aquila",

@@ -436,7 +436,18 @@ pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
             kind,
         )?;
     }
-    let lin = |fan_in| Kind::Linear { fan_in, ternary };
+    // A layer's matrix, plus upstream `bitnet`'s scalar scale tensor after it.
+    let add_linear = |w: &mut GgufWriter, name: String, dims: [u64; 2]| -> Result<(), GenError> {
+        let kind = Kind::Linear {
+            fan_in: dims[0],
+            ternary,
+        };
+        add(w, format!("{name}.weight"), &dims, args.qtype, kind)?;
+        if arch == Arch::Bitnet {
+            add(w, format!("{name}.scale"), &[1], GgmlType::F32, Kind::Scale)?;
+        }
+        Ok(())
+    };
     for l in 0..shape.layers {
         let t = |s: &str| format!("blk.{l}.{s}");
         add(
@@ -453,22 +464,7 @@ pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
             ("attn_output", [shape.dim, shape.dim]),
         ];
         for (name, dims) in matrices {
-            add(
-                &mut w,
-                t(&format!("{name}.weight")),
-                &dims,
-                args.qtype,
-                lin(dims[0]),
-            )?;
-            if arch == Arch::Bitnet {
-                add(
-                    &mut w,
-                    t(&format!("{name}.scale")),
-                    &[1],
-                    GgmlType::F32,
-                    Kind::Scale,
-                )?;
-            }
+            add_linear(&mut w, t(name), dims)?;
         }
         if ternary {
             add(
@@ -492,22 +488,7 @@ pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
             ("ffn_down", [shape.ffn, shape.dim]),
         ];
         for (name, dims) in ffn {
-            add(
-                &mut w,
-                t(&format!("{name}.weight")),
-                &dims,
-                args.qtype,
-                lin(dims[0]),
-            )?;
-            if arch == Arch::Bitnet {
-                add(
-                    &mut w,
-                    t(&format!("{name}.scale")),
-                    &[1],
-                    GgmlType::F32,
-                    Kind::Scale,
-                )?;
-            }
+            add_linear(&mut w, t(name), dims)?;
         }
         if ternary {
             add(

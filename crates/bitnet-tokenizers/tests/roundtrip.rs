@@ -3,21 +3,7 @@
 
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
-const VOCABS: &[&str] = &[
-    "llama-spm",
-    "phi-3",
-    "gpt-2",
-    "llama-bpe",
-    "qwen2",
-    "qwen35",
-    "deepseek-llm",
-    "deepseek-coder",
-    "falcon",
-    "mpt",
-    "starcoder",
-    "refact",
-    "command-r",
-];
+use bitnet_fixtures::SPM_BPE_VOCABS_WITH_VECTORS as VOCABS;
 
 /// Whether llama.cpp's detokenizer would rewrite `text` even from perfect tokens: its
 /// `clean_spaces` pass (on for most BPE vocabularies) deletes the space in " ?", " !", " .",

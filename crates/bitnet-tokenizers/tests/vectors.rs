@@ -3,22 +3,7 @@
 
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
-/// The 13 SPM/BPE vocabularies that ship test vectors.
-const VOCABS: &[&str] = &[
-    "llama-spm",
-    "phi-3",
-    "gpt-2",
-    "llama-bpe",
-    "qwen2",
-    "qwen35",
-    "deepseek-llm",
-    "deepseek-coder",
-    "falcon",
-    "mpt",
-    "starcoder",
-    "refact",
-    "command-r",
-];
+use bitnet_fixtures::SPM_BPE_VOCABS_WITH_VECTORS as VOCABS;
 
 /// Encode every vector of `name`; a list of the failures (empty when all pass).
 fn failures(name: &str) -> (usize, Vec<String>) {

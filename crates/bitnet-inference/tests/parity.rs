@@ -1,108 +1,19 @@
 //! The engine against the C++ references, at every position (real llama.cpp / bitnet.cpp).
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
 use bitnet_inference::Model;
 use bitnet_minimodel::{Arch, Spec};
 use bitnet_quant::VectorWidth;
-
-fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
-    bitnet_minimodel::write_tiny(dir, &Spec::new(arch, qtype), &bitnet_fixtures::vocab(vocab))
-        .unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
-
-struct Compared {
-    max_abs: f32,
-    min_cos: f64,
-    top1: usize,
-    n: usize,
-}
-
-fn compare(model: &Path, choice: BackendChoice, prompt: &str) -> Compared {
-    let mut cpp = Session::open(model, choice, &SessionOptions::default()).unwrap();
-    let tokens = cpp.tokenize(prompt, true, false).unwrap();
-    let expected = cpp.eval(&tokens).unwrap();
-    let m = Model::load(model).unwrap();
-    let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
-    let got = m.eval_logits_all_positions(&ids).unwrap();
-    let v = m.config().n_vocab;
-    assert_eq!(got.len(), expected.data.len());
-    let mut c = Compared {
-        max_abs: 0.0,
-        min_cos: 1.0,
-        top1: 0,
-        n: tokens.len(),
-    };
-    for i in 0..tokens.len() {
-        let (a, b) = (&got[i * v..(i + 1) * v], expected.row(i));
-        c.max_abs = c.max_abs.max(
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max),
-        );
-        c.min_cos = c.min_cos.min(cosine(a, b));
-        c.top1 += usize::from(bitnet_inference::ops::argmax(a) == bitnet_inference::ops::argmax(b));
-    }
-    eprintln!(
-        "{}: max |Δ| {:.3e}, min cosine {:.8}, top-1 {}/{}",
-        model.display(),
-        c.max_abs,
-        c.min_cos,
-        c.top1,
-        c.n
-    );
-    c
-}
-
-const PROMPT: &str = "The quick brown fox jumps over the lazy dog, and then it runs far away.";
+use common::{assert_bit_identical, compare, cosine, tiny, token_by_token, LONG_PROMPT};
 
 #[test]
 fn tiny_llama_f32_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
     assert_bit_identical(&path, BackendChoice::Llama, "f32");
-}
-
-/// Both paths against the reference on `PROMPT`: every position of one batch, then every
-/// token decoded one at a time, bit for bit.
-fn assert_bit_identical(path: &Path, choice: BackendChoice, what: &str) {
-    let c = compare(path, choice, PROMPT);
-    assert_eq!(c.max_abs, 0.0, "{what}: cosine {}", c.min_cos);
-    assert_eq!(c.top1, c.n, "{what}");
-    let (max_abs, cos) = token_by_token(path, choice, PROMPT);
-    assert_eq!(max_abs, 0.0, "{what} token by token: cosine {cos}");
-}
-
-/// Decode `prompt` one token at a time on both sides; the largest |Δlogit| and the smallest
-/// cosine over all tokens.
-fn token_by_token(path: &Path, choice: BackendChoice, prompt: &str) -> (f32, f64) {
-    let mut cpp = Session::open(path, choice, &SessionOptions::default()).unwrap();
-    let tokens = cpp.tokenize(prompt, true, false).unwrap();
-    let m = Model::load(path).unwrap();
-    let mut state = m.new_state();
-    let (mut max_abs, mut min_cos) = (0f32, 1f64);
-    for &t in &tokens {
-        let theirs = cpp.decode_next(t).unwrap();
-        let ours = m.forward(&mut state, &[t as u32]).unwrap();
-        for (a, b) in ours.iter().zip(&theirs) {
-            max_abs = max_abs.max((a - b).abs());
-        }
-        min_cos = min_cos.min(cosine(&ours, &theirs));
-    }
-    (max_abs, min_cos)
 }
 
 /// The issue asks for ≤ 1e-3; all three are bit-identical in a batch and token by token (F32
@@ -219,12 +130,6 @@ fn i2s_and_tq2_0_hold_the_same_ternary_weights() {
         assert!(cos >= 0.999, "position {i}: cosine {cos}");
     }
 }
-
-/// 64 tokens of ordinary English for the real-model checks.
-const LONG_PROMPT: &str = "In the early morning the harbour was quiet. Fishermen checked their nets, gulls circled \
-above the boats, and the smell of salt and diesel drifted over the water while the town slowly woke up and the \
-first bakery opened its doors to the waiting customers outside. Later, a ferry arrived from the island, \
-carrying tourists, bicycles, crates of vegetables and a very nervous dog";
 
 /// SmolLM2 (real weights: 30 layers, Q4_1 with Q8_1 activations, a Q8_0 output head): the
 /// logits of all 64 positions are bit-identical to llama.cpp's. That takes every f32 step in

@@ -5,14 +5,14 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 1.0.0
+//! # Schema 1.1.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"1.0.0"` |
+//! | `schema_version` | string | `"1.1.0"` (1.0.0 had no `configuration`) |
 //! | `status` | string | `ok` (tokens match, every position within tolerance), `diverged` (tokens match, logits or decode differ), `token_mismatch` (the pre-gate failed: no logits were compared), `error` (runtime error) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
 //! | `tool.version` | string | its version |
@@ -58,6 +58,11 @@
 //! | `cpp_backend.library` | string | the library and its version/commit as the reference reports it |
 //! | `cpp_backend.build_info` | string | the reference's build description (compiler, flags) |
 //! | `cpp_backend.system_info` | string | `llama_print_system_info()` of the reference |
+//! | `configuration` | object? | the run configuration both sides computed with, as the reference reports it (the configuration gate checked the engine's is the same); `null` when no reference was started |
+//! | `configuration.cache_type_k`, `.cache_type_v` | string | KV cache types: `f32`, `f16`, `bf16`, `q8_0` |
+//! | `configuration.flash_attn` | bool | flash attention in effect (`auto` resolved) |
+//! | `configuration.n_batch`, `.n_ubatch` | integer | tokens per `llama_decode` call / per micro-batch |
+//! | `configuration.threads` | integer | the reference's threads |
 //! | `environment.cpu` | string | CPU model name (`/proc/cpuinfo`), else the architecture |
 //! | `environment.threads` | integer | threads used |
 //! | `environment.os`, `.arch` | string | `std::env::consts::{OS, ARCH}` |
@@ -79,7 +84,7 @@ use sha2::{Digest, Sha256};
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
 
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "1.0.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "1.1.0";
 
 /// Outcome of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +219,22 @@ pub struct CppBackendInfo {
     pub system_info: String,
 }
 
+/// The run configuration both sides computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfiguration {
+    /// The reference's resolution of the run configuration (`auto` flash attention decided).
+    #[serde(flatten)]
+    pub effective: bitnet_cpp::EffectiveConfig,
+    /// Tokens per `llama_decode` call at the reference.
+    pub n_batch: u32,
+}
+
+impl std::fmt::Display for RunConfiguration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, n_batch {}", self.effective, self.n_batch)
+    }
+}
+
 /// The machine the run happened on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
@@ -264,6 +285,9 @@ pub struct Receipt {
     pub thresholds: Thresholds,
     /// The C++ reference.
     pub cpp_backend: CppBackendInfo,
+    /// The run configuration (`None` when no reference was started).
+    #[serde(default)]
+    pub configuration: Option<RunConfiguration>,
     /// The machine.
     pub environment: Environment,
 }
@@ -666,6 +690,30 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     string(be, "cpp_backend", "build_info")?;
     string(be, "cpp_backend", "system_info")?;
 
+    // `configuration` is new in 1.1.0: required there (an object, or null when no reference
+    // was started), absent from 1.0.x receipts.
+    let minor: u64 = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if minor >= 1 || root.contains_key("configuration") {
+        match field(root, r, "configuration")? {
+            Value::Null => {}
+            Value::Object(c) => {
+                let ctx = "configuration";
+                let types = ["f32", "f16", "bf16", "q8_0"];
+                one_of(c, ctx, "cache_type_k", &types)?;
+                one_of(c, ctx, "cache_type_v", &types)?;
+                boolean(c, ctx, "flash_attn")?;
+                uint(c, ctx, "n_batch")?;
+                uint(c, ctx, "n_ubatch")?;
+                uint(c, ctx, "threads")?;
+            }
+            _ => return Err("receipt.configuration: expected an object or null".into()),
+        }
+    }
+
     let env = obj(root, r, "environment")?;
     string(env, "environment", "cpu")?;
     uint(env, "environment", "threads")?;
@@ -743,6 +791,16 @@ mod tests {
                 build_info: "gcc 13 -O3".into(),
                 system_info: "AVX = 1 | AVX2 = 1".into(),
             },
+            configuration: Some(RunConfiguration {
+                effective: bitnet_cpp::EffectiveConfig {
+                    cache_type_k: bitnet_cpp::CacheType::F16,
+                    cache_type_v: bitnet_cpp::CacheType::F16,
+                    flash_attn: true,
+                    n_ubatch: 512,
+                    threads: 2,
+                },
+                n_batch: 512,
+            }),
             environment: Environment::detect(2),
         }
     }
@@ -762,7 +820,9 @@ mod tests {
         let text = fs::read_to_string(&path).expect("read");
         let value: Value = serde_json::from_str(&text).expect("json");
         validate_receipt(&value).expect("valid receipt");
-        assert_eq!(value["schema_version"], "1.0.0");
+        assert_eq!(value["schema_version"], "1.1.0");
+        assert_eq!(value["configuration"]["cache_type_k"], "f16");
+        assert_eq!(value["configuration"]["flash_attn"], true);
         assert_eq!(value["status"], "diverged");
         assert_eq!(value["token_parity"]["status"], "ok");
         assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);

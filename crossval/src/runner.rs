@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
-use bitnet_inference::{format_prompt, Model, ModelChatInfo, TemplateType};
+use bitnet_inference::{format_prompt, Model, ModelChatInfo, RunChoice, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 use serde_json::{json, Value};
 
@@ -18,8 +18,8 @@ use crate::logits_compare::{
     compare_logits, compare_position, LogitsComparison, LogitsMatrix, PositionMetrics,
 };
 use crate::receipt::{
-    self, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt, RunStatus, Thresholds,
-    TokenParityBlock, ToolInfo, RECEIPT_SCHEMA_VERSION,
+    self, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt, RunConfiguration, RunStatus,
+    Thresholds, TokenParityBlock, ToolInfo, RECEIPT_SCHEMA_VERSION,
 };
 use crate::token_parity::{first_difference, ReportContext};
 
@@ -63,6 +63,9 @@ pub struct PerTokenConfig {
     pub cpp_backend: BackendChoice,
     /// Threads (both sides; default all cores).
     pub threads: Option<usize>,
+    /// KV cache types, flash attention and micro-batch size, for both sides (default: the
+    /// reference's defaults).
+    pub run: RunChoice,
     /// Echo the reference's log.
     pub verbose: bool,
     /// Colour in text mode.
@@ -87,6 +90,7 @@ impl PerTokenConfig {
             cpp_model: None,
             cpp_backend: BackendChoice::Auto,
             threads: None,
+            run: RunChoice::default(),
             verbose: false,
             colour: false,
         }
@@ -142,6 +146,7 @@ struct Record {
     decode: Vec<(DecodeStep, Option<PositionMetrics>)>,
     suggestions: Vec<String>,
     cpp_info: Option<CppBackendInfo>,
+    configuration: Option<RunConfiguration>,
     threads: usize,
     logits_evaluated: bool,
 }
@@ -226,6 +231,12 @@ fn flow(
         }
         None => Box::new(model_vocab),
     };
+    // The run configuration, resolved as the model's reference resolves it: a combination
+    // the reference refuses is a usage error with its reason.
+    let run = cfg.run.config_for(model.numerics(), rec.threads as u32);
+    let mut state = model
+        .new_state_with(&run)
+        .map_err(|e| usage(e.to_string()))?;
     let info = ModelChatInfo::from_gguf(model.file());
     let formatted = format_prompt(
         cfg.template,
@@ -254,16 +265,30 @@ fn flow(
     let n_ctx = needed.min(model.config().context_length).max(64);
     let opts = SessionOptions {
         n_ctx: n_ctx as u32,
-        n_threads: rec.threads as u32,
+        run,
         verbose: cfg.verbose,
         ..SessionOptions::default()
     };
     let mut cpp = Session::open(cpp_path, cfg.cpp_backend, &opts).map_err(runtime)?;
+    // The configuration gate: both sides must compute with the same configuration.
+    let theirs = cpp
+        .effective_config()
+        .ok_or_else(|| runtime("the C++ reference did not report its run configuration"))?;
+    let ours = state.run_config();
+    if theirs != ours {
+        return Err(runtime(format!(
+            "configuration mismatch: the C++ reference runs {theirs}, the engine {ours}"
+        )));
+    }
+    rec.configuration = Some(RunConfiguration {
+        effective: theirs,
+        n_batch: cpp.n_batch(),
+    });
     let build = cpp.build_info().map_err(runtime)?;
     rec.cpp_info = Some(CppBackendInfo {
         backend: build.backend.clone(),
         library: build.library.clone(),
-        build_info: format!("{} ({})", build.library, build.backend),
+        build_info: build.build.clone(),
         system_info: build.system_info.clone(),
     });
 
@@ -318,7 +343,6 @@ fn flow(
         "tokens: {n} (identical); evaluating {n} positions on both sides"
     ));
     rec.logits_evaluated = true;
-    let mut state = model.new_state();
     let rust_logits = model
         .forward(&mut state, &rec.rust_tokens)
         .map_err(|e| runtime(format!("Rust engine: {e}")))?;
@@ -468,8 +492,13 @@ fn text_report(
 ) -> String {
     let (backend, library) = (&build.backend, &build.library);
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
+    let configuration = rec
+        .configuration
+        .as_ref()
+        .map(|c| format!("configuration: {c}\n"))
+        .unwrap_or_default();
     let mut s = format!(
-        "model: {}\nC++ reference: {backend} ({library}){}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
+        "model: {}\nC++ reference: {backend} ({library}){}\n{configuration}template: {} (add_bos={}, parse_special={})\ntokens: {}\n",
         cfg.model.display(),
         cfg.cpp_model.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default(),
         rec.template_used,
@@ -556,6 +585,7 @@ fn json_document(
         "model": cfg.model.display().to_string(),
         "cpp_model": cfg.cpp_model.as_ref().map(|p| p.display().to_string()),
         "cpp_backend": rec.cpp_info,
+        "configuration": rec.configuration,
         "tokens": { "rust": rec.rust_tokens, "cpp": rec.cpp_tokens, "first_diff_idx": rec.first_diff },
         "template": rec.template_used,
         "formatted_prompt": rec.formatted,
@@ -622,6 +652,7 @@ fn write_receipt(
             build_info: String::new(),
             system_info: String::new(),
         }),
+        configuration: rec.configuration,
         environment: Environment::detect(rec.threads),
     };
     receipt.write(path).map_err(|e| e.to_string())

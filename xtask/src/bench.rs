@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_cli::run_config::RunConfigArgs;
+use bitnet_cpp::{BackendChoice, EffectiveConfig, Session, SessionOptions};
 use bitnet_inference::Model;
 use serde::Serialize;
 
@@ -35,6 +36,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// KV cache types, flash attention and micro-batch size, for both engines (default: the
+    /// reference's defaults).
+    #[command(flatten)]
+    pub run_config: RunConfigArgs,
 }
 
 /// Output formats.
@@ -64,6 +69,8 @@ pub struct Report {
     pub cpp_backend: String,
     /// Threads.
     pub threads: usize,
+    /// The run configuration both engines ran with (as the reference reports it).
+    pub configuration: EffectiveConfig,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Generated tokens.
@@ -134,8 +141,14 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     if threads == 0 {
         return Err(UsageError("--threads must be positive".into()).into());
     }
+    let choice = args.run_config.choice().map_err(UsageError)?;
     let model = Model::load(&args.model)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let run = choice.config_for(model.numerics(), threads as u32);
+    let configuration = model
+        .new_state_with(&run)
+        .map_err(|e| UsageError(e.to_string()))?
+        .run_config();
     let n_vocab = model.config().n_vocab;
     if n_vocab <= 256 {
         return Err(UsageError("the vocabulary is too small to benchmark".into()).into());
@@ -151,8 +164,11 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     );
     let (pp_s, tg_s) = pool.install(|| -> anyhow::Result<(f64, f64)> {
         // Warm-up: the first pass faults the memory-mapped weights in; not what we measure.
-        model.forward(&mut model.new_state(), &prompt[..prompt.len().min(8)])?;
-        let mut state = model.new_state();
+        model.forward(
+            &mut model.new_state_with(&run)?,
+            &prompt[..prompt.len().min(8)],
+        )?;
+        let mut state = model.new_state_with(&run)?;
         let t0 = Instant::now();
         let logits = model.forward(&mut state, &prompt)?;
         let pp = t0.elapsed().as_secs_f64();
@@ -170,10 +186,18 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     eprintln!("bench: C++ reference ...");
     let opts = SessionOptions {
         n_ctx: (args.prompt_tokens + args.gen_tokens + 16) as u32,
-        n_threads: threads as u32,
+        run,
         ..SessionOptions::default()
     };
     let mut cpp = Session::open(&args.model, args.cpp_backend, &opts)?;
+    // Both engines must run the same configuration, or the timings compare different work.
+    let theirs = cpp.effective_config();
+    if theirs != Some(configuration) {
+        anyhow::bail!(
+            "configuration mismatch: the C++ reference runs {}, the engine {configuration}",
+            theirs.map_or("an unreported configuration".to_string(), |c| c.to_string())
+        );
+    }
     let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
     cpp.eval(&ids[..ids.len().min(8)])?; // the same warm-up
     let (cpp_pp_s, cpp_tg_s) = cpp.bench(&ids, args.gen_tokens as u32)?;
@@ -191,6 +215,7 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         model: args.model.display().to_string(),
         cpp_backend: cpp.backend().name().to_string(),
         threads,
+        configuration,
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         ratio: Throughput {
@@ -207,13 +232,14 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
 /// The text rendering.
 pub fn render_text(r: &Report) -> String {
     format!(
-        "model: {}\nthreads: {}, prompt {} tokens, generate {} tokens, reference: {}\n\n\
+        "model: {}\nthreads: {}, prompt {} tokens, generate {} tokens, reference: {}\nconfiguration: {}\n\n\
          {:<10} {:>12} {:>12}\n{:<10} {:>12.1} {:>12.2}\n{:<10} {:>12.1} {:>12.2}\n{:<10} {:>11.2}× {:>11.2}×\n",
         r.model,
         r.threads,
         r.prompt_tokens,
         r.gen_tokens,
         r.cpp_backend,
+        r.configuration,
         "",
         "pp tok/s",
         "tg tok/s",

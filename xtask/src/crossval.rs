@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
+use bitnet_cli::run_config::RunConfigArgs;
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_crossval::bulk::{compare_texts, random_texts};
 use bitnet_crossval::runner::{run_per_token, OutputFormat, PerTokenConfig};
@@ -71,6 +72,10 @@ pub struct PerTokenArgs {
     /// Threads for both sides (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// KV cache types, flash attention and micro-batch size, for both sides (default: the
+    /// reference's defaults).
+    #[command(flatten)]
+    pub run_config: RunConfigArgs,
     /// Show the C++ reference's log.
     #[arg(long)]
     pub verbose: bool,
@@ -78,6 +83,13 @@ pub struct PerTokenArgs {
 
 /// Run `crossval-per-token`; returns the exit code.
 pub fn per_token(args: &PerTokenArgs) -> u8 {
+    let run = match args.run_config.choice() {
+        Ok(run) => run,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 2;
+        }
+    };
     let cfg = PerTokenConfig {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
@@ -96,6 +108,7 @@ pub fn per_token(args: &PerTokenArgs) -> u8 {
         cpp_model: args.cpp_model.clone(),
         cpp_backend: args.cpp_backend,
         threads: args.threads,
+        run,
         verbose: args.verbose,
         colour: should_colour(
             std::io::stderr().is_terminal(),

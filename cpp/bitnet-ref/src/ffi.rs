@@ -93,9 +93,6 @@ pub struct llama_chat_message {
     pub content: *const c_char,
 }
 
-pub const GGML_TYPE_F32: i32 = 0;
-pub const GGML_TYPE_F16: i32 = 1;
-
 pub type ggml_log_callback =
     Option<unsafe extern "C" fn(level: i32, text: *const c_char, user: *mut c_void)>;
 
@@ -116,6 +113,8 @@ extern "C" {
     pub fn llama_free_model(model: *mut llama_model);
     pub fn llama_n_ctx(ctx: *const llama_context) -> u32;
     pub fn llama_n_batch(ctx: *const llama_context) -> u32;
+    pub fn llama_n_ubatch(ctx: *const llama_context) -> u32;
+    pub fn llama_n_threads(ctx: *mut llama_context) -> i32;
     pub fn llama_n_vocab(model: *const llama_model) -> i32;
     pub fn llama_vocab_type(model: *const llama_model) -> i32;
     pub fn llama_token_bos(model: *const llama_model) -> llama_token;

@@ -2,10 +2,13 @@
 //! bitnet-cpp protocol — the reference for `bitnet-b1.58` models with I2_S weights and relu².
 //! Reads requests on stdin, answers on stdout, logs on stderr.
 //!
-//! Parity settings: F32 K cache and F16 V cache (V must stay F16 in this fork: its flash
-//! attention path crashes with F32 V, so logits carry F16 rounding of V — the documented noise
-//! floor of this backend), flash attention off, and a batch as large as the context so a
-//! prompt is one `llama_decode` with the logits flag on every position.
+//! The context is configured by the client's `RunConfig` (KV cache types, flash attention,
+//! micro-batch size, threads), with a batch as large as the context so a prompt is one
+//! `llama_decode` with the logits flag on every position. This fork has no `auto` flash
+//! attention (its default is off), refuses a V cache other than F16 without flash attention,
+//! and crashes with an F32 K or V cache under flash attention (its ggml cannot convert F32 for
+//! that kernel) — that combination is refused here, before bitnet.cpp sees it. The
+//! configuration it actually runs goes back in the `Loaded` answer.
 
 mod ffi;
 
@@ -13,7 +16,10 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use std::sync::Mutex;
+
+use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts};
+use bitnet_cpp::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 use ffi as sys;
 
 struct Bitnet {
@@ -24,9 +30,33 @@ struct Bitnet {
     n_past: i32,
 }
 
+/// bitnet.cpp's log while a context is created, kept whole: it states the flash-attention
+/// setting in effect (`flash_attn = 0|1`) after its own rules have run.
+static CONTEXT_LOG: Mutex<Option<String>> = Mutex::new(None);
+
 unsafe extern "C" fn on_log(_level: i32, text: *const c_char, _user: *mut c_void) {
     if !text.is_null() {
-        server::log_text(&CStr::from_ptr(text).to_string_lossy());
+        let text = CStr::from_ptr(text).to_string_lossy();
+        if let Ok(mut capture) = CONTEXT_LOG.lock() {
+            if let Some(log) = capture.as_mut() {
+                log.push_str(&text);
+            }
+        }
+        server::log_text(&text);
+    }
+}
+
+/// Why bitnet.cpp cannot run `run`, for the combinations it would crash on.
+fn refusal(run: &RunConfig) -> Option<String> {
+    let flash = run.flash_attn == FlashAttn::On;
+    let f32_cache = [("K", run.cache_type_k), ("V", run.cache_type_v)]
+        .into_iter()
+        .find(|&(_, t)| t == CacheType::F32);
+    match f32_cache {
+        Some((which, _)) if flash => Some(format!(
+            "bitnet.cpp's flash attention cannot read an F32 {which} cache (its ggml has no F32 conversion for that kernel and the process crashes): use an f16 {which} cache or flash attention off"
+        )),
+        _ => None,
     }
 }
 
@@ -104,11 +134,16 @@ impl Engine for Bitnet {
         &mut self,
         model_path: &str,
         n_ctx: u32,
-        n_threads: u32,
         vocab_only: bool,
-    ) -> Result<(u32, u32), String> {
+        run: &RunConfig,
+    ) -> Result<LoadFacts, String> {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
+        }
+        if !vocab_only {
+            if let Some(reason) = refusal(run) {
+                return Err(reason);
+            }
         }
         let path = cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
@@ -123,33 +158,75 @@ impl Engine for Bitnet {
             self.model = model;
             self.n_vocab = sys::llama_n_vocab(model) as u32;
             if vocab_only {
-                return Ok((self.n_vocab, 0));
+                return Ok(LoadFacts {
+                    n_vocab: self.n_vocab,
+                    n_ctx: 0,
+                    n_batch: 0,
+                    config: None,
+                });
             }
             let mut cp = sys::llama_context_default_params();
             cp.n_ctx = n_ctx;
-            let threads = if n_threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
-            } else {
-                n_threads as i32
-            };
+            let threads = run.resolved_threads() as i32;
             cp.n_threads = threads;
             cp.n_threads_batch = threads;
-            cp.type_k = sys::GGML_TYPE_F32;
-            cp.type_v = sys::GGML_TYPE_F16;
-            cp.flash_attn = false;
+            cp.type_k = run.cache_type_k.ggml_id();
+            cp.type_v = run.cache_type_v.ggml_id();
+            // No `auto` in this fork: its default is off.
+            cp.flash_attn = run.flash_attn == FlashAttn::On;
             cp.no_perf = true;
             if n_ctx > 0 {
                 cp.n_batch = n_ctx;
-                cp.n_ubatch = n_ctx;
+            }
+            cp.n_ubatch = run.n_ubatch;
+            if let Ok(mut capture) = CONTEXT_LOG.lock() {
+                *capture = Some(String::new());
             }
             let ctx = sys::llama_new_context_with_model(model, cp);
+            let log = CONTEXT_LOG
+                .lock()
+                .ok()
+                .and_then(|mut c| c.take())
+                .unwrap_or_default();
             if ctx.is_null() {
-                return Err("bitnet.cpp could not create a context".into());
+                let reason: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .rev()
+                    .take(3)
+                    .collect();
+                let reason: Vec<&str> = reason.into_iter().rev().collect();
+                return Err(format!(
+                    "bitnet.cpp refused to create a context with {}, {}, flash attention {}: {}",
+                    run.cache_type_k,
+                    run.cache_type_v,
+                    run.flash_attn,
+                    reason.join(" / ")
+                ));
             }
             self.ctx = ctx;
+            // bitnet.cpp logs the setting in effect after its own rules (`flash_attn = 1`).
+            let flash_attn = if log.contains("flash_attn = 1") {
+                true
+            } else if log.contains("flash_attn = 0") {
+                false
+            } else {
+                return Err("bitnet.cpp did not report its flash-attention setting".into());
+            };
             let n_ctx = sys::llama_n_ctx(ctx);
             self.n_batch = sys::llama_n_batch(ctx).max(1);
-            Ok((self.n_vocab, n_ctx))
+            Ok(LoadFacts {
+                n_vocab: self.n_vocab,
+                n_ctx,
+                n_batch: self.n_batch,
+                config: Some(EffectiveConfig {
+                    cache_type_k: run.cache_type_k,
+                    cache_type_v: run.cache_type_v,
+                    flash_attn,
+                    n_ubatch: sys::llama_n_ubatch(ctx),
+                    threads: sys::llama_n_threads(ctx) as u32,
+                }),
+            })
         }
     }
 
@@ -318,6 +395,7 @@ impl Engine for Bitnet {
         BuildFacts {
             backend: "bitnet".into(),
             library: "Microsoft bitnet.cpp via crates.io bitnet-llm-sys =1.0.2 (CPU)".into(),
+            build: env!("REFERENCE_BUILD_INFO").to_string(),
             system_info: info.to_string_lossy().trim().to_string(),
         }
     }

@@ -1,15 +1,20 @@
 //! `bitnet-ref-llama`: upstream llama.cpp (crates.io llama-cpp-sys-2 =0.1.161, CPU) behind the
 //! bitnet-cpp protocol. Reads requests on stdin, answers on stdout, logs on stderr.
 //!
-//! Parity settings: F32 K and V caches (llama.cpp's F16 default costs ~7e-3 in logits), flash
-//! attention off (its graph casts K/V to F16), and a batch as large as the context so a prompt is one `llama_decode` with
-//! the logits flag on every position.
+//! The context is configured by the client's `RunConfig` (KV cache types, flash attention,
+//! micro-batch size, threads; llama.cpp's own defaults unless asked otherwise), with a batch as
+//! large as the context so a prompt is one `llama_decode` with the logits flag on every
+//! position. The configuration llama.cpp actually runs — `auto` flash attention resolved —
+//! goes back in the `Loaded` answer.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use std::sync::Mutex;
+
+use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts};
+use bitnet_cpp::{EffectiveConfig, FlashAttn, RunConfig};
 use llama_cpp_sys_2 as sys;
 
 struct Llama {
@@ -21,9 +26,39 @@ struct Llama {
     n_past: i32,
 }
 
+/// llama.cpp's log while a context is created, kept whole: it is where llama.cpp says how it
+/// resolved `auto` flash attention (it has no API for that).
+static CONTEXT_LOG: Mutex<Option<String>> = Mutex::new(None);
+
 unsafe extern "C" fn on_log(_level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
     if !text.is_null() {
-        server::log_text(&CStr::from_ptr(text).to_string_lossy());
+        let text = CStr::from_ptr(text).to_string_lossy();
+        if let Ok(mut capture) = CONTEXT_LOG.lock() {
+            if let Some(log) = capture.as_mut() {
+                log.push_str(&text);
+            }
+        }
+        server::log_text(&text);
+    }
+}
+
+/// Whether a context created with `asked` runs flash attention, from llama.cpp's log of its
+/// creation (`resolve_fused_ops` reports how `auto` was resolved).
+fn flash_attention_in_effect(asked: FlashAttn, log: &str) -> Result<bool, String> {
+    match asked {
+        FlashAttn::On => Ok(true),
+        FlashAttn::Off => Ok(false),
+        FlashAttn::Auto => {
+            if log.contains("enabling flash_attn since it is required")
+                || log.contains("Flash Attention enabled")
+            {
+                Ok(true)
+            } else if log.contains("Flash Attention not supported, set to disabled") {
+                Ok(false)
+            } else {
+                Err("llama.cpp did not report how it resolved flash attention `auto`".into())
+            }
+        }
     }
 }
 
@@ -101,9 +136,9 @@ impl Engine for Llama {
         &mut self,
         model_path: &str,
         n_ctx: u32,
-        n_threads: u32,
         vocab_only: bool,
-    ) -> Result<(u32, u32), String> {
+        run: &RunConfig,
+    ) -> Result<LoadFacts, String> {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
         }
@@ -121,35 +156,72 @@ impl Engine for Llama {
             self.vocab = sys::llama_model_get_vocab(model);
             self.n_vocab = sys::llama_vocab_n_tokens(self.vocab) as u32;
             if vocab_only {
-                return Ok((self.n_vocab, 0));
+                return Ok(LoadFacts {
+                    n_vocab: self.n_vocab,
+                    n_ctx: 0,
+                    n_batch: 0,
+                    config: None,
+                });
             }
             let mut cp = sys::llama_context_default_params();
             cp.n_ctx = n_ctx;
-            let threads = if n_threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
-            } else {
-                n_threads as i32
-            };
+            let threads = run.resolved_threads() as i32;
             cp.n_threads = threads;
             cp.n_threads_batch = threads;
-            cp.type_k = sys::GGML_TYPE_F32 as _;
-            cp.type_v = sys::GGML_TYPE_F32 as _;
-            // Flash attention off: this pin's flash-attention graph casts F32 K/V to F16
-            // (llama-graph.cpp, build_attn_mha), which would undo the F32 cache.
-            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED as _;
+            cp.type_k = run.cache_type_k.ggml_id() as _;
+            cp.type_v = run.cache_type_v.ggml_id() as _;
+            cp.flash_attn_type = match run.flash_attn {
+                FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            } as _;
             cp.no_perf = true;
             if n_ctx > 0 {
                 cp.n_batch = n_ctx;
-                cp.n_ubatch = n_ctx;
+            }
+            cp.n_ubatch = run.n_ubatch;
+            if let Ok(mut capture) = CONTEXT_LOG.lock() {
+                *capture = Some(String::new());
             }
             let ctx = sys::llama_init_from_model(model, cp);
+            let log = CONTEXT_LOG
+                .lock()
+                .ok()
+                .and_then(|mut c| c.take())
+                .unwrap_or_default();
             if ctx.is_null() {
-                return Err("llama.cpp could not create a context".into());
+                // llama.cpp says why (e.g. a quantized V cache without flash attention).
+                let reason: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .rev()
+                    .take(3)
+                    .collect();
+                let reason: Vec<&str> = reason.into_iter().rev().collect();
+                return Err(format!(
+                    "llama.cpp refused to create a context with {}, {}, flash attention {}: {}",
+                    run.cache_type_k,
+                    run.cache_type_v,
+                    run.flash_attn,
+                    reason.join(" / ")
+                ));
             }
             self.ctx = ctx;
+            let flash_attn = flash_attention_in_effect(run.flash_attn, &log)?;
             let n_ctx = sys::llama_n_ctx(ctx);
             self.n_batch = sys::llama_n_batch(ctx).max(1);
-            Ok((self.n_vocab, n_ctx))
+            Ok(LoadFacts {
+                n_vocab: self.n_vocab,
+                n_ctx,
+                n_batch: self.n_batch,
+                config: Some(EffectiveConfig {
+                    cache_type_k: run.cache_type_k,
+                    cache_type_v: run.cache_type_v,
+                    flash_attn,
+                    n_ubatch: sys::llama_n_ubatch(ctx),
+                    threads: sys::llama_n_threads(ctx) as u32,
+                }),
+            })
         }
     }
 
@@ -318,11 +390,22 @@ impl Engine for Llama {
     }
 
     fn build(&mut self) -> BuildFacts {
-        // SAFETY: returns a static string.
-        let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
+        // SAFETY: the three return static strings.
+        let (info, version, commit) = unsafe {
+            (
+                CStr::from_ptr(sys::llama_print_system_info()),
+                CStr::from_ptr(sys::ggml_version()),
+                CStr::from_ptr(sys::ggml_commit()),
+            )
+        };
         BuildFacts {
             backend: "llama".into(),
-            library: "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)".into(),
+            library: format!(
+                "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU), ggml {} (commit {})",
+                version.to_string_lossy(),
+                commit.to_string_lossy()
+            ),
+            build: env!("REFERENCE_BUILD_INFO").to_string(),
             system_info: info.to_string_lossy().trim().to_string(),
         }
     }

@@ -33,6 +33,7 @@
 
 pub mod inspect;
 pub mod run;
+pub mod run_config;
 pub mod tokenize;
 
 /// Process exit codes shared by every `bitnet` subcommand.

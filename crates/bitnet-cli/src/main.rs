@@ -98,7 +98,9 @@ struct InspectArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // llama.cpp's single-dash flags (-ctk, -ctv, -fa, -ub) are accepted as llama.cpp spells them.
+    let argv = bitnet_cli::run_config::llama_style_flags(std::env::args_os());
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(err) => {
             // --help and --version are "errors" that print to stdout and exit 0;

@@ -8,6 +8,8 @@ use std::time::Instant;
 use bitnet_inference::{format_prompt, Model, ModelChatInfo, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
+use crate::run_config::RunConfigArgs;
+
 /// A problem with the command line (exit code 2), as opposed to a runtime failure (3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -40,6 +42,9 @@ pub struct RunArgs {
     /// System prompt for the templates that have one.
     #[arg(long)]
     pub system_prompt: Option<String>,
+    /// KV cache types, flash attention, micro-batch size.
+    #[command(flatten)]
+    pub run_config: RunConfigArgs,
 }
 
 /// Softmax sampling at temperature `temp` with a xorshift generator (no dependency needed).
@@ -89,8 +94,14 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     if args.threads == Some(0) {
         return Err(UsageError("--threads must be positive".into()).into());
     }
+    let choice = args.run_config.choice().map_err(UsageError)?;
     let path = args.model.display();
     let model = Model::load(&args.model).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    // A configuration the model's reference refuses is a usage error, with its reason.
+    let run_config = choice.config_for(model.numerics(), args.threads.unwrap_or(0) as u32);
+    let state = model
+        .new_state_with(&run_config)
+        .map_err(|e| UsageError(e.to_string()))?;
     let tokenizer = GgufTokenizer::from_header(model.file(), &args.model)
         .map_err(|e| anyhow::anyhow!("{path}: tokenizer: {e}"))?;
     let info = ModelChatInfo::from_gguf(model.file());
@@ -126,8 +137,9 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     };
     let v = model.config().n_vocab;
     let t0 = Instant::now();
+    let effective = state.run_config();
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
-        let mut state = model.new_state();
+        let mut state = state;
         let logits = model.forward(&mut state, &prompt)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let mut next = sampler.pick(&logits[logits.len() - v..]);
@@ -157,14 +169,15 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     let gen_secs = t0.elapsed().as_secs_f64() - prompt_secs;
     writeln!(
         err,
-        "prompt: {} tokens in {:.2} s ({:.1} tok/s); generated: {} tokens in {:.2} s ({:.1} tok/s); {} threads",
+        "prompt: {} tokens in {:.2} s ({:.1} tok/s); generated: {} tokens in {:.2} s ({:.1} tok/s); {} as {} runs it: {effective}",
         prompt.len(),
         prompt_secs,
         prompt.len() as f64 / prompt_secs.max(1e-9),
         n_generated,
         gen_secs,
         n_generated as f64 / gen_secs.max(1e-9),
-        threads
+        model.config().arch.name(),
+        model.numerics().reference_name(),
     )?;
     Ok(())
 }

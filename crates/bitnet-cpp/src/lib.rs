@@ -12,7 +12,11 @@
 //! into a typed [`CppError`].
 #![deny(missing_docs)]
 
+pub mod build_info;
 pub mod protocol;
+pub mod run;
+
+pub use run::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 
 #[cfg(feature = "client")]
 mod session;

@@ -18,8 +18,10 @@ use std::io::{self, Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::run::{EffectiveConfig, RunConfig};
+
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -43,12 +45,13 @@ pub enum Request {
     Load {
         /// Path of the GGUF file (already validated by the client).
         model_path: String,
-        /// Context size; also the batch size, so one batch covers any prompt that fits.
+        /// Context size; also the batch size, so one `llama_decode` takes any prompt that
+        /// fits (split into micro-batches of `run.n_ubatch`).
         n_ctx: u32,
-        /// Threads for evaluation; 0 = all available.
-        n_threads: u32,
         /// Load only the vocabulary (tokenization; no evaluation possible).
         vocab_only: bool,
+        /// KV cache types, flash attention, micro-batch size, threads (0 = all available).
+        run: RunConfig,
     },
     /// Facts about the vocabulary.
     VocabInfo,
@@ -121,13 +124,30 @@ pub struct VocabFacts {
     pub vocab_type: String,
 }
 
+/// What a reference reports once a model is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFacts {
+    /// Vocabulary size (logit row length).
+    pub n_vocab: u32,
+    /// Context size in effect (0 for a vocabulary-only load).
+    pub n_ctx: u32,
+    /// Tokens per `llama_decode` call (0 for a vocabulary-only load).
+    pub n_batch: u32,
+    /// The run configuration as the library resolved it (none for a vocabulary-only load).
+    pub config: Option<EffectiveConfig>,
+}
+
 /// Build facts of a reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildFacts {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Which library, at which version (`llama-cpp-sys-2 =0.1.161`).
+    /// Which library, at which version (`llama-cpp-sys-2 =0.1.161`, ggml's version and commit
+    /// where the library reports them).
     pub library: String,
+    /// How it was built, read from its CMake build tree at build time: the compiler and the
+    /// ggml options (SIMD flags among them).
+    pub build: String,
     /// `llama_print_system_info()`.
     pub system_info: String,
 }
@@ -144,12 +164,7 @@ pub enum Response {
         backend: String,
     },
     /// The model is loaded.
-    Loaded {
-        /// Vocabulary size (logit row length).
-        n_vocab: u32,
-        /// Context size in effect (0 for a vocabulary-only load).
-        n_ctx: u32,
-    },
+    Loaded(LoadFacts),
     /// Answer to [`Request::VocabInfo`].
     Vocab(VocabFacts),
     /// Answer to [`Request::Tokenize`].
@@ -266,17 +281,17 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
 pub trait Engine {
     /// `llama` or `bitnet`.
     fn backend(&self) -> &'static str;
-    /// Load the model.
+    /// Load the model and create a context configured by `run`.
     ///
     /// # Errors
-    /// The reason, for the client.
+    /// The reason, for the client (a configuration the library refuses included).
     fn load(
         &mut self,
         model_path: &str,
         n_ctx: u32,
-        n_threads: u32,
         vocab_only: bool,
-    ) -> Result<(u32, u32), String>;
+        run: &RunConfig,
+    ) -> Result<LoadFacts, String>;
     /// Vocabulary facts.
     ///
     /// # Errors
@@ -362,10 +377,10 @@ pub fn serve<E: Engine, R: Read, W: Write>(
             Request::Load {
                 model_path,
                 n_ctx,
-                n_threads,
                 vocab_only,
-            } => match engine.load(&model_path, n_ctx, n_threads, vocab_only) {
-                Ok((n_vocab, n_ctx)) => Response::Loaded { n_vocab, n_ctx },
+                run,
+            } => match engine.load(&model_path, n_ctx, vocab_only, &run) {
+                Ok(facts) => Response::Loaded(facts),
                 Err(m) => fail(engine, m),
             },
             Request::VocabInfo => match engine.vocab() {

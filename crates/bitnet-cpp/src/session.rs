@@ -11,8 +11,9 @@ use std::time::Duration;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, LoadFacts, Request, Response, VocabFacts, PROTOCOL_VERSION,
 };
+use crate::run::{EffectiveConfig, RunConfig};
 
 /// A C++ reference implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,8 +289,9 @@ fn log_suffix(lines: &[String]) -> String {
 pub struct SessionOptions {
     /// Context size (0 = the model's). Also the batch size.
     pub n_ctx: u32,
-    /// Threads (0 = all available).
-    pub n_threads: u32,
+    /// KV cache types, flash attention, micro-batch size and threads (0 = all available,
+    /// resolved here before the reference sees it). Default: llama.cpp's defaults.
+    pub run: RunConfig,
     /// Load only the vocabulary.
     pub vocab_only: bool,
     /// Longest wait for one answer before the process is killed.
@@ -302,7 +304,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             n_ctx: 512,
-            n_threads: 0,
+            run: RunConfig::default(),
             vocab_only: false,
             timeout: Duration::from_secs(600),
             verbose: false,
@@ -342,8 +344,7 @@ pub struct Session {
     frames: Receiver<Frame>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     timeout: Duration,
-    n_vocab: usize,
-    n_ctx: u32,
+    facts: LoadFacts,
 }
 
 const STDERR_LINES: usize = 40;
@@ -385,13 +386,12 @@ impl Session {
         let request = Request::Load {
             model_path: path.to_string_lossy().into_owned(),
             n_ctx: opts.n_ctx,
-            n_threads: opts.n_threads,
             vocab_only: opts.vocab_only,
+            run: opts.run.with_resolved_threads(),
         };
         match session.call(&request, "load")? {
-            (Response::Loaded { n_vocab, n_ctx }, _) => {
-                session.n_vocab = n_vocab as usize;
-                session.n_ctx = n_ctx;
+            (Response::Loaded(facts), _) => {
+                session.facts = facts;
                 Ok(session)
             }
             (Response::Error { message, log }, _) => Err(CppError::LoadFailed {
@@ -461,8 +461,12 @@ impl Session {
             frames: rx,
             stderr: tail,
             timeout: opts.timeout,
-            n_vocab: 0,
-            n_ctx: 0,
+            facts: LoadFacts {
+                n_vocab: 0,
+                n_ctx: 0,
+                n_batch: 0,
+                config: None,
+            },
         };
         match s.receive("the handshake")? {
             (
@@ -492,12 +496,23 @@ impl Session {
 
     /// Vocabulary size (logit row length).
     pub fn n_vocab(&self) -> usize {
-        self.n_vocab
+        self.facts.n_vocab as usize
     }
 
     /// Context size in effect (0 for a vocabulary-only session).
     pub fn n_ctx(&self) -> u32 {
-        self.n_ctx
+        self.facts.n_ctx
+    }
+
+    /// Tokens per `llama_decode` call (0 for a vocabulary-only session).
+    pub fn n_batch(&self) -> u32 {
+        self.facts.n_batch
+    }
+
+    /// The run configuration as the reference resolved it (KV types, flash attention with
+    /// `auto` decided, micro-batch size, threads); `None` for a vocabulary-only session.
+    pub fn effective_config(&self) -> Option<EffectiveConfig> {
+        self.facts.config
     }
 
     fn stderr_tail(&self) -> Vec<String> {

@@ -25,12 +25,15 @@ mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod run;
 pub mod template;
 mod weights;
 
+pub use bitnet_cpp::run::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Model, State};
 pub use numerics::Numerics;
+pub use run::RunChoice;
 pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
 
 /// Everything that can go wrong loading or running a model.
@@ -68,6 +71,10 @@ pub enum InferenceError {
         /// Vocabulary size.
         n_vocab: usize,
     },
+    /// A run configuration the model's reference refuses, or one the engine does not
+    /// reproduce.
+    #[error("{0}")]
+    RunConfig(String),
     /// More positions than the model's context.
     #[error("{needed} positions exceed the context length {context}")]
     ContextFull {

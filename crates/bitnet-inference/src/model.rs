@@ -6,10 +6,14 @@ use std::path::Path;
 
 use bitnet_gguf::GgufFile;
 
-use crate::attention::{self, AttentionPath, AttentionShape};
+use bitnet_cpp::run::{EffectiveConfig, RunConfig};
+
+pub(crate) use crate::attention::LayerCache;
+use crate::attention::{self, AttentionPlan, AttentionShape};
 use crate::config::{Architecture, ModelConfig};
 use crate::numerics::Numerics;
 use crate::ops;
+use crate::run::{self, ResolvedRun};
 use crate::weights::{LayerWeights, MatmulScratch, MatrixRef, Weights};
 use crate::InferenceError;
 
@@ -19,13 +23,6 @@ pub struct Model {
     config: ModelConfig,
     weights: Weights,
     numerics: Numerics,
-}
-
-/// Keys and values of one layer, f32, position-major.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LayerCache {
-    pub keys: Vec<f32>,
-    pub values: Vec<f32>,
 }
 
 /// Reused buffers: after the first call of a given batch size, a forward pass allocates
@@ -45,11 +42,13 @@ pub(crate) struct Scratch {
     pub attention: attention::AttentionScratch,
 }
 
-/// The state of one sequence: how many positions are cached, and the cache itself.
-#[derive(Debug, Default)]
+/// The state of one sequence: its run configuration, how many positions are cached, and the
+/// cache itself.
+#[derive(Debug)]
 pub struct State {
     layers: Vec<LayerCache>,
     pos: usize,
+    run: ResolvedRun,
     scratch: Scratch,
 }
 
@@ -59,11 +58,16 @@ impl State {
         self.pos
     }
 
+    /// The run configuration in effect, as the reference would report it for the same
+    /// request.
+    pub fn run_config(&self) -> EffectiveConfig {
+        self.run.effective
+    }
+
     /// Forget every cached position.
     pub fn reset(&mut self) {
         for l in &mut self.layers {
-            l.keys.clear();
-            l.values.clear();
+            l.clear();
         }
         self.pos = 0;
     }
@@ -75,6 +79,7 @@ pub(crate) struct Ctx<'a> {
     pub bytes: &'a [u8],
     pub c: &'a ModelConfig,
     pub numerics: Numerics,
+    pub attention: AttentionPlan,
 }
 
 impl Ctx<'_> {
@@ -120,37 +125,18 @@ impl Ctx<'_> {
                 &s.rope,
             );
         }
-        if self.numerics.f16_values() {
-            attention::round_to_f16(&mut s.v);
-        }
-        cache.keys.extend_from_slice(&s.k);
-        cache.values.extend_from_slice(&s.v);
         s.att.clear();
         s.att.resize(n * c.dim, 0.0);
-        // ggml multiplies attention weights by V with different kernels for a batch and for
-        // one token; follow it, so both of its paths are reproduced bit for bit.
-        let path = if n == 1 {
-            AttentionPath::Single
-        } else {
-            AttentionPath::Batch
-        };
-        for t in 0..n {
-            attention::attend(
-                &s.q[t * c.dim..(t + 1) * c.dim],
-                &cache.keys,
-                &cache.values,
-                pos0 + t + 1,
-                AttentionShape {
-                    n_heads: c.n_heads,
-                    n_kv_heads: c.n_kv_heads,
-                    head_dim: c.head_dim,
-                },
-                self.numerics,
-                path,
-                &mut s.attention,
-                &mut s.att[t * c.dim..(t + 1) * c.dim],
-            );
-        }
+        attention::append_and_attend(
+            &self.attention,
+            &mut s.q,
+            &mut s.k,
+            &mut s.v,
+            cache,
+            pos0,
+            &mut s.attention,
+            &mut s.att,
+        );
     }
 }
 
@@ -195,13 +181,30 @@ impl Model {
         &self.file
     }
 
-    /// A fresh, empty sequence state.
+    /// A fresh, empty sequence state in the reference's default configuration
+    /// ([`RunConfig::default`]: llama.cpp's defaults, which bitnet.cpp shares but for flash
+    /// attention, off there).
     pub fn new_state(&self) -> State {
-        State {
+        // The defaults (F16 caches, non-quantized) resolve for every model and reference.
+        self.new_state_with(&RunConfig::default())
+            .expect("the default run configuration resolves for every model")
+    }
+
+    /// A fresh, empty sequence state running as `run` says: KV cache types, flash attention,
+    /// micro-batch size, and the reference's thread count (which decides how llama.cpp splits
+    /// one token's flash attention over a long cache).
+    ///
+    /// # Errors
+    /// [`InferenceError::RunConfig`] for a combination the model's reference refuses (with
+    /// its reason) or one the engine does not reproduce.
+    pub fn new_state_with(&self, run: &RunConfig) -> Result<State, InferenceError> {
+        let run = run::resolve(run, self.numerics, self.config.head_dim)?;
+        Ok(State {
             layers: vec![LayerCache::default(); self.config.n_layers],
             pos: 0,
+            run,
             scratch: Scratch::default(),
-        }
+        })
     }
 
     /// Evaluate `tokens` after the positions already in `state`, in one batch; returns the
@@ -227,11 +230,35 @@ impl Model {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        let run = state.run;
         let ctx = Ctx {
             bytes: self.file.bytes(),
             c,
             numerics: self.numerics,
+            attention: AttentionPlan {
+                shape: AttentionShape {
+                    n_heads: c.n_heads,
+                    n_kv_heads: c.n_kv_heads,
+                    head_dim: c.head_dim,
+                },
+                numerics: self.numerics,
+                keys: run.keys,
+                values: run.values,
+                flash_attn: run.effective.flash_attn,
+                threads: run.effective.threads as usize,
+            },
         };
+        // The reference evaluates a batch in micro-batches and picks its kernels for each.
+        let mut logits = Vec::with_capacity(tokens.len() * c.n_vocab);
+        for ubatch in tokens.chunks(run.effective.n_ubatch as usize) {
+            logits.extend(self.forward_ubatch(&ctx, state, ubatch));
+        }
+        Ok(logits)
+    }
+
+    /// One micro-batch through every layer and the output head.
+    fn forward_ubatch(&self, ctx: &Ctx, state: &mut State, tokens: &[u32]) -> Vec<f32> {
+        let c = ctx.c;
         let w = &self.weights;
         let mut x = vec![0f32; tokens.len() * c.dim];
         for (row, &t) in x.chunks_exact_mut(c.dim).zip(tokens) {
@@ -243,13 +270,13 @@ impl Model {
             Architecture::BitnetB158 => crate::bitnet_b158::layer,
         };
         for (lw, cache) in w.layers.iter().zip(&mut state.layers) {
-            layer(&ctx, lw, &mut x, state.pos, cache, &mut state.scratch);
+            layer(ctx, lw, &mut x, state.pos, cache, &mut state.scratch);
         }
         ops::rms_norm(&mut x, &w.output_norm, c.rms_eps);
         let mut logits = Vec::new();
         ctx.linear(&w.output, &x, &mut state.scratch.mm, &mut logits);
         state.pos += tokens.len();
-        Ok(logits)
+        logits
     }
 
     /// Logits for every position of `tokens`, from an empty state, in one batched pass.

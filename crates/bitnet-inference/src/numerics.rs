@@ -1,6 +1,6 @@
 //! Whose arithmetic the engine reproduces. The two C++ references are different ggml
 //! builds, and float results depend on the build: the order of every f32 sum, the width of
-//! its vectors, and the precision of the V cache.
+//! its vectors, and which run configurations it accepts.
 
 use bitnet_quant::float_order::Ggml;
 use bitnet_quant::{FloatOrder, VectorWidth};
@@ -11,10 +11,10 @@ use crate::Architecture;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Numerics {
     /// Upstream llama.cpp as pinned (`llama-cpp-sys-2`, built for AVX2 whatever the host):
-    /// F32 V cache, 8-lane kernels.
+    /// 8-lane kernels.
     LlamaCpp,
-    /// Microsoft's bitnet.cpp, which `bitnet-llm-sys` builds with `-march=native`: F16 V
-    /// cache and the older ggml's kernels at the host's vector width.
+    /// Microsoft's bitnet.cpp, which `bitnet-llm-sys` builds with `-march=native`: the older
+    /// ggml's kernels at the host's vector width.
     BitnetCpp(VectorWidth),
 }
 
@@ -37,9 +37,21 @@ impl Numerics {
         }
     }
 
-    /// Whether the reference caches V in F16 (so V is rounded to F16 before caching).
-    pub fn f16_values(self) -> bool {
-        matches!(self, Numerics::BitnetCpp(_))
+    /// The reference's name (`llama.cpp`, `bitnet.cpp`).
+    pub fn reference_name(self) -> &'static str {
+        match self {
+            Numerics::LlamaCpp => "llama.cpp",
+            Numerics::BitnetCpp(_) => "bitnet.cpp",
+        }
+    }
+
+    /// The V cache type of the reference's exact configuration (F32 K, no flash attention):
+    /// F32 for llama.cpp; bitnet.cpp runs without flash attention only with an F16 V cache.
+    pub fn exact_value_cache(self) -> bitnet_cpp::run::CacheType {
+        match self {
+            Numerics::LlamaCpp => bitnet_cpp::run::CacheType::F32,
+            Numerics::BitnetCpp(_) => bitnet_cpp::run::CacheType::F16,
+        }
     }
 
     /// For F32/F16 weights: the summation order the reference uses for a product of

@@ -4,7 +4,7 @@
 
 use bitnet_gguf::GgmlType;
 
-use crate::blocks::{nearest_int, round_f16, QK, QK_K};
+use crate::blocks::{f16_bytes, nearest_int, round_f16, QK, QK_K};
 use crate::QuantError;
 
 /// The form a weight type wants its activations in (ggml's `vec_dot_type`).
@@ -192,6 +192,21 @@ impl QuantizedActivation {
             }
         }
         Ok(())
+    }
+
+    /// Append a Q8_0 activation's blocks in ggml's `block_q8_0` layout (f16 scale, then 32
+    /// codes): what a Q8_0 KV cache stores, since ggml writes a cache row with the same
+    /// quantizer (`set_rows` through `from_float`). `None` for any other type.
+    pub fn append_q8_0_blocks(&self, out: &mut Vec<u8>) -> Option<()> {
+        if self.ty != ActivationType::Q8_0 {
+            return None;
+        }
+        for (q, &d) in self.qs.chunks_exact(QK).zip(&self.d) {
+            // `d` is an f16 widened to f32: rounding it again is exact.
+            out.extend_from_slice(&f16_bytes(d));
+            out.extend(q.iter().map(|&c| c as u8));
+        }
+        Some(())
     }
 
     /// The values the quantized activation stands for (codes times scales), into `out`.

@@ -837,3 +837,32 @@ fn matmul_over_several_token_blocks_equals_matvec() {
         assert_eq!(&out[t * rows..(t + 1) * rows], &y[..], "token {t}");
     }
 }
+
+/// A Q8_0 activation written as `block_q8_0`s decodes to the values it stands for, and the
+/// weight kernel reads those blocks (a Q8_0 KV cache row is such an activation).
+#[test]
+fn q8_0_activation_blocks_are_block_q8_0() {
+    let x = noise(7, 64);
+    let mut a = QuantizedActivation::new();
+    a.quantize(ActivationType::Q8_0, &x).unwrap();
+    let mut blocks = Vec::new();
+    a.append_q8_0_blocks(&mut blocks).unwrap();
+    assert_eq!(blocks.len(), 2 * 34);
+    let mut values = vec![0f32; 64];
+    a.dequantize(&mut values);
+    assert_eq!(decoded(GgmlType::Q8_0, &blocks, 64), values);
+    let m = QuantizedMatrix::new(GgmlType::Q8_0, &blocks, 1, 64).unwrap();
+    let mut y = QuantizedActivation::new();
+    y.quantize(ActivationType::Q8_0, &noise(8, 64)).unwrap();
+    let mut yv = vec![0f32; 64];
+    y.dequantize(&mut yv);
+    let exact: f64 = values
+        .iter()
+        .zip(&yv)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum();
+    assert!((m.dot_row(0, &y) as f64 - exact).abs() < 1e-4);
+    let mut f32_act = QuantizedActivation::new();
+    f32_act.quantize(ActivationType::F32, &x).unwrap();
+    assert!(f32_act.append_q8_0_blocks(&mut blocks).is_none());
+}

@@ -297,11 +297,26 @@ impl Model {
         &self,
         prompt: &[u32],
         n: usize,
+        stop: impl FnMut(u32) -> bool,
+        on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>, InferenceError> {
+        self.generate_greedy_with(&RunConfig::default(), prompt, n, stop, on_token)
+    }
+
+    /// [`Model::generate_greedy`] running as `run` says.
+    ///
+    /// # Errors
+    /// As [`Model::new_state_with`] and [`Model::forward`].
+    pub fn generate_greedy_with(
+        &self,
+        run: &RunConfig,
+        prompt: &[u32],
+        n: usize,
         mut stop: impl FnMut(u32) -> bool,
         mut on_token: impl FnMut(u32),
     ) -> Result<Vec<u32>, InferenceError> {
         let v = self.config.n_vocab;
-        let mut state = self.new_state();
+        let mut state = self.new_state_with(run)?;
         let logits = self.forward(&mut state, prompt)?;
         let mut next = ops::argmax(&logits[logits.len() - v..]);
         let mut out = Vec::new();

@@ -1,13 +1,17 @@
-//! The engine against the C++ references, at every position (real llama.cpp / bitnet.cpp).
+//! The engine against the C++ references, at every position (real llama.cpp / bitnet.cpp), in
+//! the exact configuration (F32 K, no flash attention; V F32 for llama.cpp, F16 for
+//! bitnet.cpp). The other configurations are in `parity_kv_flash.rs`.
 
 mod common;
 
-use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_cpp::BackendChoice;
 use bitnet_gguf::GgmlType;
 use bitnet_inference::Model;
 use bitnet_minimodel::{Arch, Spec};
 use bitnet_quant::VectorWidth;
-use common::{assert_bit_identical, compare, cosine, tiny, token_by_token, LONG_PROMPT};
+use common::{
+    assert_bit_identical, compare, cosine, exact, session, tiny, token_by_token, LONG_PROMPT,
+};
 
 #[test]
 fn tiny_llama_f32_matches_llama_cpp() {
@@ -139,14 +143,17 @@ fn i2s_and_tq2_0_hold_the_same_ternary_weights() {
 #[test]
 fn smollm2_matches_llama_cpp_at_every_position() {
     let model = bitnet_fixtures::smollm2();
-    let mut cpp = Session::open(&model, BackendChoice::Llama, &SessionOptions::default()).unwrap();
+    let run = exact(&model);
+    let mut cpp = session(&model, BackendChoice::Llama, &run);
     let mut tokens = cpp.tokenize(LONG_PROMPT, true, false).unwrap();
     assert!(tokens.len() >= 64, "{} tokens", tokens.len());
     tokens.truncate(64);
     let expected = cpp.eval(&tokens).unwrap();
     let m = Model::load(&model).unwrap();
     let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
-    let got = m.eval_logits_all_positions(&ids).unwrap();
+    let got = m
+        .forward(&mut m.new_state_with(&run).unwrap(), &ids)
+        .unwrap();
     let v = m.config().n_vocab;
     for i in 0..tokens.len() {
         let (a, b) = (&got[i * v..(i + 1) * v], expected.row(i));
@@ -161,7 +168,8 @@ fn smollm2_matches_llama_cpp_at_every_position() {
 #[test]
 fn smollm2_greedy_continuation_equals_llama_cpp() {
     let model = bitnet_fixtures::smollm2();
-    let mut cpp = Session::open(&model, BackendChoice::Llama, &SessionOptions::default()).unwrap();
+    let run = exact(&model);
+    let mut cpp = session(&model, BackendChoice::Llama, &run);
     let prompt = cpp
         .tokenize("The capital of France is", true, false)
         .unwrap();
@@ -174,7 +182,9 @@ fn smollm2_greedy_continuation_equals_llama_cpp() {
     }
     let m = Model::load(&model).unwrap();
     let ids: Vec<u32> = prompt.iter().map(|&t| t as u32).collect();
-    let ours = m.generate_greedy(&ids, 40, |_| false, |_| {}).unwrap();
+    let ours = m
+        .generate_greedy_with(&run, &ids, 40, |_| false, |_| {})
+        .unwrap();
     let text: Vec<u8> = ours
         .iter()
         .flat_map(|&t| cpp.token_to_piece(t as i32, false).unwrap())

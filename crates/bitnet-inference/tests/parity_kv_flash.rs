@@ -42,25 +42,34 @@ fn assert_both_paths(path: &Path, choice: BackendChoice, r: &RunConfig, tokens: 
     assert_eq!(max_abs, 0.0, "{r:?} token by token: cosine {cos}");
 }
 
-/// Every K type × V type × flash attention that llama.cpp runs, on a tiny llama (heads of 16:
-/// `vec_dot` tails everywhere) and a tiny bitnet (heads of 64), in a batch and token by token.
+/// Every K type × V type × flash attention that llama.cpp runs, in a batch and token by
+/// token: the float types on a tiny llama (heads of 16: `vec_dot` tails everywhere), and every
+/// combination with a Q8_0 cache on a tiny bitnet (heads of 64, so llama.cpp also
+/// Hadamard-rotates Q/K and V for the quantized caches).
 #[test]
 fn tiny_models_match_llama_cpp_in_every_cache_and_flash_attention_configuration() {
     use CacheType::*;
     let dir = tempfile::tempdir().unwrap();
     let tokens = ids(40);
-    for (arch, qtype, vocab) in [
-        (Arch::Llama, GgmlType::F32, "llama-spm"),
-        (Arch::Bitnet, GgmlType::TQ2_0, "llama-bpe"),
-    ] {
-        let path = tiny(dir.path(), arch, qtype, vocab);
-        for k in [F32, F16, Bf16] {
-            for v in [F32, F16, Bf16] {
-                for fa in [FlashAttn::Off, FlashAttn::On] {
-                    assert_both_paths(&path, BackendChoice::Llama, &run(k, v, fa), &tokens);
-                }
+    let llama = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
+    for k in [F32, F16, Bf16] {
+        for v in [F32, F16, Bf16] {
+            for fa in [FlashAttn::Off, FlashAttn::On] {
+                assert_both_paths(&llama, BackendChoice::Llama, &run(k, v, fa), &tokens);
             }
         }
+    }
+    let bitnet = tiny(dir.path(), Arch::Bitnet, GgmlType::TQ2_0, "llama-bpe");
+    let mut q8 = vec![(F16, F16, FlashAttn::Off), (F16, F16, FlashAttn::On)];
+    for t in [F32, F16, Bf16, Q8_0] {
+        q8.push((Q8_0, t, FlashAttn::On));
+        if t != Q8_0 {
+            q8.push((Q8_0, t, FlashAttn::Off));
+            q8.push((t, Q8_0, FlashAttn::On));
+        }
+    }
+    for (k, v, fa) in q8 {
+        assert_both_paths(&bitnet, BackendChoice::Llama, &run(k, v, fa), &tokens);
     }
 }
 
@@ -158,14 +167,22 @@ fn tiny_bitnet_b158_matches_bitnet_cpp_in_its_configurations() {
 }
 
 /// A combination the reference refuses is refused by the engine too, with the reference's
-/// reason: llama.cpp wants flash attention for a quantized V cache; bitnet.cpp wants an F16 V
-/// cache without flash attention, and its flash attention crashes on an F32 cache.
+/// reason: llama.cpp wants flash attention for a quantized V cache and a quantized block that
+/// divides the head; bitnet.cpp wants an F16 V cache without flash attention, and its flash
+/// attention crashes on an F32 cache.
 #[test]
 fn refused_configurations_are_refused_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let llama = tiny(dir.path(), Arch::Bitnet, GgmlType::TQ2_0, "llama-bpe");
+    let heads_of_16 = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm");
     let b158 = tiny(dir.path(), Arch::BitnetB158, GgmlType::I2_S, "llama-bpe");
     for (path, choice, r, reason) in [
+        (
+            &heads_of_16,
+            BackendChoice::Llama,
+            run(CacheType::Q8_0, CacheType::F16, FlashAttn::On),
+            "does not divide",
+        ),
         (
             &llama,
             BackendChoice::Llama,
@@ -201,5 +218,88 @@ fn refused_configurations_are_refused_on_both_sides() {
             Err(e) => panic!("{r:?}: unexpected error {e}"),
             Ok(_) => panic!("{r:?}: the reference accepted a configuration the engine refuses"),
         }
+    }
+}
+
+/// The greedy continuation of `prompt` by the reference running `r` (`n` tokens).
+fn reference_greedy(cpp: &mut Session, prompt: &[i32], n: usize) -> Vec<u32> {
+    let logits = cpp.eval(prompt).unwrap();
+    let mut next = bitnet_cpp::protocol::argmax(logits.row(prompt.len() - 1));
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next as u32);
+        next = bitnet_cpp::protocol::argmax(&cpp.decode_next(next).unwrap());
+    }
+    out
+}
+
+/// SmolLM2 (real weights): the 40-token greedy continuation of "The capital of France is" is
+/// the reference's token for token under llama.cpp's defaults (F16 caches, flash attention) and
+/// under the exact configuration — and the two configurations continue differently, which is
+/// why a report must say which one it compared.
+#[test]
+fn smollm2_greedy_continuations_equal_llama_cpps_under_defaults_and_exact() {
+    let model = bitnet_fixtures::smollm2();
+    let m = Model::load(&model).unwrap();
+    let mut texts = Vec::new();
+    for r in [RunConfig::default(), RunConfig::exact(CacheType::F32)] {
+        let mut cpp = session(&model, BackendChoice::Llama, &r);
+        let prompt = cpp
+            .tokenize("The capital of France is", true, false)
+            .unwrap();
+        let theirs = reference_greedy(&mut cpp, &prompt, 40);
+        let ids: Vec<u32> = prompt.iter().map(|&t| t as u32).collect();
+        let ours = m
+            .generate_greedy_with(&r, &ids, 40, |_| false, |_| {})
+            .unwrap();
+        let text: Vec<u8> = ours
+            .iter()
+            .flat_map(|&t| cpp.token_to_piece(t as i32, false).unwrap())
+            .collect();
+        let text = String::from_utf8_lossy(&text).into_owned();
+        eprintln!("{r:?}: {text:?}");
+        assert!(text.starts_with(" Paris."), "{text:?}");
+        assert_eq!(ours, theirs, "{r:?}");
+        texts.push(text);
+    }
+    assert_ne!(texts[0], texts[1]);
+}
+
+/// SmolLM2 under llama.cpp's defaults over a long context: 300 prompt positions in one
+/// micro-batch (tiled flash attention) bit-identical at every position, then single tokens at
+/// positions 300–323, whose KV view of 512 cells takes the split-KV path over two threads.
+#[test]
+fn smollm2_long_context_takes_every_flash_attention_path_bit_identically() {
+    let model = bitnet_fixtures::smollm2();
+    let r = RunConfig {
+        threads: 2,
+        ..RunConfig::default()
+    };
+    let mut cpp = session(&model, BackendChoice::Llama, &r);
+    let text = [LONG_PROMPT; 6].join(" ");
+    let mut tokens = cpp.tokenize(&text, true, false).unwrap();
+    assert!(tokens.len() >= 300, "{} tokens", tokens.len());
+    tokens.truncate(300);
+    let expected = cpp.eval(&tokens).unwrap();
+    let m = Model::load(&model).unwrap();
+    let mut state = m.new_state_with(&r).unwrap();
+    let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
+    let got = m.forward(&mut state, &ids).unwrap();
+    let v = m.config().n_vocab;
+    for i in 0..tokens.len() {
+        let (a, b) = (&got[i * v..(i + 1) * v], expected.row(i));
+        assert!(a == b, "position {i}: cosine {}", cosine(a, b));
+    }
+    let mut next = bitnet_inference::ops::argmax(&got[(tokens.len() - 1) * v..]);
+    for step in 0..24 {
+        let theirs = cpp.decode_next(next as i32).unwrap();
+        let ours = m.forward(&mut state, &[next]).unwrap();
+        assert!(
+            ours == theirs,
+            "position {}: cosine {}",
+            300 + step,
+            cosine(&ours, &theirs)
+        );
+        next = bitnet_inference::ops::argmax(&ours);
     }
 }

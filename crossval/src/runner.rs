@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_cpp::{BackendChoice, EffectiveConfig, Session, SessionOptions};
 use bitnet_inference::{format_prompt, Model, ModelChatInfo, RunChoice, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 use serde_json::{json, Value};
@@ -270,16 +270,7 @@ fn flow(
         ..SessionOptions::default()
     };
     let mut cpp = Session::open(cpp_path, cfg.cpp_backend, &opts).map_err(runtime)?;
-    // The configuration gate: both sides must compute with the same configuration.
-    let theirs = cpp
-        .effective_config()
-        .ok_or_else(|| runtime("the C++ reference did not report its run configuration"))?;
-    let ours = state.run_config();
-    if theirs != ours {
-        return Err(runtime(format!(
-            "configuration mismatch: the C++ reference runs {theirs}, the engine {ours}"
-        )));
-    }
+    let theirs = configuration_gate(state.run_config(), cpp.effective_config()).map_err(runtime)?;
     rec.configuration = Some(RunConfiguration {
         effective: theirs,
         n_batch: cpp.n_batch(),
@@ -402,6 +393,22 @@ fn flow(
     }
     rec.comparison = Some(comparison);
     Ok(status)
+}
+
+/// The configuration gate: the engine and the reference were given one run configuration and
+/// must have resolved it the same way, or their logits compare different computations.
+/// Returns the configuration both run.
+fn configuration_gate(
+    engine: EffectiveConfig,
+    reference: Option<EffectiveConfig>,
+) -> Result<EffectiveConfig, String> {
+    match reference {
+        None => Err("the C++ reference did not report its run configuration".into()),
+        Some(theirs) if theirs != engine => Err(format!(
+            "configuration mismatch: the C++ reference runs {theirs}, the engine {engine}; both were given the same request, so one of them resolves it wrongly (report this)"
+        )),
+        Some(theirs) => Ok(theirs),
+    }
 }
 
 fn piece(tokenizer: &dyn Tokenizer, id: u32) -> String {
@@ -656,4 +663,34 @@ fn write_receipt(
         environment: Environment::detect(rec.threads),
     };
     receipt.write(path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitnet_cpp::CacheType;
+
+    #[test]
+    fn the_configuration_gate_refuses_any_difference() {
+        let ours = EffectiveConfig {
+            cache_type_k: CacheType::F16,
+            cache_type_v: CacheType::F16,
+            flash_attn: true,
+            n_ubatch: 512,
+            threads: 2,
+        };
+        assert_eq!(configuration_gate(ours, Some(ours)), Ok(ours));
+        let no_flash = EffectiveConfig {
+            flash_attn: false,
+            ..ours
+        };
+        let e = configuration_gate(ours, Some(no_flash)).unwrap_err();
+        assert!(
+            e.contains("flash attention off") && e.contains("flash attention on"),
+            "{e}"
+        );
+        let threads = EffectiveConfig { threads: 3, ..ours };
+        assert!(configuration_gate(ours, Some(threads)).is_err());
+        assert!(configuration_gate(ours, None).is_err());
+    }
 }

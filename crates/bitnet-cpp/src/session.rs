@@ -287,7 +287,7 @@ fn log_suffix(lines: &[String]) -> String {
 /// Options for [`Session::open`].
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
-    /// Context size (0 = the model's). Also the batch size.
+    /// Context size (0 = the model's; otherwise at least `run.n_ubatch`). Also the batch size.
     pub n_ctx: u32,
     /// KV cache types, flash attention, micro-batch size and threads (0 = all available,
     /// resolved here before the reference sees it). Default: llama.cpp's defaults.
@@ -383,9 +383,17 @@ impl Session {
         let binary = reference_binary(backend)?;
         let mut session = Session::spawn(backend, &binary, opts)?;
         let path = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
+        // The references cap a micro-batch at the context (llama.cpp: n_ubatch ≤ n_batch ≤
+        // n_ctx), so the context holds at least one: the micro-batch size then is the one
+        // asked for, on both sides.
+        let n_ctx = if opts.n_ctx == 0 {
+            0
+        } else {
+            opts.n_ctx.max(opts.run.n_ubatch)
+        };
         let request = Request::Load {
             model_path: path.to_string_lossy().into_owned(),
-            n_ctx: opts.n_ctx,
+            n_ctx,
             vocab_only: opts.vocab_only,
             run: opts.run.with_resolved_threads(),
         };

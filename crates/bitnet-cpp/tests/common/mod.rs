@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bitnet_cpp::{BackendChoice, Session, SessionOptions};
-use bitnet_gguf::GgmlType;
+use bitnet_cpp::{Backend, BackendChoice, CacheType, RunConfig, Session, SessionOptions};
+use bitnet_gguf::{GgmlType, GgufFile};
 use bitnet_minimodel::{Arch, Spec};
 
 /// Write a tiny model on a real vocabulary into `dir`.
@@ -12,9 +12,20 @@ pub fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str) -> PathBuf {
         .unwrap()
 }
 
+/// A session in the reference's exact configuration (F32 K cache, no flash attention; F32 V
+/// for llama.cpp, F16 V for bitnet.cpp, which allows nothing else without flash attention):
+/// the configuration the facts these tests record were measured in.
 pub fn open(model: &Path, choice: BackendChoice) -> Session {
-    Session::open(model, choice, &SessionOptions::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+    let backend = choice.resolve(&GgufFile::open(model).unwrap()).unwrap();
+    let values = match backend {
+        Backend::Llama => CacheType::F32,
+        Backend::Bitnet => CacheType::F16,
+    };
+    let opts = SessionOptions {
+        run: RunConfig::exact(values),
+        ..SessionOptions::default()
+    };
+    Session::open(model, choice, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()))
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

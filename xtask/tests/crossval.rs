@@ -474,3 +474,60 @@ fn a_tokenizer_json_without_the_models_bos_is_caught_and_no_bos_fixes_it() {
     .assert()
     .code(0);
 }
+
+/// The run-configuration flags, spelled as llama.cpp spells them, configure both sides; the
+/// report's header and the JSON document state what the reference resolved.
+#[test]
+fn run_configuration_flags_configure_both_sides_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    crossval(
+        &model,
+        &[
+            "--prompt",
+            PROMPT,
+            "-ctk",
+            "bf16",
+            "-fa",
+            "on",
+            "--threads",
+            "1",
+        ],
+    )
+    .assert()
+    .code(0)
+    .stdout(predicate::str::contains(
+        "configuration: K cache bf16, V cache f16, flash attention on, n_ubatch 512, 1 thread",
+    ));
+    let out = crossval(
+        &model,
+        &[
+            "--prompt",
+            PROMPT,
+            "--exact-reference",
+            "-ub",
+            "4",
+            "--format",
+            "json",
+        ],
+    )
+    .assert()
+    .code(0)
+    .get_output()
+    .stdout
+    .clone();
+    let doc = one_json(&out);
+    let c = &doc["configuration"];
+    assert_eq!(
+        (c["cache_type_k"].as_str(), c["cache_type_v"].as_str()),
+        (Some("f32"), Some("f32"))
+    );
+    assert_eq!(
+        (c["flash_attn"].as_bool(), c["n_ubatch"].as_u64()),
+        (Some(false), Some(4))
+    );
+    crossval(&model, &["--prompt", PROMPT, "-ctv", "q8_0", "-fa", "off"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("requires flash_attn"));
+}

@@ -129,3 +129,70 @@ fn errors_have_exit_codes_and_one_line_reasons() {
         .code(2)
         .stderr(predicate::str::contains("llama3-chat"));
 }
+
+/// The run configuration flags, named as llama.cpp names them: out of the box the engine runs
+/// as llama.cpp does by default (F16 caches, flash attention on) and continues SmolLM2's prompt
+/// as llama.cpp then does; `--exact-reference` (F32 caches, no flash attention) continues it
+/// the other way llama.cpp does in that configuration. The statistics line states which.
+#[test]
+fn run_configuration_flags_choose_which_llama_cpp_to_match() {
+    let continuation = |flags: &[&str]| {
+        let out = bitnet()
+            .args(["run", "--prompt", "The capital of France is", "-n", "12"])
+            .args(flags)
+            .arg("--model")
+            .arg(bitnet_fixtures::smollm2())
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (defaults, err) = continuation(&[]);
+    assert!(
+        defaults.contains("Paris.\n\nThe United States"),
+        "{defaults:?}"
+    );
+    assert!(
+        err.contains("K cache f16, V cache f16, flash attention on"),
+        "{err}"
+    );
+    let (exact, err) = continuation(&["--exact-reference"]);
+    assert!(exact.contains("Paris.\n\nThe answer is"), "{exact:?}");
+    assert!(
+        err.contains("K cache f32, V cache f32, flash attention off"),
+        "{err}"
+    );
+    // llama.cpp's spelling of the same configuration gives the same text.
+    let (spelled, _) = continuation(&["-ctk", "f32", "-ctv", "f32", "-fa", "off"]);
+    assert_eq!(spelled, exact);
+}
+
+/// A configuration llama.cpp refuses is a usage error with llama.cpp's reason; so are values
+/// llama.cpp does not know and contradictory flags.
+#[test]
+fn refused_run_configurations_are_usage_errors() {
+    let model = bitnet_fixtures::smollm2();
+    for (flags, reason) in [
+        (&["-ctv", "q8_0", "-fa", "off"][..], "requires flash_attn"),
+        (&["-ctk", "q4_0"][..], "does not reproduce"),
+        (&["-fa", "sometimes"][..], "on, off, auto"),
+        (
+            &["--exact-reference", "-fa", "on"][..],
+            "cannot be used with",
+        ),
+        (&["-ub", "0"][..], "at least 1"),
+    ] {
+        bitnet()
+            .args(["run", "--prompt", "Hi", "-n", "1"])
+            .args(flags)
+            .arg("--model")
+            .arg(&model)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(reason));
+    }
+}

@@ -5,14 +5,14 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 1.0.0
+//! # Schema 1.1.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"1.0.0"` |
+//! | `schema_version` | string | `"1.1.0"` (1.0.0 receipts lack the `cpp_backend` build fields marked 1.1) |
 //! | `status` | string | `ok` (tokens match, every position within tolerance), `diverged` (tokens match, logits or decode differ), `token_mismatch` (the pre-gate failed: no logits were compared), `error` (runtime error) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
 //! | `tool.version` | string | its version |
@@ -55,8 +55,14 @@
 //! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
 //! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
 //! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
-//! | `cpp_backend.library` | string | the library and its version/commit as the reference reports it |
-//! | `cpp_backend.build_info` | string | the reference's build description (compiler, flags) |
+//! | `cpp_backend.library` | string | the library and the crate that vendors it, as the reference reports it |
+//! | `cpp_backend.build_info` | string | one line: version, compiler, build type, the CPU kernels' flags and SIMD extensions |
+//! | `cpp_backend.version` | string | 1.1: the vendoring crate, its version and git commit, ggml's version (`llama-cpp-sys-2 0.1.161 (git e7af607ebd5e), ggml 0.26.0`) |
+//! | `cpp_backend.compiler.id`, `.version` | string | 1.1: the compiler of the CPU kernels as CMake detected it (`GNU`, `12.2.0`) |
+//! | `cpp_backend.build_type` | string | 1.1: CMake build type (`Release`, `RelWithDebInfo`) |
+//! | `cpp_backend.cpu_flags[]` | strings | 1.1: the kernels' instruction-selecting compile flags (`-march=x86-64`, `-mavx2`, `-march=native`) |
+//! | `cpp_backend.simd[]` | strings | 1.1: SIMD extensions those flags enable, per the compiler (`AVX2`, `FMA`, `AVX512F`) |
+//! | `cpp_backend.ggml_options[]` | strings | 1.1: CPU-relevant ggml CMake options that are on (`GGML_LLAMAFILE`, `GGML_NATIVE`) |
 //! | `cpp_backend.system_info` | string | `llama_print_system_info()` of the reference |
 //! | `environment.cpu` | string | CPU model name (`/proc/cpuinfo`), else the architecture |
 //! | `environment.threads` | integer | threads used |
@@ -79,7 +85,7 @@ use sha2::{Digest, Sha256};
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
 
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "1.0.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "1.1.0";
 
 /// Outcome of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,17 +207,67 @@ pub struct Thresholds {
     pub max_tokens: usize,
 }
 
-/// The C++ reference that produced the reference side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The C++ reference that produced the reference side, and how it was built.
+///
+/// The build fields (schema 1.1) default to empty when reading a 1.0 receipt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CppBackendInfo {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Library and version/commit.
+    /// Library and the crate that vendors it.
     pub library: String,
-    /// Build description.
+    /// One line: version, compiler, build type, the CPU kernels' flags and SIMD extensions.
     pub build_info: String,
+    /// Vendoring crate, its version and commit, ggml's version.
+    #[serde(default)]
+    pub version: String,
+    /// The compiler of the CPU kernels.
+    #[serde(default)]
+    pub compiler: CompilerInfo,
+    /// CMake build type.
+    #[serde(default)]
+    pub build_type: String,
+    /// The kernels' instruction-selecting compile flags.
+    #[serde(default)]
+    pub cpu_flags: Vec<String>,
+    /// SIMD extensions those flags enable.
+    #[serde(default)]
+    pub simd: Vec<String>,
+    /// CPU-relevant ggml CMake options that are on.
+    #[serde(default)]
+    pub ggml_options: Vec<String>,
     /// `llama_print_system_info()`.
     pub system_info: String,
+}
+
+impl CppBackendInfo {
+    /// What a reference reports about itself ([`bitnet_cpp::protocol::BuildFacts`]).
+    pub fn from_build(b: &bitnet_cpp::protocol::BuildFacts) -> Self {
+        CppBackendInfo {
+            backend: b.backend.clone(),
+            library: b.library.clone(),
+            build_info: b.summary(),
+            version: b.version.to_string(),
+            compiler: CompilerInfo {
+                id: b.compiler.id.clone(),
+                version: b.compiler.version.clone(),
+            },
+            build_type: b.build_type.clone(),
+            cpu_flags: b.cpu_flags.clone(),
+            simd: b.simd.clone(),
+            ggml_options: b.ggml_options.clone(),
+            system_info: b.system_info.clone(),
+        }
+    }
+}
+
+/// A compiler as CMake identifies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompilerInfo {
+    /// `GNU`, `Clang`, …
+    pub id: String,
+    /// `12.2.0`.
+    pub version: String,
 }
 
 /// The machine the run happened on.
@@ -445,6 +501,13 @@ fn opt_string<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<Option<&'a str>, S
     }
 }
 
+fn strings<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<Vec<&'a str>, String> {
+    field(o, ctx, key)?
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| format!("{ctx}.{key}: expected an array of strings"))
+}
+
 fn boolean(o: &Obj, ctx: &str, key: &str) -> Result<bool, String> {
     field(o, ctx, key)?
         .as_bool()
@@ -522,11 +585,12 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     let root = v.as_object().ok_or("receipt: expected a JSON object")?;
     let r = "receipt";
     let version = string(root, r, "schema_version")?;
-    if version.split('.').next() != Some("1") || version.split('.').count() != 3 {
-        return Err(format!(
-            "receipt.schema_version: {version:?} is not a 1.x.y version"
-        ));
+    let parts: Vec<&str> = version.split('.').collect();
+    let minor = match parts.as_slice() {
+        ["1", minor, patch] if patch.parse::<u32>().is_ok() => minor.parse::<u32>().ok(),
+        _ => None,
     }
+    .ok_or_else(|| format!("receipt.schema_version: {version:?} is not a 1.x.y version"))?;
     let status = one_of(
         root,
         r,
@@ -665,6 +729,16 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     string(be, "cpp_backend", "library")?;
     string(be, "cpp_backend", "build_info")?;
     string(be, "cpp_backend", "system_info")?;
+    if minor >= 1 {
+        string(be, "cpp_backend", "version")?;
+        let compiler = obj(be, "cpp_backend", "compiler")?;
+        string(compiler, "cpp_backend.compiler", "id")?;
+        string(compiler, "cpp_backend.compiler", "version")?;
+        string(be, "cpp_backend", "build_type")?;
+        for key in ["cpu_flags", "simd", "ggml_options"] {
+            strings(be, "cpp_backend", key)?;
+        }
+    }
 
     let env = obj(root, r, "environment")?;
     string(env, "environment", "cpu")?;
@@ -739,8 +813,17 @@ mod tests {
             },
             cpp_backend: CppBackendInfo {
                 backend: "llama".into(),
-                library: "llama.cpp b1234 (abcdef0)".into(),
-                build_info: "gcc 13 -O3".into(),
+                library: "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)".into(),
+                build_info: "llama-cpp-sys-2 0.1.161; GNU 12.2.0 Release; CPU kernels built with -mavx2 (AVX2)".into(),
+                version: "llama-cpp-sys-2 0.1.161 (git e7af607ebd5e), ggml 0.26.0".into(),
+                compiler: CompilerInfo {
+                    id: "GNU".into(),
+                    version: "12.2.0".into(),
+                },
+                build_type: "Release".into(),
+                cpu_flags: vec!["-march=x86-64".into(), "-mavx2".into()],
+                simd: vec!["AVX".into(), "AVX2".into()],
+                ggml_options: vec!["GGML_LLAMAFILE".into()],
                 system_info: "AVX = 1 | AVX2 = 1".into(),
             },
             environment: Environment::detect(2),
@@ -762,7 +845,7 @@ mod tests {
         let text = fs::read_to_string(&path).expect("read");
         let value: Value = serde_json::from_str(&text).expect("json");
         validate_receipt(&value).expect("valid receipt");
-        assert_eq!(value["schema_version"], "1.0.0");
+        assert_eq!(value["schema_version"], "1.1.0");
         assert_eq!(value["status"], "diverged");
         assert_eq!(value["token_parity"]["status"], "ok");
         assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
@@ -848,6 +931,9 @@ mod tests {
             ("/summary/top1_agreement_rate", 1.5.into()),
             ("/thresholds/cos_tol", "0.999".into()),
             ("/cpp_backend/backend", "onnx".into()),
+            ("/cpp_backend/simd", "AVX2".into()),
+            ("/cpp_backend/cpu_flags/0", 3.into()),
+            ("/cpp_backend/compiler", "GNU 12".into()),
             ("/environment/threads", 2.5.into()),
             ("/positions", Value::Object(Default::default())),
         ];
@@ -866,6 +952,33 @@ mod tests {
         v["decode"] = Value::Array(vec![]);
         v["summary"] = Value::Null;
         validate_receipt(&v).expect("token mismatch receipt");
+    }
+
+    #[test]
+    fn schema_1_0_receipts_without_build_fields_still_validate_and_read() {
+        let dir = temp_dir("v10");
+        let mut v = serde_json::to_value(sample(&dir)).expect("value");
+        v["schema_version"] = "1.0.0".into();
+        let be = v["cpp_backend"].as_object_mut().expect("object");
+        for k in [
+            "version",
+            "compiler",
+            "build_type",
+            "cpu_flags",
+            "simd",
+            "ggml_options",
+        ] {
+            be.remove(k);
+        }
+        validate_receipt(&v).expect("a 1.0 receipt is valid");
+        let path = dir.join("old.json");
+        fs::write(&path, v.to_string()).expect("write");
+        let back = Receipt::read(&path).expect("a 1.0 receipt reads");
+        assert!(back.cpp_backend.simd.is_empty());
+        // The same document claiming 1.1 lacks required fields.
+        v["schema_version"] = "1.1.0".into();
+        assert!(validate_receipt(&v).unwrap_err().contains("version"));
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

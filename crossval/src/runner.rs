@@ -260,12 +260,7 @@ fn flow(
     };
     let mut cpp = Session::open(cpp_path, cfg.cpp_backend, &opts).map_err(runtime)?;
     let build = cpp.build_info().map_err(runtime)?;
-    rec.cpp_info = Some(CppBackendInfo {
-        backend: build.backend.clone(),
-        library: build.library.clone(),
-        build_info: format!("{} ({})", build.library, build.backend),
-        system_info: build.system_info.clone(),
-    });
+    rec.cpp_info = Some(CppBackendInfo::from_build(&build));
 
     rec.rust_tokens = tokenizer
         .encode(&rec.formatted, rec.add_bos, rec.parse_special)
@@ -469,9 +464,10 @@ fn text_report(
     let (backend, library) = (&build.backend, &build.library);
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
     let mut s = format!(
-        "model: {}\nC++ reference: {backend} ({library}){}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
+        "model: {}\nC++ reference: {backend} ({library}){}\nC++ build: {}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
         cfg.model.display(),
         cfg.cpp_model.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default(),
+        build.summary(),
         rec.template_used,
         rec.add_bos,
         rec.parse_special,
@@ -618,9 +614,7 @@ fn write_receipt(
         },
         cpp_backend: rec.cpp_info.clone().unwrap_or(CppBackendInfo {
             backend: "unavailable".into(),
-            library: String::new(),
-            build_info: String::new(),
-            system_info: String::new(),
+            ..CppBackendInfo::default()
         }),
         environment: Environment::detect(rec.threads),
     };

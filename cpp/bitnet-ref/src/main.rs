@@ -13,8 +13,12 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use bitnet_cpp::build_facts::CompiledFacts;
+use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts, WirePath};
 use ffi as sys;
+
+/// What build.rs recorded about how bitnet-llm-sys built bitnet.cpp.
+const COMPILED_FACTS: &str = include_str!(concat!(env!("OUT_DIR"), "/build_facts.json"));
 
 struct Bitnet {
     model: *mut sys::llama_model,
@@ -32,6 +36,11 @@ unsafe extern "C" fn on_log(_level: i32, text: *const c_char, _user: *mut c_void
 
 fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
+}
+
+/// The path's bytes as C wants them (no UTF-8 requirement: a Unix file name is bytes).
+fn path_cstring(p: &WirePath) -> Result<CString, String> {
+    CString::new(p.as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
 }
 
 impl Bitnet {
@@ -102,7 +111,7 @@ impl Engine for Bitnet {
 
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         n_threads: u32,
         vocab_only: bool,
@@ -110,7 +119,7 @@ impl Engine for Bitnet {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
         }
-        let path = cstring(model_path)?;
+        let path = path_cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
         unsafe {
             let mut mp = sys::llama_model_default_params();
@@ -118,7 +127,10 @@ impl Engine for Bitnet {
             mp.n_gpu_layers = 0;
             let model = sys::llama_load_model_from_file(path.as_ptr(), mp);
             if model.is_null() {
-                return Err(format!("bitnet.cpp could not load {model_path}"));
+                return Err(format!(
+                    "bitnet.cpp could not load {}",
+                    model_path.display()
+                ));
             }
             self.model = model;
             self.n_vocab = sys::llama_n_vocab(model) as u32;
@@ -315,9 +327,20 @@ impl Engine for Bitnet {
     fn build(&mut self) -> BuildFacts {
         // SAFETY: returns a static string.
         let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
+        // build.rs wrote this file from the CMake configuration; it always parses.
+        let c = CompiledFacts::from_json(COMPILED_FACTS).unwrap_or_default();
         BuildFacts {
             backend: "bitnet".into(),
-            library: "Microsoft bitnet.cpp via crates.io bitnet-llm-sys =1.0.2 (CPU)".into(),
+            library: format!(
+                "Microsoft bitnet.cpp via crates.io {} ={} (CPU)",
+                c.version.crate_name, c.version.crate_version
+            ),
+            version: c.version,
+            compiler: c.compiler,
+            build_type: c.build_type,
+            cpu_flags: c.cpu_flags,
+            simd: c.simd,
+            ggml_options: c.ggml_options,
             system_info: info.to_string_lossy().trim().to_string(),
         }
     }

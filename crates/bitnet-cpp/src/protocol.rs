@@ -13,18 +13,106 @@
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
+//!
+//! Most requests get exactly one answer. [`Request::Quantize`] is the exception: the
+//! reference streams [`Response::QuantizeProgress`] frames (one per tensor) before its final
+//! answer, so the client can show progress on a model that takes minutes.
+//!
+//! File paths cross as [`WirePath`]: bytes, because a Unix file name need not be UTF-8 and a
+//! lossy conversion would make the reference open a different (usually missing) file.
 
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use crate::build_facts::{Compiler, LibraryVersion};
+
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
+/// [`Request::TypeTraits`]; [`Response::Unsupported`]; typed build facts in [`BuildFacts`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
 /// Payloads larger than this are refused (8 GiB of logits is not a real response).
 const MAX_PAYLOAD: u64 = 8 << 30;
+
+/// A file path as the bytes the operating system uses for it.
+///
+/// On the wire it is a JSON string when the bytes are UTF-8 (readable in logs) and
+/// `{"bytes": [..]}` otherwise, so any Unix file name survives the trip unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "WirePathRepr", into = "WirePathRepr")]
+pub struct WirePath(Vec<u8>);
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WirePathRepr {
+    Text(String),
+    Bytes { bytes: Vec<u8> },
+}
+
+impl From<WirePathRepr> for WirePath {
+    fn from(r: WirePathRepr) -> Self {
+        match r {
+            WirePathRepr::Text(s) => WirePath(s.into_bytes()),
+            WirePathRepr::Bytes { bytes } => WirePath(bytes),
+        }
+    }
+}
+
+impl From<WirePath> for WirePathRepr {
+    fn from(p: WirePath) -> Self {
+        match String::from_utf8(p.0) {
+            Ok(s) => WirePathRepr::Text(s),
+            Err(e) => WirePathRepr::Bytes {
+                bytes: e.into_bytes(),
+            },
+        }
+    }
+}
+
+impl WirePath {
+    /// The path's bytes. `None` only off Unix, for a path that is not valid Unicode (there
+    /// the C libraries take UTF-8, so such a path cannot be passed on faithfully).
+    pub fn new(path: &Path) -> Option<WirePath> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            Some(WirePath(path.as_os_str().as_bytes().to_vec()))
+        }
+        #[cfg(not(unix))]
+        {
+            path.to_str().map(|s| WirePath(s.as_bytes().to_vec()))
+        }
+    }
+
+    /// The raw bytes (what a C `fopen` receives).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The path again. Off Unix, bytes that are not UTF-8 are replaced (they cannot occur
+    /// there: [`WirePath::new`] refuses them).
+    pub fn to_path_buf(&self) -> PathBuf {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            PathBuf::from(std::ffi::OsStr::from_bytes(&self.0))
+        }
+        #[cfg(not(unix))]
+        {
+            PathBuf::from(String::from_utf8_lossy(&self.0).into_owned())
+        }
+    }
+
+    /// For messages: the path with any non-UTF-8 bytes shown as U+FFFD.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
 
 /// One message of a conversation for [`Request::ApplyChatTemplate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +130,7 @@ pub enum Request {
     /// Load a model (once per process). `n_ctx` 0 means the model's own context length.
     Load {
         /// Path of the GGUF file (already validated by the client).
-        model_path: String,
+        model_path: WirePath,
         /// Context size; also the batch size, so one batch covers any prompt that fits.
         n_ctx: u32,
         /// Threads for evaluation; 0 = all available.
@@ -89,8 +177,14 @@ pub enum Request {
         /// Template to use instead of the model's `tokenizer.chat_template`.
         template: Option<String>,
     },
-    /// Backend name, library version and `llama_print_system_info`.
+    /// How the library was built (version, compiler, SIMD flags) and
+    /// `llama_print_system_info`.
     BuildInfo,
+    /// ggml's table of tensor types as the library knows them.
+    TypeTraits,
+    /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
+    /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
+    Quantize(QuantizeRequest),
     /// Timed run for benchmarks: evaluate `prompt` in one batch, then `n_gen` greedy steps.
     Bench {
         /// Prompt token ids.
@@ -121,15 +215,113 @@ pub struct VocabFacts {
     pub vocab_type: String,
 }
 
-/// Build facts of a reference.
+/// Build facts of a reference: what it is, how it was compiled, what the CPU offers.
+///
+/// Everything but `system_info` is recorded when the reference is built (its build script
+/// reads the C++ library's CMake configuration; see [`crate::build_facts`]);
+/// `system_info` is asked of the library at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildFacts {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Which library, at which version (`llama-cpp-sys-2 =0.1.161`).
+    /// Which library, through which crate (`llama.cpp via crates.io llama-cpp-sys-2 =0.1.161`).
     pub library: String,
-    /// `llama_print_system_info()`.
+    /// Versions and commits, as far as the vendored sources record them.
+    pub version: LibraryVersion,
+    /// The C++ compiler that built the library.
+    pub compiler: Compiler,
+    /// CMake build type (`Release`, `RelWithDebInfo`).
+    pub build_type: String,
+    /// The flags the CPU kernels were compiled with that choose instructions
+    /// (`-march=…`, `-mavx2`, …), in command-line order.
+    pub cpu_flags: Vec<String>,
+    /// The SIMD extensions those flags enable (`AVX2`, `FMA`, `AVX512F`, …), as the compiler
+    /// itself reports them for those flags.
+    pub simd: Vec<String>,
+    /// ggml build options that are on (`GGML_LLAMAFILE`, `GGML_OPENMP`, …).
+    pub ggml_options: Vec<String>,
+    /// `llama_print_system_info()`: what the running CPU offers and the library uses.
     pub system_info: String,
+}
+
+impl BuildFacts {
+    /// One line for reports: version, compiler, build type and the kernels' SIMD flags.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}; {} {} {}; CPU kernels built with {} ({})",
+            self.version,
+            self.compiler.id,
+            self.compiler.version,
+            self.build_type,
+            self.cpu_flags.join(" "),
+            self.simd.join(", ")
+        )
+    }
+}
+
+/// One entry of ggml's type table ([`Request::TypeTraits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeTrait {
+    /// `ggml_type` id.
+    pub id: u32,
+    /// `ggml_type_name` (`q4_K`, `tq2_0`, …).
+    pub name: String,
+    /// Elements per block (`ggml_blck_size`).
+    pub block_size: u64,
+    /// Bytes per block (`ggml_type_size`).
+    pub type_size: u64,
+}
+
+/// What to quantize, as `llama-quantize IN OUT FTYPE` with its default parameters
+/// (`llama_model_quantize_default_params()`: no importance matrix, no overrides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeRequest {
+    /// The model to read.
+    pub input: WirePath,
+    /// Where to write the result (the client passes a temporary name and renames it).
+    pub output: WirePath,
+    /// `llama_ftype` id (`LLAMA_FTYPE_MOSTLY_Q4_K_M` = 15, …).
+    pub ftype: u32,
+    /// Allow requantizing tensors that are already quantized (`--allow-requantize`).
+    pub allow_requantize: bool,
+    /// Threads; 0 = llama.cpp's default (all hardware threads).
+    pub n_threads: u32,
+}
+
+/// One tensor written by the quantizer, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeProgress {
+    /// 1-based index of the tensor.
+    pub index: u32,
+    /// Number of tensors in the model.
+    pub total: u32,
+    /// Tensor name.
+    pub tensor: String,
+    /// Its type in the input (`f32`, `q4_1`).
+    pub from: String,
+    /// Its type in the output (equal to `from` when copied unchanged).
+    pub to: String,
+}
+
+/// A tensor whose row length does not fit the mix's type, so llama.cpp chose another
+/// (`llama-quant.cpp`, `tensor_type_fallback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeFallback {
+    /// Tensor name.
+    pub tensor: String,
+    /// The type the mix asked for.
+    pub wanted: String,
+    /// The type used instead.
+    pub used: String,
+}
+
+/// The quantizer finished and wrote the output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeReport {
+    /// Tensors written.
+    pub tensors: u32,
+    /// Tensors that needed a fallback type.
+    pub fallbacks: Vec<QuantizeFallback>,
 }
 
 /// What a reference answers.
@@ -174,8 +366,23 @@ pub enum Response {
         /// The formatted conversation.
         text: String,
     },
-    /// Answer to [`Request::BuildInfo`].
-    Build(BuildFacts),
+    /// Answer to [`Request::BuildInfo`] (boxed: it is much larger than the other answers).
+    Build(Box<BuildFacts>),
+    /// Answer to [`Request::TypeTraits`]: every type id the library knows (retired ids
+    /// left out).
+    TypeTraits {
+        /// The table, by id.
+        types: Vec<TypeTrait>,
+    },
+    /// One tensor of a [`Request::Quantize`] is done; more frames follow.
+    QuantizeProgress(QuantizeProgress),
+    /// [`Request::Quantize`] succeeded.
+    Quantized(QuantizeReport),
+    /// This backend cannot do what was asked (bitnet.cpp has no quantizer here).
+    Unsupported {
+        /// The request, by name (`quantize`).
+        request: String,
+    },
     /// Answer to [`Request::Bench`].
     BenchTimes {
         /// Seconds spent evaluating the prompt.
@@ -272,7 +479,7 @@ pub trait Engine {
     /// The reason, for the client.
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         n_threads: u32,
         vocab_only: bool,
@@ -324,6 +531,23 @@ pub trait Engine {
     ) -> Result<String, String>;
     /// Build facts.
     fn build(&mut self) -> BuildFacts;
+    /// ggml's type table; `None` when the backend does not offer it.
+    fn type_traits(&mut self) -> Option<Vec<TypeTrait>> {
+        None
+    }
+    /// Run the library's quantizer, reporting each finished tensor to `progress`; `None`
+    /// when the backend has no quantizer.
+    ///
+    /// # Errors
+    /// The quantizer's own reason, for the client.
+    fn quantize(
+        &mut self,
+        request: &QuantizeRequest,
+        progress: &mut dyn FnMut(QuantizeProgress),
+    ) -> Option<Result<QuantizeReport, String>> {
+        let _ = (request, progress);
+        None
+    }
     /// The last lines of the library's log, attached to errors.
     fn log_tail(&self) -> Vec<String>;
     /// Vocabulary size of the loaded model (0 before load).
@@ -352,6 +576,9 @@ pub fn serve<E: Engine, R: Read, W: Write>(
         let fail = |e: &E, message: String| Response::Error {
             message,
             log: e.log_tail(),
+        };
+        let unsupported = |request: &str| Response::Unsupported {
+            request: request.to_string(),
         };
         let mut payload: &[f32] = &[];
         let response = match request {
@@ -417,7 +644,27 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Ok(text) => Response::Text { text },
                 Err(m) => fail(engine, m),
             },
-            Request::BuildInfo => Response::Build(engine.build()),
+            Request::BuildInfo => Response::Build(Box::new(engine.build())),
+            Request::TypeTraits => match engine.type_traits() {
+                Some(types) => Response::TypeTraits { types },
+                None => unsupported("type_traits"),
+            },
+            Request::Quantize(q) => {
+                // Progress frames go out as the quantizer reports them; a broken pipe stops
+                // the sending, and the error surfaces once the quantizer returns.
+                let mut sent = Ok(());
+                let result = engine.quantize(&q, &mut |p| {
+                    if sent.is_ok() {
+                        sent = write_frame(output, &Response::QuantizeProgress(p), &[]);
+                    }
+                });
+                sent?;
+                match result {
+                    None => unsupported("quantize"),
+                    Some(Ok(report)) => Response::Quantized(report),
+                    Some(Err(m)) => fail(engine, m),
+                }
+            }
             Request::Bench { prompt, n_gen } => match bench(engine, &prompt, n_gen, &mut logits) {
                 Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
                     prompt_seconds,
@@ -526,6 +773,73 @@ mod tests {
     }
 
     #[test]
+    fn paths_cross_as_bytes_readable_when_utf8() {
+        let text = WirePath(b"/models/m\xc3\xa8re.gguf".to_vec());
+        let json = serde_json::to_string(&text).unwrap();
+        assert_eq!(json, "\"/models/mère.gguf\"");
+        let raw = WirePath(b"/models/m\xe8re-\xff.gguf".to_vec());
+        let json = serde_json::to_string(&raw).unwrap();
+        assert!(json.starts_with("{\"bytes\":["), "{json}");
+        for p in [text, raw] {
+            let r = Request::Load {
+                model_path: p.clone(),
+                n_ctx: 0,
+                n_threads: 0,
+                vocab_only: true,
+            };
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &r, &[]).unwrap();
+            let (back, _): (Request, _) = read_frame(&mut &buf[..]).unwrap().unwrap();
+            assert_eq!(back, r);
+            #[cfg(unix)]
+            assert_eq!(WirePath::new(&p.to_path_buf()), Some(p));
+        }
+    }
+
+    #[test]
+    fn quantize_requests_and_streamed_answers_round_trip() {
+        let mut buf = Vec::new();
+        let q = Request::Quantize(QuantizeRequest {
+            input: WirePath(b"in.gguf".to_vec()),
+            output: WirePath(b"out.gguf".to_vec()),
+            ftype: 15,
+            allow_requantize: true,
+            n_threads: 2,
+        });
+        let answers = [
+            Response::QuantizeProgress(QuantizeProgress {
+                index: 1,
+                total: 2,
+                tensor: "token_embd.weight".into(),
+                from: "f32".into(),
+                to: "q4_K".into(),
+            }),
+            Response::Quantized(QuantizeReport {
+                tensors: 2,
+                fallbacks: vec![QuantizeFallback {
+                    tensor: "x".into(),
+                    wanted: "q4_K".into(),
+                    used: "q5_0".into(),
+                }],
+            }),
+            Response::Unsupported {
+                request: "quantize".into(),
+            },
+        ];
+        write_frame(&mut buf, &q, &[]).unwrap();
+        for a in &answers {
+            write_frame(&mut buf, a, &[]).unwrap();
+        }
+        let mut r = &buf[..];
+        let (back, _): (Request, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(back, q);
+        for a in &answers {
+            let (back, _): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+            assert_eq!(&back, a);
+        }
+    }
+
+    #[test]
     fn argmax_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
         assert_eq!(argmax(&[5.0]), 0);
@@ -535,12 +849,48 @@ mod tests {
 /// Helpers for the reference processes themselves.
 pub mod server {
     use std::collections::VecDeque;
+    use std::sync::mpsc::{self, Receiver, Sender};
     use std::sync::Mutex;
 
     /// Lines of the C++ library's log kept for attaching to errors.
     const LOG_LINES: usize = 64;
 
     static LOG: Mutex<(VecDeque<String>, String)> = Mutex::new((VecDeque::new(), String::new()));
+
+    /// Where completed log lines also go while a [`LogTap`] lives.
+    static TAP: Mutex<Option<Sender<String>>> = Mutex::new(None);
+
+    /// Every completed line of the C++ log from now until this value is dropped, for a
+    /// request that turns the library's log into progress (the quantizer logs one line per
+    /// tensor and has no other progress interface). One tap at a time: a new one replaces
+    /// the old.
+    pub struct LogTap {
+        lines: Receiver<String>,
+    }
+
+    impl LogTap {
+        /// Start collecting lines.
+        pub fn start() -> LogTap {
+            let (tx, rx) = mpsc::channel();
+            if let Ok(mut tap) = TAP.lock() {
+                *tap = Some(tx);
+            }
+            LogTap { lines: rx }
+        }
+
+        /// The lines, in order (they arrive from whichever thread the library logs on).
+        pub fn lines(&self) -> &Receiver<String> {
+            &self.lines
+        }
+    }
+
+    impl Drop for LogTap {
+        fn drop(&mut self) {
+            if let Ok(mut tap) = TAP.lock() {
+                *tap = None;
+            }
+        }
+    }
 
     /// Record a piece of the C++ log (ggml sends partial lines); echo it to stderr when
     /// `BITNET_CPP_VERBOSE` is set.
@@ -555,6 +905,11 @@ pub mod server {
             let line: String = partial.drain(..=nl).collect();
             let line = line.trim_end().to_string();
             if !line.is_empty() {
+                if let Ok(tap) = TAP.lock() {
+                    if let Some(tx) = tap.as_ref() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
                 if lines.len() == LOG_LINES {
                     lines.pop_front();
                 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, TypeTrait, VocabFacts, WirePath,
+    PROTOCOL_VERSION,
 };
 
 /// A C++ reference implementation.
@@ -84,7 +85,8 @@ impl Backend {
         }
     }
 
-    fn other(self) -> Backend {
+    /// The other reference.
+    pub fn other(self) -> Backend {
         match self {
             Backend::Llama => Backend::Bitnet,
             Backend::Bitnet => Backend::Llama,
@@ -259,6 +261,20 @@ pub enum CppError {
         /// Its last stderr lines.
         stderr: Vec<String>,
     },
+    /// The reference cannot do this at all (bitnet.cpp's reference has no quantizer).
+    #[error("the {backend} reference cannot do {request}: use the {} reference", backend.other())]
+    Unsupported {
+        /// Which reference.
+        backend: Backend,
+        /// The request.
+        request: String,
+    },
+    /// A path the C++ library could not be given unchanged (off Unix: not valid Unicode).
+    #[error("{}: the C++ reference needs a Unicode path on this system; rename the file", path.display())]
+    NonUnicodePath {
+        /// The path.
+        path: PathBuf,
+    },
     /// The reference answered something that makes no sense for the request.
     #[error("{backend} reference: unexpected answer to {during}: {answer}")]
     Unexpected {
@@ -382,8 +398,11 @@ impl Session {
         let binary = reference_binary(backend)?;
         let mut session = Session::spawn(backend, &binary, opts)?;
         let path = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
+        // The path crosses as bytes: a non-UTF-8 file name reaches the C loader unchanged.
+        let model_path =
+            WirePath::new(&path).ok_or_else(|| CppError::NonUnicodePath { path: path.clone() })?;
         let request = Request::Load {
-            model_path: path.to_string_lossy().into_owned(),
+            model_path,
             n_ctx: opts.n_ctx,
             n_threads: opts.n_threads,
             vocab_only: opts.vocab_only,
@@ -401,6 +420,16 @@ impl Session {
             }),
             (other, _) => Err(session.unexpected("load", &other)),
         }
+    }
+
+    /// Start `backend`'s reference (found or built as [`reference_binary`] says) without
+    /// loading a model: for requests that need none, such as quantizing a file.
+    ///
+    /// # Errors
+    /// [`CppError::NotBuilt`] and the errors of [`Session::spawn`].
+    pub fn start(backend: Backend, opts: &SessionOptions) -> Result<Session, CppError> {
+        let binary = reference_binary(backend)?;
+        Session::spawn(backend, &binary, opts)
     }
 
     /// Start a reference binary and check its handshake (no model loaded yet).
@@ -507,7 +536,7 @@ impl Session {
             .unwrap_or_default()
     }
 
-    fn unexpected(&self, during: &str, answer: &Response) -> CppError {
+    pub(crate) fn unexpected(&self, during: &str, answer: &Response) -> CppError {
         CppError::Unexpected {
             backend: self.backend,
             during: during.to_string(),
@@ -530,7 +559,7 @@ impl Session {
         }
     }
 
-    fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
         match self.frames.recv_timeout(self.timeout) {
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) | Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
@@ -549,7 +578,11 @@ impl Session {
         }
     }
 
-    fn call(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn call(
+        &mut self,
+        request: &Request,
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         let sent = match self.stdin.as_mut() {
             Some(w) => protocol::write_frame(w, request, &[]).is_ok(),
             None => false,
@@ -560,13 +593,27 @@ impl Session {
         self.receive(during)
     }
 
-    /// Send a request and turn an `Error` answer into [`CppError::Request`].
+    /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
-        match self.call(request, during)? {
+        let answer = self.call(request, during)?;
+        self.refusal(answer)
+    }
+
+    /// An `Error` answer as [`CppError::Request`], `Unsupported` as
+    /// [`CppError::Unsupported`]; anything else passes through.
+    pub(crate) fn refusal(
+        &self,
+        answer: (Response, Vec<f32>),
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        match answer {
             (Response::Error { message, log }, _) => Err(CppError::Request {
                 backend: self.backend,
                 message,
                 log,
+            }),
+            (Response::Unsupported { request }, _) => Err(CppError::Unsupported {
+                backend: self.backend,
+                request,
             }),
             ok => Ok(ok),
         }
@@ -686,14 +733,26 @@ impl Session {
         }
     }
 
-    /// Backend, library version and system info.
+    /// How the reference's library was built (version, compiler, SIMD flags) and its
+    /// system info.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
     pub fn build_info(&mut self) -> Result<BuildFacts, CppError> {
         match self.ask(&Request::BuildInfo, "build_info")? {
-            (Response::Build(b), _) => Ok(b),
+            (Response::Build(b), _) => Ok(*b),
             (other, _) => Err(self.unexpected("build_info", &other)),
+        }
+    }
+
+    /// ggml's tensor-type table as the reference's library knows it.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] for a backend without it; any [`CppError`] from the exchange.
+    pub fn type_traits(&mut self) -> Result<Vec<TypeTrait>, CppError> {
+        match self.ask(&Request::TypeTraits, "type_traits")? {
+            (Response::TypeTraits { types }, _) => Ok(types),
+            (other, _) => Err(self.unexpected("type_traits", &other)),
         }
     }
 

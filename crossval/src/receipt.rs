@@ -243,19 +243,20 @@ pub struct CppBackendInfo {
 impl CppBackendInfo {
     /// What a reference reports about itself ([`bitnet_cpp::protocol::BuildFacts`]).
     pub fn from_build(b: &bitnet_cpp::protocol::BuildFacts) -> Self {
+        let c = &b.compiled;
         CppBackendInfo {
             backend: b.backend.clone(),
             library: b.library.clone(),
             build_info: b.summary(),
-            version: b.version.to_string(),
+            version: c.version.to_string(),
             compiler: CompilerInfo {
-                id: b.compiler.id.clone(),
-                version: b.compiler.version.clone(),
+                id: c.compiler.id.clone(),
+                version: c.compiler.version.clone(),
             },
-            build_type: b.build_type.clone(),
-            cpu_flags: b.cpu_flags.clone(),
-            simd: b.simd.clone(),
-            ggml_options: b.ggml_options.clone(),
+            build_type: c.build_type.clone(),
+            cpu_flags: c.cpu_flags.clone(),
+            simd: c.simd.clone(),
+            ggml_options: c.ggml_options.clone(),
             system_info: b.system_info.clone(),
         }
     }

@@ -16,7 +16,6 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::build_facts::CompiledFacts;
 use bitnet_cpp::protocol::{
     self, server, BuildFacts, ChatMessage, Engine, QuantizeProgress, QuantizeReport,
     QuantizeRequest, TypeTrait, VocabFacts, WirePath,
@@ -339,22 +338,12 @@ impl Engine for Llama {
     fn build(&mut self) -> BuildFacts {
         // SAFETY: returns a static string.
         let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        // build.rs wrote this file from the CMake configuration; it always parses.
-        let c = CompiledFacts::from_json(COMPILED_FACTS).unwrap_or_default();
-        BuildFacts {
-            backend: "llama".into(),
-            library: format!(
-                "llama.cpp via crates.io {} ={} (CPU)",
-                c.version.crate_name, c.version.crate_version
-            ),
-            version: c.version,
-            compiler: c.compiler,
-            build_type: c.build_type,
-            cpu_flags: c.cpu_flags,
-            simd: c.simd,
-            ggml_options: c.ggml_options,
-            system_info: info.to_string_lossy().trim().to_string(),
-        }
+        BuildFacts::from_recorded(
+            COMPILED_FACTS,
+            "llama",
+            "llama.cpp",
+            info.to_string_lossy().trim().to_string(),
+        )
     }
 
     fn type_traits(&mut self) -> Option<Vec<TypeTrait>> {

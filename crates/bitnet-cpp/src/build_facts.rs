@@ -61,7 +61,8 @@ impl fmt::Display for LibraryVersion {
     }
 }
 
-/// Everything about a build that is known when the reference is compiled.
+/// Everything about a build that is known when the reference is compiled (the part of
+/// [`crate::protocol::BuildFacts`] that comes from its build script).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledFacts {
     /// Version and commit of the vendoring crate, ggml's version.
@@ -192,6 +193,29 @@ impl CompiledFacts {
             simd,
             ggml_options,
         })
+    }
+
+    /// What a reference package's `build.rs` does: read the `-sys` crate's CMake output
+    /// (`DEP_LLAMA_ROOT`; both vendoring crates declare `links = "llama"`), ask cargo to
+    /// rerun when its configuration changes, and store the facts as
+    /// `$OUT_DIR/build_facts.json` for the binary to `include_str!`.
+    ///
+    /// # Panics
+    /// When the facts cannot be read: a reference that cannot say how it was built fails
+    /// its build rather than report placeholders.
+    pub fn record_for_build_script(kernel_source: &str) {
+        let root = PathBuf::from(
+            std::env::var_os("DEP_LLAMA_ROOT")
+                .expect("the -sys crate (links = \"llama\") reports DEP_LLAMA_ROOT"),
+        );
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("build/CMakeCache.txt").display()
+        );
+        let facts = CompiledFacts::collect(&root, kernel_source)
+            .unwrap_or_else(|e| panic!("cannot record the C++ library's build facts: {e}"));
+        let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+        std::fs::write(out.join("build_facts.json"), facts.to_json()).expect("OUT_DIR is writable");
     }
 
     /// JSON, as the build script stores it.

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-pub use crate::build_facts::{Compiler, LibraryVersion};
+pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
 ///
@@ -217,44 +217,57 @@ pub struct VocabFacts {
 
 /// Build facts of a reference: what it is, how it was compiled, what the CPU offers.
 ///
-/// Everything but `system_info` is recorded when the reference is built (its build script
-/// reads the C++ library's CMake configuration; see [`crate::build_facts`]);
-/// `system_info` is asked of the library at run time.
+/// Everything in `compiled` is recorded when the reference is built (its build script reads
+/// the C++ library's CMake configuration; see [`crate::build_facts`]); `system_info` is asked
+/// of the library at run time. On the wire `compiled`'s fields sit beside the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildFacts {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Which library, through which crate (`llama.cpp via crates.io llama-cpp-sys-2 =0.1.161`).
+    /// Which library, through which crate (`llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)`).
     pub library: String,
-    /// Versions and commits, as far as the vendored sources record them.
-    pub version: LibraryVersion,
-    /// The C++ compiler that built the library.
-    pub compiler: Compiler,
-    /// CMake build type (`Release`, `RelWithDebInfo`).
-    pub build_type: String,
-    /// The flags the CPU kernels were compiled with that choose instructions
-    /// (`-march=…`, `-mavx2`, …), in command-line order.
-    pub cpu_flags: Vec<String>,
-    /// The SIMD extensions those flags enable (`AVX2`, `FMA`, `AVX512F`, …), as the compiler
-    /// itself reports them for those flags.
-    pub simd: Vec<String>,
-    /// ggml build options that are on (`GGML_LLAMAFILE`, `GGML_OPENMP`, …).
-    pub ggml_options: Vec<String>,
+    /// Versions, compiler, build type, the CPU kernels' flags and SIMD extensions, options.
+    #[serde(flatten)]
+    pub compiled: CompiledFacts,
     /// `llama_print_system_info()`: what the running CPU offers and the library uses.
     pub system_info: String,
 }
 
 impl BuildFacts {
+    /// A reference's facts: what its build script recorded (`compiled_json`, the
+    /// `build_facts.json` of [`CompiledFacts::record_for_build_script`]), the library's name
+    /// and `llama_print_system_info()`.
+    pub fn from_recorded(
+        compiled_json: &str,
+        backend: &str,
+        library: &str,
+        system_info: String,
+    ) -> BuildFacts {
+        // The build script wrote and checked the JSON; an unreadable one (impossible) would
+        // show as empty fields, which the tests catch.
+        let compiled = CompiledFacts::from_json(compiled_json).unwrap_or_default();
+        BuildFacts {
+            backend: backend.to_string(),
+            library: format!(
+                "{library} via crates.io {} ={} (CPU)",
+                compiled.version.crate_name, compiled.version.crate_version
+            ),
+            compiled,
+            system_info,
+        }
+    }
+
     /// One line for reports: version, compiler, build type and the kernels' SIMD flags.
     pub fn summary(&self) -> String {
+        let c = &self.compiled;
         format!(
             "{}; {} {} {}; CPU kernels built with {} ({})",
-            self.version,
-            self.compiler.id,
-            self.compiler.version,
-            self.build_type,
-            self.cpu_flags.join(" "),
-            self.simd.join(", ")
+            c.version,
+            c.compiler.id,
+            c.compiler.version,
+            c.build_type,
+            c.cpu_flags.join(" "),
+            c.simd.join(", ")
         )
     }
 }

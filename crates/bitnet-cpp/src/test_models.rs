@@ -119,8 +119,8 @@ pub enum TestModelError {
     Quantize {
         /// The output file.
         path: PathBuf,
-        /// Why.
-        source: QuantizeError,
+        /// Why (boxed: the quantizer's error is large).
+        source: Box<QuantizeError>,
     },
     /// A file-system error.
     #[error("{}: {source}", path.display())]
@@ -179,7 +179,7 @@ pub fn path(base: Base, ftype: &str) -> Result<PathBuf, TestModelError> {
     quantize::quantize(&source, &out, ftype, &opts, &mut |_| {}).map_err(|source| {
         TestModelError::Quantize {
             path: out.clone(),
-            source,
+            source: Box::new(source),
         }
     })?;
     Ok(out)

@@ -23,11 +23,15 @@ pub mod protocol;
 pub mod quantize_log;
 
 #[cfg(feature = "client")]
+mod binaries;
+#[cfg(feature = "client")]
 pub mod quantize;
 #[cfg(feature = "client")]
 mod session;
 #[cfg(feature = "test-models")]
 pub mod test_models;
 
+#[cfg(feature = "client")]
+pub use binaries::reference_binary;
 #[cfg(feature = "client")]
 pub use session::*;

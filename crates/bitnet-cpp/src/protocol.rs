@@ -22,11 +22,13 @@
 //! lossy conversion would make the reference open a different (usually missing) file.
 
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
+pub use wire_path::WirePath;
+
+mod wire_path;
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
 ///
@@ -38,81 +40,6 @@ pub const PROTOCOL_VERSION: u32 = 2;
 const MAX_HEADER: u32 = 64 << 20;
 /// Payloads larger than this are refused (8 GiB of logits is not a real response).
 const MAX_PAYLOAD: u64 = 8 << 30;
-
-/// A file path as the bytes the operating system uses for it.
-///
-/// On the wire it is a JSON string when the bytes are UTF-8 (readable in logs) and
-/// `{"bytes": [..]}` otherwise, so any Unix file name survives the trip unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "WirePathRepr", into = "WirePathRepr")]
-pub struct WirePath(Vec<u8>);
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum WirePathRepr {
-    Text(String),
-    Bytes { bytes: Vec<u8> },
-}
-
-impl From<WirePathRepr> for WirePath {
-    fn from(r: WirePathRepr) -> Self {
-        match r {
-            WirePathRepr::Text(s) => WirePath(s.into_bytes()),
-            WirePathRepr::Bytes { bytes } => WirePath(bytes),
-        }
-    }
-}
-
-impl From<WirePath> for WirePathRepr {
-    fn from(p: WirePath) -> Self {
-        match String::from_utf8(p.0) {
-            Ok(s) => WirePathRepr::Text(s),
-            Err(e) => WirePathRepr::Bytes {
-                bytes: e.into_bytes(),
-            },
-        }
-    }
-}
-
-impl WirePath {
-    /// The path's bytes. `None` only off Unix, for a path that is not valid Unicode (there
-    /// the C libraries take UTF-8, so such a path cannot be passed on faithfully).
-    pub fn new(path: &Path) -> Option<WirePath> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            Some(WirePath(path.as_os_str().as_bytes().to_vec()))
-        }
-        #[cfg(not(unix))]
-        {
-            path.to_str().map(|s| WirePath(s.as_bytes().to_vec()))
-        }
-    }
-
-    /// The raw bytes (what a C `fopen` receives).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The path again. Off Unix, bytes that are not UTF-8 are replaced (they cannot occur
-    /// there: [`WirePath::new`] refuses them).
-    pub fn to_path_buf(&self) -> PathBuf {
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            PathBuf::from(std::ffi::OsStr::from_bytes(&self.0))
-        }
-        #[cfg(not(unix))]
-        {
-            PathBuf::from(String::from_utf8_lossy(&self.0).into_owned())
-        }
-    }
-
-    /// For messages: the path with any non-UTF-8 bytes shown as U+FFFD.
-    pub fn display(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
-    }
-}
 
 /// One message of a conversation for [`Request::ApplyChatTemplate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -725,6 +652,8 @@ pub fn argmax(row: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -786,35 +715,11 @@ mod tests {
     }
 
     #[test]
-    fn paths_cross_as_bytes_readable_when_utf8() {
-        let text = WirePath(b"/models/m\xc3\xa8re.gguf".to_vec());
-        let json = serde_json::to_string(&text).unwrap();
-        assert_eq!(json, "\"/models/mère.gguf\"");
-        let raw = WirePath(b"/models/m\xe8re-\xff.gguf".to_vec());
-        let json = serde_json::to_string(&raw).unwrap();
-        assert!(json.starts_with("{\"bytes\":["), "{json}");
-        for p in [text, raw] {
-            let r = Request::Load {
-                model_path: p.clone(),
-                n_ctx: 0,
-                n_threads: 0,
-                vocab_only: true,
-            };
-            let mut buf = Vec::new();
-            write_frame(&mut buf, &r, &[]).unwrap();
-            let (back, _): (Request, _) = read_frame(&mut &buf[..]).unwrap().unwrap();
-            assert_eq!(back, r);
-            #[cfg(unix)]
-            assert_eq!(WirePath::new(&p.to_path_buf()), Some(p));
-        }
-    }
-
-    #[test]
     fn quantize_requests_and_streamed_answers_round_trip() {
         let mut buf = Vec::new();
         let q = Request::Quantize(QuantizeRequest {
-            input: WirePath(b"in.gguf".to_vec()),
-            output: WirePath(b"out.gguf".to_vec()),
+            input: WirePath::new(Path::new("in.gguf")).unwrap(),
+            output: WirePath::new(Path::new("out.gguf")).unwrap(),
             ftype: 15,
             allow_requantize: true,
             n_threads: 2,
@@ -859,105 +764,4 @@ mod tests {
     }
 }
 
-/// Helpers for the reference processes themselves.
-pub mod server {
-    use std::collections::VecDeque;
-    use std::sync::mpsc::{self, Receiver, Sender};
-    use std::sync::Mutex;
-
-    /// Lines of the C++ library's log kept for attaching to errors.
-    const LOG_LINES: usize = 64;
-
-    static LOG: Mutex<(VecDeque<String>, String)> = Mutex::new((VecDeque::new(), String::new()));
-
-    /// Where completed log lines also go while a [`LogTap`] lives.
-    static TAP: Mutex<Option<Sender<String>>> = Mutex::new(None);
-
-    /// Every completed line of the C++ log from now until this value is dropped, for a
-    /// request that turns the library's log into progress (the quantizer logs one line per
-    /// tensor and has no other progress interface). One tap at a time: a new one replaces
-    /// the old.
-    pub struct LogTap {
-        lines: Receiver<String>,
-    }
-
-    impl LogTap {
-        /// Start collecting lines.
-        pub fn start() -> LogTap {
-            let (tx, rx) = mpsc::channel();
-            if let Ok(mut tap) = TAP.lock() {
-                *tap = Some(tx);
-            }
-            LogTap { lines: rx }
-        }
-
-        /// The lines, in order (they arrive from whichever thread the library logs on).
-        pub fn lines(&self) -> &Receiver<String> {
-            &self.lines
-        }
-    }
-
-    impl Drop for LogTap {
-        fn drop(&mut self) {
-            if let Ok(mut tap) = TAP.lock() {
-                *tap = None;
-            }
-        }
-    }
-
-    /// Record a piece of the C++ log (ggml sends partial lines); echo it to stderr when
-    /// `BITNET_CPP_VERBOSE` is set.
-    pub fn log_text(text: &str) {
-        if std::env::var_os("BITNET_CPP_VERBOSE").is_some() {
-            eprint!("{text}");
-        }
-        let Ok(mut guard) = LOG.lock() else { return };
-        let (lines, partial) = &mut *guard;
-        partial.push_str(text);
-        while let Some(nl) = partial.find('\n') {
-            let line: String = partial.drain(..=nl).collect();
-            let line = line.trim_end().to_string();
-            if !line.is_empty() {
-                if let Ok(tap) = TAP.lock() {
-                    if let Some(tx) = tap.as_ref() {
-                        let _ = tx.send(line.clone());
-                    }
-                }
-                if lines.len() == LOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        }
-    }
-
-    /// The recorded log lines, oldest first.
-    pub fn log_tail() -> Vec<String> {
-        LOG.lock()
-            .map(|g| g.0.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Take the process's stdout for protocol frames and point file descriptor 1 at stderr,
-    /// so nothing the C++ library prints can corrupt the frame stream.
-    ///
-    /// # Errors
-    /// When the descriptors cannot be duplicated.
-    #[cfg(unix)]
-    pub fn take_stdout_for_frames() -> std::io::Result<std::fs::File> {
-        use std::os::fd::FromRawFd;
-        extern "C" {
-            fn dup(fd: i32) -> i32;
-            fn dup2(from: i32, to: i32) -> i32;
-        }
-        // SAFETY: plain POSIX calls on the standard descriptors; the duplicate is owned by
-        // the returned File and nothing else.
-        unsafe {
-            let frames = dup(1);
-            if frames < 0 || dup2(2, 1) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(std::fs::File::from_raw_fd(frames))
-        }
-    }
-}
+pub mod server;

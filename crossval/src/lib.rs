@@ -31,6 +31,7 @@ pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
 pub mod token_parity;
+pub mod vocab_check;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,

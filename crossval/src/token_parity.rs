@@ -129,10 +129,24 @@ pub struct ReportContext {
     /// for `auto`, the one detected); `None` when unknown. Anything but `raw` triggers the
     /// "Use --prompt-template raw" hint.
     pub prompt_template: Option<String>,
-    /// Further arguments to repeat in the example command (e.g. `["--cpp-model", "f32.gguf"]`),
-    /// each one shell-quoted on output. Must not contain `--model`, `--tokenizer`, `--prompt`,
-    /// `--prompt-template` or `--no-bos`: the report decides those.
-    pub extra_args: Vec<String>,
+    /// The template the user asked for, when it is not the one applied (`auto`): the report
+    /// then shows both, `auto → raw`.
+    pub requested_template: Option<String>,
+    /// The `--system-prompt` given. The example command repeats it only with a template that
+    /// uses a system prompt (never with `raw`).
+    pub system_prompt: Option<String>,
+    /// Whether this run asked the tokenizers to add BOS (the template's decision and
+    /// `--no-bos`); `None` when unknown. When false, a BOS in one sequence came from the
+    /// formatted text, and `--no-bos` cannot remove it.
+    pub add_bos: Option<bool>,
+    /// Whether the model's vocabulary adds BOS by default; decides whether `--no-bos` has any
+    /// effect with `raw` or `instruct`. `None` when unknown (assumed yes).
+    pub vocab_add_bos: Option<bool>,
+    /// Further flags to repeat in the example command, as `(flag, value)` pairs (e.g.
+    /// `("--cpp-model", "f32.gguf")`), printed as `--flag=value` with the value shell-quoted.
+    /// Must not contain `--model`, `--tokenizer`, `--prompt`, `--prompt-template`,
+    /// `--system-prompt` or `--no-bos`: the report decides those.
+    pub extra_args: Vec<(String, String)>,
     /// `--dump-ids` was already given (so the report does not suggest it).
     pub dump_ids_requested: bool,
     /// `--no-bos` was already given (so the report does not suggest it).
@@ -155,6 +169,10 @@ impl Default for ReportContext {
             model_path: None,
             tokenizer_path: None,
             prompt_template: None,
+            requested_template: None,
+            system_prompt: None,
+            add_bos: None,
+            vocab_add_bos: None,
             extra_args: Vec::new(),
             dump_ids_requested: false,
             no_bos_requested: false,
@@ -393,17 +411,18 @@ impl TokenParityError {
     /// The hints as plain-text lines (what the report lists under "Suggested fixes:", and what
     /// a JSON report can put in its `suggestions` array).
     pub fn suggestions(&self) -> Vec<String> {
-        let no_bos_known = self.context.as_ref().is_some_and(|c| c.no_bos_requested);
-        let command = self
-            .context
-            .as_ref()
-            .map_or(DEFAULT_COMMAND, |c| c.command.as_str());
+        let default_ctx = ReportContext::default();
+        let ctx = self.context.as_deref().unwrap_or(&default_ctx);
+        let command = ctx.command.as_str();
+        // BOS was not added by the tokenizers: a BOS in the sequence comes from the text.
+        let bos_from_text = ctx.add_bos == Some(false) && !ctx.no_bos_requested;
+        let non_raw = ctx.template_is_raw() == Some(false);
         self.hints()
             .into_iter()
             .map(|h| match h {
                 Hint::DuplicateBos { side, bos } => {
-                    let fix = if no_bos_known {
-                        "try: --prompt-template raw (the tokenizer adds BOS even with --no-bos)"
+                    let fix = if bos_from_text || ctx.no_bos_requested {
+                        "try: --prompt-template raw (the formatted text already starts with BOS)"
                     } else {
                         "try: --no-bos or --prompt-template raw"
                     };
@@ -413,7 +432,11 @@ impl TokenParityError {
                     )
                 }
                 Hint::BosOnOneSide { side, bos } => {
-                    let fix = if no_bos_known { "" } else { " - try: --no-bos" };
+                    let fix = match (bos_from_text, ctx.no_bos_requested, non_raw) {
+                        (true, _, true) => " - the formatted text carries it: try --prompt-template raw",
+                        (true, _, false) | (false, true, _) => "",
+                        (false, false, _) => " - try: --no-bos",
+                    };
                     format!(
                         "BOS (id {bos}) starts only the {side} tokens: the two tokenizers disagree \
                          on adding BOS (a tokenizer.json post-processor can add one){fix}"
@@ -432,10 +455,9 @@ impl TokenParityError {
                         .to_string()
                 }
                 Hint::TokenizerJsonMismatch { tokenizer } => {
-                    let model = self
-                        .context
+                    let model = ctx
+                        .model_path
                         .as_ref()
-                        .and_then(|c| c.model_path.as_ref())
                         .map_or_else(|| "MODEL.gguf".to_string(), |m| m.to_string_lossy().into());
                     let bulk = command.replace("crossval-per-token", "crossval-tokenizer");
                     format!(
@@ -454,58 +476,82 @@ impl TokenParityError {
     /// The example command (header line, then the command on indented continuation lines), or
     /// `None` when the evidence suggests no change of flags or the model path is unknown.
     ///
-    /// Changes: `--prompt-template raw` when a non-raw template was used; `--no-bos` for a BOS
-    /// problem when the template is raw and `--no-bos` was not given; `--tokenizer` dropped when
-    /// the tokenizer.json is suspected. Every argument is shell-quoted ([`shell_quote`]).
+    /// The command carries every fix the hints name, and no flag that has no effect there:
+    /// * `--prompt-template raw` when a non-raw template was applied (else the template that
+    ///   was applied, so `auto` is shown resolved);
+    /// * `--tokenizer` dropped when the tokenizer.json is suspected (both sides then use the
+    ///   GGUF's vocabulary and the same BOS decision, so a BOS hint needs no `--no-bos`);
+    /// * `--no-bos` for a BOS hint (or when it was given), but only with a template that adds
+    ///   BOS at all: never with `llama3-chat` / `chatml`, not with `raw` / `instruct` on a
+    ///   vocabulary without BOS;
+    /// * `--system-prompt` only with a template that uses it (not `raw`).
+    ///
+    /// Values are written `--flag=value` and shell-quoted ([`shell_quote`]), so a value that
+    /// starts with `-` cannot be taken for a flag.
     pub fn example_command(&self) -> Option<(String, String)> {
+        let (header, words) = self.example_words()?;
+        Some((header, words.join(" \\\n    ")))
+    }
+
+    /// The example command on one line (what a JSON report carries), or `None` as for
+    /// [`TokenParityError::example_command`].
+    pub fn example_command_line(&self) -> Option<String> {
+        self.example_words().map(|(_, words)| words.join(" "))
+    }
+
+    /// The example's header and its shell words (the command first, then one word per flag).
+    fn example_words(&self) -> Option<(String, Vec<String>)> {
         let ctx = self.context.as_ref()?;
         let model = ctx.model_path.as_ref()?;
         let hints = self.hints();
-        let non_raw = hints.contains(&Hint::UseRawTemplate);
-        let bos_problem = hints
+        let to_raw = hints.contains(&Hint::UseRawTemplate);
+        let bos_hint = hints
             .iter()
             .any(|h| matches!(h, Hint::DuplicateBos { .. } | Hint::BosOnOneSide { .. }));
-        let add_no_bos = bos_problem && !non_raw && !ctx.no_bos_requested;
         let drop_tokenizer = hints
             .iter()
             .any(|h| matches!(h, Hint::TokenizerJsonMismatch { .. }));
-        if !non_raw && !add_no_bos && !drop_tokenizer {
+        let template = if to_raw {
+            Some("raw")
+        } else {
+            ctx.prompt_template.as_deref()
+        };
+        let adds_bos_at_all = match template {
+            Some("llama3-chat" | "chatml") => false,
+            _ => ctx.vocab_add_bos.unwrap_or(true),
+        };
+        let no_bos = (ctx.no_bos_requested || (bos_hint && !drop_tokenizer)) && adds_bos_at_all;
+        let adds_no_bos = no_bos && !ctx.no_bos_requested;
+        if !to_raw && !adds_no_bos && !drop_tokenizer {
             return None;
         }
-        let mut args: Vec<(String, Option<String>)> =
-            vec![("--model".into(), Some(model.to_string_lossy().into_owned()))];
+        let flag = |name: &str, value: &str| format!("{name}={}", shell_quote(value));
+        let mut words = vec![
+            ctx.command.clone(),
+            flag("--model", &model.to_string_lossy()),
+        ];
         if let (Some(t), false) = (&ctx.tokenizer_path, drop_tokenizer) {
-            args.push(("--tokenizer".into(), Some(t.to_string_lossy().into_owned())));
+            words.push(flag("--tokenizer", &t.to_string_lossy()));
         }
-        args.push(("--prompt".into(), Some(self.prompt.clone())));
-        let template = if non_raw {
-            Some("raw".to_string())
-        } else {
-            ctx.prompt_template.clone()
-        };
+        words.push(flag("--prompt", &self.prompt));
         if let Some(t) = template {
-            args.push(("--prompt-template".into(), Some(t)));
+            words.push(flag("--prompt-template", t));
         }
-        if ctx.no_bos_requested || add_no_bos {
-            args.push(("--no-bos".into(), None));
+        if let (Some(s), false) = (&ctx.system_prompt, template == Some("raw")) {
+            words.push(flag("--system-prompt", s));
         }
-        let mut lines = vec![ctx.command.clone()];
-        for (flag, value) in args {
-            lines.push(match value {
-                Some(v) => format!("{flag} {}", shell_quote(&v)),
-                None => flag,
-            });
+        if no_bos {
+            words.push("--no-bos".into());
         }
-        if !ctx.extra_args.is_empty() {
-            let quoted: Vec<String> = ctx.extra_args.iter().map(|a| shell_quote(a)).collect();
-            lines.push(quoted.join(" "));
+        for (name, value) in &ctx.extra_args {
+            words.push(flag(name, value));
         }
-        let header = if non_raw {
+        let header = if to_raw {
             "Example command with raw template:"
         } else {
             "Example command:"
         };
-        Some((header.to_string(), lines.join(" \\\n    ")))
+        Some((header.to_string(), words))
     }
 
     /// The full mismatch report as plain text (no ANSI codes).
@@ -537,8 +583,13 @@ impl TokenParityError {
         out.push('\n');
         out.push_str("Rust and C++ produced different tokens - cannot compare logits!\n\n");
         out.push_str(&format!("Prompt: {:?}\n", self.prompt));
-        if let Some(t) = &ctx.prompt_template {
-            out.push_str(&format!("Template: {t}\n"));
+        match (&ctx.requested_template, &ctx.prompt_template) {
+            (Some(asked), Some(used)) if asked != used => {
+                out.push_str(&format!("Template: {asked} → {used}\n"))
+            }
+            (_, Some(used)) => out.push_str(&format!("Template: {used}\n")),
+            (Some(asked), None) => out.push_str(&format!("Template: {asked}\n")),
+            (None, None) => {}
         }
         out.push('\n');
         out.push_str("Rust tokens:\n");
@@ -783,7 +834,7 @@ mod tests {
             "Check GGUF chat_template metadata with: bitnet inspect models/model.gguf",
             "--dump-ids",
             "Example command with raw template:",
-            "--prompt 'What is 2+2?'",
+            "--prompt='What is 2+2?'",
         ] {
             assert!(r.contains(needle), "missing {needle:?} in:\n{r}");
         }
@@ -935,27 +986,98 @@ mod tests {
             .expect("example");
         assert_eq!(h, "Example command:");
         assert!(
-            cmd.ends_with("--prompt-template raw \\\n    --no-bos"),
+            cmd.ends_with("--prompt-template=raw \\\n    --no-bos"),
             "{cmd}"
         );
-        // Non-raw template: raw, keeping the tokenizer.
+        // Non-raw template: raw, keeping the tokenizer and the extra flags, dropping the
+        // system prompt raw ignores.
         let mut c = ctx();
         c.prompt_template = Some("instruct".into());
         c.tokenizer_path = Some("t.json".into());
-        c.extra_args = vec!["--cpp-model".into(), "f 32.gguf".into()];
-        let (h, cmd) = err(&[1, 5, 2], &[1, 5, 3])
-            .with_context(c)
-            .example_command()
-            .expect("example");
+        c.system_prompt = Some("Be brief.".into());
+        c.extra_args = vec![("--cpp-model".into(), "f 32.gguf".into())];
+        let e = err(&[1, 5, 2], &[1, 5, 3]).with_context(c);
+        let (h, cmd) = e.example_command().expect("example");
         assert_eq!(h, "Example command with raw template:");
         assert_eq!(
             cmd,
-            "cargo run -p xtask --release -- crossval-per-token \\\n    --model models/model.gguf \\\n    \
-             --tokenizer t.json \\\n    --prompt 'What is 2+2?' \\\n    --prompt-template raw \\\n    \
-             --cpp-model 'f 32.gguf'"
+            "cargo run -p xtask --release -- crossval-per-token \\\n    --model=models/model.gguf \\\n    \
+             --tokenizer=t.json \\\n    --prompt='What is 2+2?' \\\n    --prompt-template=raw \\\n    \
+             --cpp-model='f 32.gguf'"
+        );
+        assert_eq!(
+            e.example_command_line().expect("line"),
+            "cargo run -p xtask --release -- crossval-per-token --model=models/model.gguf \
+             --tokenizer=t.json --prompt='What is 2+2?' --prompt-template=raw --cpp-model='f 32.gguf'"
         );
         // No model path: no command.
         assert_eq!(err(&[1, 1, 2], &[1, 2]).example_command(), None);
+    }
+
+    /// Every fix the hints name is in the example, and no flag without effect: a BOS on one
+    /// side under `instruct` with a system prompt gives raw + --no-bos, without the system
+    /// prompt (issue 15, item 5).
+    #[test]
+    fn example_carries_every_fix_and_no_flag_without_effect() {
+        let mut c = ctx();
+        c.prompt_template = Some("instruct".into());
+        c.system_prompt = Some("Be brief.".into());
+        c.tokenizer_path = Some("llama3.json".into());
+        c.add_bos = Some(true);
+        c.vocab_add_bos = Some(true);
+        // C++ has BOS 1, Rust none; the next ids line up, so the BOS explains index 0.
+        let e = err(&[450, 451], &[1, 450, 451]).with_context(c.clone());
+        assert!(e.hints().contains(&Hint::UseRawTemplate));
+        let (_, cmd) = e.example_command().expect("example");
+        assert!(cmd.contains("--prompt-template=raw"), "{cmd}");
+        assert!(cmd.contains("--no-bos"), "{cmd}");
+        assert!(cmd.contains("--tokenizer=llama3.json"), "{cmd}");
+        assert!(!cmd.contains("--system-prompt"), "{cmd}");
+        // The tokenizer.json is suspect: dropping it is the fix, and --no-bos is not needed.
+        let e = err(&[9, 450], &[1, 450, 451]).with_context(c.clone());
+        let (_, cmd) = e.example_command().expect("example");
+        assert!(!cmd.contains("--tokenizer"), "{cmd}");
+        assert!(!cmd.contains("--no-bos"), "{cmd}");
+        // A vocabulary without BOS: --no-bos does nothing under raw, so it is not suggested.
+        c.vocab_add_bos = Some(false);
+        let e = err(&[450, 451], &[1, 450, 451]).with_context(c.clone());
+        let (_, cmd) = e.example_command().expect("example");
+        assert!(!cmd.contains("--no-bos"), "{cmd}");
+        // A given --no-bos is dropped with chat templates (they never add BOS) and a system
+        // prompt is kept where it is used.
+        let mut chat = ctx();
+        chat.prompt_template = Some("chatml".into());
+        chat.system_prompt = Some("S".into());
+        chat.no_bos_requested = true;
+        chat.tokenizer_path = Some("t.json".into());
+        let e = err(&[5, 2], &[3, 4]).with_context(chat);
+        let (_, cmd) = e.example_command().expect("example");
+        assert!(
+            cmd.contains("--prompt-template=raw") && cmd.contains("--no-bos"),
+            "{cmd}"
+        );
+        // BOS from the text (the tokenizers added none): --no-bos cannot help, raw can.
+        let mut text_bos = ctx();
+        text_bos.prompt_template = Some("jinja".into());
+        text_bos.add_bos = Some(false);
+        let e = err(&[1, 450], &[450]).with_context(text_bos);
+        let s = e.suggestions().join("\n");
+        assert!(s.contains("the formatted text carries it"), "{s}");
+        assert!(!s.contains("try: --no-bos"), "{s}");
+    }
+
+    #[test]
+    fn the_report_shows_the_requested_and_the_applied_template() {
+        let mut c = ctx();
+        c.requested_template = Some("auto".into());
+        c.prompt_template = Some("raw".into());
+        c.tokenizer_path = Some("t.json".into());
+        let e = err(&[5, 2], &[3, 4]).with_context(c);
+        let r = e.format_error();
+        assert!(r.contains("Template: auto → raw"), "{r}");
+        assert!(!e.hints().contains(&Hint::UseRawTemplate));
+        assert!(!r.contains("Use --prompt-template raw"), "{r}");
+        assert!(r.contains("--prompt-template=raw"), "{r}");
     }
 
     fn sh_args(script: &str) -> Vec<String> {
@@ -975,6 +1097,8 @@ mod tests {
 
     const NASTY: &[&str] = &[
         "What is 2+2?",
+        "-Hi",
+        "--format json",
         "it's \"quoted\"",
         "line one\nline two\n",
         "$HOME $(echo pwned) `id` ${x}",
@@ -1015,12 +1139,11 @@ mod tests {
             assert_eq!(
                 args,
                 vec![
-                    "--model",
-                    "my models/$m.gguf",
-                    "--prompt",
-                    prompt,
-                    "--prompt-template",
-                    "raw"
+                    "--model=my models/$m.gguf".to_string(),
+                    format!("--prompt={prompt}"),
+                    "--prompt-template=raw".to_string(),
+                    // The duplicate BOS hint names --no-bos too, and raw adds BOS.
+                    "--no-bos".to_string(),
                 ],
                 "{cmd}"
             );

@@ -374,7 +374,7 @@ fn bad_input_has_documented_exit_codes_and_json_stays_one_document() {
             .get_output()
             .stdout
             .clone();
-        assert_eq!(one_json(&out)["status"], "error", "{args:?}");
+        assert_eq!(one_json(&out)["status"], "usage_error", "{args:?}");
     }
     for m in [Path::new("/nonexistent/model.gguf"), corrupt.as_path()] {
         let out = crossval(m, &["--prompt", "x", "--format", "json"])

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bitnet_inference::{format_prompt, Model, ModelChatInfo, TemplateType};
+use bitnet_inference::{format_prompt, template_warnings, Model, ModelChatInfo, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 /// A problem with the command line (exit code 2), as opposed to a runtime failure (3).
@@ -19,26 +19,33 @@ pub struct RunArgs {
     /// The GGUF model (llama, bitnet or bitnet-b1.58).
     #[arg(long)]
     pub model: PathBuf,
-    /// The prompt (must not be empty).
-    #[arg(long)]
+    /// The prompt (must not be empty; may start with '-').
+    #[arg(long, allow_hyphen_values = true)]
     pub prompt: String,
-    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn).
-    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn). The prompt
+    /// and these tokens must fit the model's context.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
     pub n_predict: usize,
     /// Sampling temperature: 0 is greedy (the most likely token every step).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temp: f32,
     /// Seed for sampling when --temp > 0.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     pub seed: u64,
     /// Threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Prompt template: raw, instruct, llama3-chat, chatml, auto or jinja.
     #[arg(long, default_value = "raw")]
     pub prompt_template: TemplateType,
-    /// System prompt for the templates that have one.
-    #[arg(long)]
+    /// System prompt for the templates that have one (a warning says so when the template
+    /// ignores it, e.g. raw).
+    #[arg(long, allow_hyphen_values = true)]
     pub system_prompt: Option<String>,
 }
 
@@ -76,9 +83,12 @@ impl Sampler {
 /// Run the model on the prompt, writing the prompt and the continuation to `out` as it is
 /// generated and the statistics to `err`.
 ///
+/// Warnings (a flag the template ignores, chat markers the vocabulary lacks) go to `err`.
+///
 /// # Errors
-/// [`UsageError`] for an empty prompt or a bad temperature; runtime errors (unreadable or
-/// unsupported model, tokenizer failure) otherwise.
+/// [`UsageError`] for an empty prompt, a bad temperature, `jinja` on a model without a chat
+/// template, or a prompt and `--n-predict` that do not fit the model's context; runtime errors
+/// (unreadable or unsupported model, a malformed chat template, tokenizer failure) otherwise.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
         return Err(UsageError("--prompt must not be empty".into()).into());
@@ -91,6 +101,14 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     }
     let path = args.model.display();
     let model = Model::load(&args.model).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let context = model.config().context_length;
+    if args.n_predict >= context {
+        return Err(UsageError(format!(
+            "--n-predict {} leaves no room for a prompt: the model's context is {context} tokens",
+            args.n_predict
+        ))
+        .into());
+    }
     let tokenizer = GgufTokenizer::from_header(model.file(), &args.model)
         .map_err(|e| anyhow::anyhow!("{path}: tokenizer: {e}"))?;
     let info = ModelChatInfo::from_gguf(model.file());
@@ -100,11 +118,53 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         args.system_prompt.as_deref(),
         &info,
         tokenizer.add_bos_default(),
-    )?;
+    )
+    .map_err(|e| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            anyhow::anyhow!("{path}: {e}")
+        }
+    })?;
     if let Some(why) = &formatted.detected_from {
         writeln!(err, "template: {} (auto: {why})", formatted.template.name())?;
     }
+    let warnings = template_warnings(&formatted, args.system_prompt.as_deref(), |marker| {
+        tokenizer
+            .encode(marker, false, true)
+            .map_or(0, |ids| ids.len())
+    });
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    // No token covers more text than the longest token text: refuse text that cannot fit
+    // before tokenizing it (a chat template may render megabytes).
+    let longest = (0..tokenizer.vocab_size())
+        .filter_map(|id| tokenizer.token_text(u32::try_from(id).ok()?))
+        .map(str::len)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let at_least = formatted.text.len().div_ceil(longest);
+    if at_least.saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the formatted prompt is {} bytes, at least {at_least} tokens; with --n-predict {} \
+             that exceeds the model's context of {context} tokens: shorten the prompt",
+            formatted.text.len(),
+            args.n_predict
+        ))
+        .into());
+    }
     let prompt = tokenizer.encode(&formatted.text, formatted.add_bos, formatted.parse_special)?;
+    if prompt.len().saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the prompt is {} tokens and --n-predict asks for {} more: they exceed the model's \
+             context of {context} tokens; lower --n-predict or shorten the prompt",
+            prompt.len(),
+            args.n_predict
+        ))
+        .into());
+    }
     let stops: Vec<u32> = [tokenizer.eos_id(), tokenizer.eot_id()]
         .into_iter()
         .flatten()

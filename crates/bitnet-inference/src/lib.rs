@@ -31,7 +31,10 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Model, State};
 pub use numerics::Numerics;
-pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
+pub use template::{
+    format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
+    TemplateWarning,
+};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -241,7 +241,8 @@ pub enum Hint {
     },
     /// A non-raw template was used: suggest `--prompt-template raw`.
     UseRawTemplate,
-    /// Model path known, and either a non-raw template was used or a special token sits at the
+    /// Model path known, and either a chat template was used (anything but `raw` and
+    /// `instruct`, which owe nothing to the model's metadata) or a special token sits at the
     /// first difference: suggest `bitnet inspect <model>` to see the chat template metadata.
     InspectModel {
         /// The model path.
@@ -373,7 +374,11 @@ impl TokenParityError {
                 .flatten()
                 .filter_map(|&id| u32::try_from(id).ok())
                 .any(|id| ctx.special_ids.contains(&id));
-            if non_raw || special_at_diff {
+            let chat = ctx
+                .prompt_template
+                .as_deref()
+                .is_some_and(|t| !matches!(t, "raw" | "instruct"));
+            if chat || special_at_diff {
                 hints.push(Hint::InspectModel {
                     model: model.clone(),
                 });
@@ -816,7 +821,7 @@ mod tests {
         let mut c = ctx();
         c.pieces.insert(1, "<s>".into());
         c.pieces.insert(29871, "▁".into());
-        c.prompt_template = Some("instruct".into());
+        c.prompt_template = Some("chatml".into());
         let e = err(&[1, 1, 29871], &[1, 29871]).with_context(c);
         let r = e.format_error();
         for needle in [
@@ -925,8 +930,11 @@ mod tests {
         assert!(e
             .format_error()
             .contains("bitnet inspect '/m/it'\\''s model.gguf'"));
-        // Raw template, ordinary tokens: no.
+        // Raw or instruct template, ordinary tokens: no (neither uses the model's metadata).
         assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(ctx())));
+        let mut instruct = ctx();
+        instruct.prompt_template = Some("instruct".into());
+        assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(instruct)));
         // Raw template but a special token at the difference: yes.
         let mut special = ctx();
         special.special_ids.insert(32000);

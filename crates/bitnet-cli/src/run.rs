@@ -139,12 +139,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     }
     // No token covers more text than the longest token text: refuse text that cannot fit
     // before tokenizing it (a chat template may render megabytes).
-    let longest = (0..tokenizer.vocab_size())
-        .filter_map(|id| tokenizer.token_text(u32::try_from(id).ok()?))
-        .map(str::len)
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let longest = tokenizer.longest_token_bytes();
     let at_least = formatted.text.len().div_ceil(longest);
     if at_least.saturating_add(args.n_predict) > context {
         return Err(UsageError(format!(

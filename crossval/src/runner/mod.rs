@@ -531,17 +531,6 @@ fn warnings(
     out
 }
 
-/// The longest token text of the vocabulary, in bytes: no token stands for more input text,
-/// so `bytes / longest` tokens is a lower bound on any tokenization of `bytes` of text.
-fn longest_token_bytes(vocab: &GgufTokenizer) -> usize {
-    (0..vocab.vocab_size())
-        .filter_map(|id| vocab.token_text(u32::try_from(id).ok()?))
-        .map(str::len)
-        .max()
-        .unwrap_or(1)
-        .max(1)
-}
-
 /// Stage 5, before tokenizing: refuse text that needs more tokens than the context holds even
 /// if every token were the vocabulary's longest.
 fn check_formatted_size(
@@ -550,7 +539,7 @@ fn check_formatted_size(
     max_tokens: usize,
     context: usize,
 ) -> Result<(), Failure> {
-    let longest = longest_token_bytes(vocab);
+    let longest = vocab.longest_token_bytes();
     let at_least = bytes.div_ceil(longest);
     if at_least.saturating_add(max_tokens) > context {
         return Err(usage(format!(

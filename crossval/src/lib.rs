@@ -24,6 +24,10 @@
 //!
 //! These three modules have no dependency on the engine, the tokenizers or the C++ client: they
 //! work on plain ids and `f32` slices, which keeps them easy to test exhaustively.
+//!
+//! [`runner`] drives the whole `crossval-per-token` flow over them, stage by stage, each stage
+//! with its own status and exit code ([`RunStatus::exit_code`]); [`vocab_check`] is its
+//! `--cpp-model` vocabulary gate, and [`bulk`] the engine of `crossval-tokenizer`.
 #![deny(missing_docs)]
 
 pub mod bulk;

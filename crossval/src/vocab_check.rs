@@ -100,8 +100,10 @@ pub struct VocabMismatch {
     pub cpp_model: String,
     /// Where the second side's facts come from: the file, or the C++ reference's view of it.
     pub source: &'static str,
-    /// What each file looks like, when read from the files.
-    pub fingerprints: Option<Box<(VocabFingerprint, VocabFingerprint)>>,
+    /// `--model`'s fingerprint, when the files were compared.
+    pub model_fingerprint: Option<Box<VocabFingerprint>>,
+    /// `--cpp-model`'s fingerprint, when the files were compared.
+    pub cpp_model_fingerprint: Option<Box<VocabFingerprint>>,
     /// Every difference found.
     pub differences: Vec<VocabDifference>,
 }
@@ -110,8 +112,10 @@ impl VocabMismatch {
     /// The report's body: what each file holds (when read from the files) and what to do.
     pub fn details(&self) -> String {
         let mut s = String::new();
-        if let Some((a, b)) = self.fingerprints.as_deref() {
+        if let Some(a) = &self.model_fingerprint {
             s.push_str(&format!("  --model     {}: {}\n", a.path, a.describe()));
+        }
+        if let Some(b) = &self.cpp_model_fingerprint {
             s.push_str(&format!("  --cpp-model {}: {}\n", b.path, b.describe()));
         }
         s.push_str(
@@ -182,7 +186,8 @@ pub fn compare(model: &VocabFingerprint, cpp: &VocabFingerprint) -> Result<(), V
         model: model.path.clone(),
         cpp_model: cpp.path.clone(),
         source: "as stored in the files",
-        fingerprints: Some(Box::new((model.clone(), cpp.clone()))),
+        model_fingerprint: Some(Box::new(model.clone())),
+        cpp_model_fingerprint: Some(Box::new(cpp.clone())),
         differences,
     })
 }
@@ -236,7 +241,8 @@ pub fn compare_reference(
         model: model.display().to_string(),
         cpp_model: cpp_model.display().to_string(),
         source: "as the C++ reference loaded it",
-        fingerprints: None,
+        model_fingerprint: None,
+        cpp_model_fingerprint: None,
         differences,
     })
 }

@@ -445,6 +445,39 @@ mod tests {
     }
 
     #[test]
+    fn warnings_name_an_ignored_system_prompt_and_missing_markers() {
+        let i = info(None, None);
+        let raw = format_prompt(TemplateType::Raw, "Hi", Some("Be brief."), &i, true).unwrap();
+        assert_eq!(
+            template_warnings(&raw, Some("Be brief."), |_| 1),
+            [TemplateWarning::SystemPromptIgnored {
+                template: TemplateType::Raw
+            }]
+        );
+        assert!(template_warnings(&raw, None, |_| 1).is_empty());
+        let chatml = format_prompt(TemplateType::ChatMl, "Hi", Some("S"), &i, true).unwrap();
+        assert!(template_warnings(&chatml, Some("S"), |_| 1).is_empty());
+        // A vocabulary that splits <|im_end|> into pieces.
+        let w = template_warnings(
+            &chatml,
+            Some("S"),
+            |m| if m == "<|im_end|>" { 5 } else { 1 },
+        );
+        assert_eq!(
+            w,
+            [TemplateWarning::MarkersNotSingleTokens {
+                template: TemplateType::ChatMl,
+                markers: vec!["<|im_end|>"]
+            }]
+        );
+        assert!(w[0]
+            .to_string()
+            .contains("<|im_end|> are not single tokens"));
+        assert!(TemplateType::Raw.special_markers().is_empty());
+        assert_eq!(TemplateType::Llama3Chat.special_markers().len(), 4);
+    }
+
+    #[test]
     fn jinja_renders_the_models_template() {
         let tmpl = "{{ bos_token }}{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'].strip() }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT]{% endif %}";
         let f = format_prompt(

@@ -70,7 +70,7 @@ fn charge(bytes: isize) {
         }
         let left = left.saturating_sub(bytes).min(isize::MAX - 1);
         remaining.set(left);
-        let watch = WATCH.with(Cell::get);
+        let watch = WATCH.try_with(Cell::get).unwrap_or(ptr::null());
         // SAFETY: set by `budget_this_thread` from a `Watch` the thread keeps alive.
         let Some(watch) = (unsafe { watch.as_ref() }) else {
             return;

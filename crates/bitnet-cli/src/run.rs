@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bitnet_inference::{format_prompt, Model, ModelChatInfo, TemplateType};
+use bitnet_inference::{format_prompt, Eval, Model, ModelChatInfo, Outputs, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 /// A problem with the command line (exit code 2), as opposed to a runtime failure (3).
@@ -128,7 +128,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     let t0 = Instant::now();
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
         let mut state = model.new_state();
-        let logits = model.forward(&mut state, &prompt)?;
+        let logits = model.eval(&mut state, Eval::new(&prompt).outputs(Outputs::Last))?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let mut next = sampler.pick(&logits[logits.len() - v..]);
         // Pieces are buffered until they form whole UTF-8 characters.

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -68,10 +68,14 @@ pub enum Request {
         /// Render special/control tokens as their text.
         special: bool,
     },
-    /// Clear the KV cache and evaluate `tokens` from position 0; logits for every position.
+    /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
+    /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
+        /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outputs: Option<Vec<u32>>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -297,11 +301,12 @@ pub trait Engine {
     /// # Errors
     /// The reason, for the client.
     fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String>;
-    /// Clear the cache, evaluate, return `tokens.len()` rows of logits.
+    /// Clear the cache, evaluate `tokens` in one batch with the logits flag set on the
+    /// positions `outputs` (ascending indices, already validated), return those rows.
     ///
     /// # Errors
     /// The reason, for the client.
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String>;
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
     /// Evaluate one more token; one row of logits.
     ///
     /// # Errors
@@ -385,16 +390,22 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Ok(bytes) => Response::Piece { bytes },
                 Err(m) => fail(engine, m),
             },
-            Request::Eval { tokens } => match engine.eval(&tokens, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: tokens.len() as u32,
-                        n_vocab: engine.n_vocab(),
+            Request::Eval { tokens, outputs } => {
+                let rows = output_rows(tokens.len(), outputs);
+                match rows.and_then(|rows| {
+                    engine.eval(&tokens, &rows, &mut logits)?;
+                    Ok(rows.len())
+                }) {
+                    Ok(n) => {
+                        payload = &logits;
+                        Response::Logits {
+                            n_tokens: n as u32,
+                            n_vocab: engine.n_vocab(),
+                        }
                     }
+                    Err(m) => fail(engine, m),
                 }
-                Err(m) => fail(engine, m),
-            },
+            }
             Request::DecodeNext { token } => match engine.decode_next(token, &mut logits) {
                 Ok(()) => {
                     payload = &logits;
@@ -431,16 +442,34 @@ pub fn serve<E: Engine, R: Read, W: Write>(
     Ok(())
 }
 
+/// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.
+fn output_rows(n: usize, outputs: Option<Vec<u32>>) -> Result<Vec<u32>, String> {
+    let Some(rows) = outputs else {
+        return Ok((0..n as u32).collect());
+    };
+    if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&i| i as usize >= n) {
+        return Err(format!(
+            "output positions must be strictly ascending indices below {n}"
+        ));
+    }
+    Ok(rows)
+}
+
 /// Prompt evaluation then greedy generation, timed inside the reference process so pipe
-/// transfer is not counted.
+/// transfer is not counted. The prompt's logits are asked for the last position only, as
+/// llama-bench does.
 fn bench<E: Engine>(
     engine: &mut E,
     prompt: &[i32],
     n_gen: u32,
     logits: &mut Vec<f32>,
 ) -> Result<(f64, f64), String> {
+    let last = prompt
+        .len()
+        .checked_sub(1)
+        .ok_or("nothing to evaluate: the prompt is empty")? as u32;
     let t0 = std::time::Instant::now();
-    engine.eval(prompt, logits)?;
+    engine.eval(prompt, &[last], logits)?;
     let prompt_seconds = t0.elapsed().as_secs_f64();
     let n_vocab = engine.n_vocab() as usize;
     let mut next = argmax(&logits[logits.len() - n_vocab..]);

@@ -638,9 +638,28 @@ impl Session {
         self.logits(
             &Request::Eval {
                 tokens: tokens.to_vec(),
+                outputs: None,
             },
             "eval",
             tokens.len(),
+        )
+    }
+
+    /// Clear the KV cache and evaluate `tokens` in one batch with the logits flag on the
+    /// positions `outputs` only (strictly ascending indices into `tokens`): their logits, in
+    /// order.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange; the reference refuses positions that are not
+    /// ascending indices into `tokens`.
+    pub fn eval_outputs(&mut self, tokens: &[i32], outputs: &[u32]) -> Result<Logits, CppError> {
+        self.logits(
+            &Request::Eval {
+                tokens: tokens.to_vec(),
+                outputs: Some(outputs.to_vec()),
+            },
+            "eval",
+            outputs.len(),
         )
     }
 

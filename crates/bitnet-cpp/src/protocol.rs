@@ -95,12 +95,17 @@ pub enum Request {
     },
     /// Backend name, library version and `llama_print_system_info`.
     BuildInfo,
-    /// Timed run for benchmarks: evaluate `prompt` in one batch, then `n_gen` greedy steps.
+    /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
+    /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
+    /// position's logits only), a one-token warm-up, then `repetitions` generation runs
+    /// (cache cleared, `gen` decoded one token at a time, each with its logits).
     Bench {
-        /// Prompt token ids.
+        /// Prompt token ids (empty: no prompt runs).
         prompt: Vec<i32>,
-        /// Generation steps.
-        n_gen: u32,
+        /// Token ids decoded one at a time (empty: no generation runs).
+        gen: Vec<i32>,
+        /// Timed runs of each kind.
+        repetitions: u32,
     },
     /// End the process cleanly.
     Shutdown,
@@ -180,12 +185,12 @@ pub enum Response {
     },
     /// Answer to [`Request::BuildInfo`].
     Build(BuildFacts),
-    /// Answer to [`Request::Bench`].
+    /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
-        /// Seconds spent evaluating the prompt.
-        prompt_seconds: f64,
-        /// Seconds spent on the generation steps.
-        gen_seconds: f64,
+        /// One entry per prompt run.
+        prompt_seconds: Vec<f64>,
+        /// One entry per generation run.
+        gen_seconds: Vec<f64>,
     },
     /// A request without a value to return succeeded.
     Done,
@@ -429,7 +434,11 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Err(m) => fail(engine, m),
             },
             Request::BuildInfo => Response::Build(engine.build()),
-            Request::Bench { prompt, n_gen } => match bench(engine, &prompt, n_gen, &mut logits) {
+            Request::Bench {
+                prompt,
+                gen,
+                repetitions,
+            } => match bench(engine, &prompt, &gen, repetitions, &mut logits) {
                 Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
                     prompt_seconds,
                     gen_seconds,
@@ -455,30 +464,40 @@ fn output_rows(n: usize, outputs: Option<Vec<u32>>) -> Result<Vec<u32>, String> 
     Ok(rows)
 }
 
-/// Prompt evaluation then greedy generation, timed inside the reference process so pipe
-/// transfer is not counted. The prompt's logits are asked for the last position only, as
-/// llama-bench does.
+/// llama-bench's method inside the reference process (so no pipe transfer is timed): a
+/// warm-up run, then each timed run from an empty cache; prompt runs output the last
+/// position's logits only, generation runs decode one token at a time.
 fn bench<E: Engine>(
     engine: &mut E,
     prompt: &[i32],
-    n_gen: u32,
+    gen: &[i32],
+    repetitions: u32,
     logits: &mut Vec<f32>,
-) -> Result<(f64, f64), String> {
-    let last = prompt
-        .len()
-        .checked_sub(1)
-        .ok_or("nothing to evaluate: the prompt is empty")? as u32;
-    let t0 = std::time::Instant::now();
-    engine.eval(prompt, &[last], logits)?;
-    let prompt_seconds = t0.elapsed().as_secs_f64();
-    let n_vocab = engine.n_vocab() as usize;
-    let mut next = argmax(&logits[logits.len() - n_vocab..]);
-    let t1 = std::time::Instant::now();
-    for _ in 0..n_gen {
-        engine.decode_next(next, logits)?;
-        next = argmax(logits);
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut prompt_seconds = Vec::new();
+    if let Some(last) = prompt.len().checked_sub(1) {
+        let last = [last as u32];
+        engine.eval(prompt, &last, logits)?;
+        for _ in 0..repetitions {
+            let t = std::time::Instant::now();
+            engine.eval(prompt, &last, logits)?;
+            prompt_seconds.push(t.elapsed().as_secs_f64());
+        }
     }
-    Ok((prompt_seconds, t1.elapsed().as_secs_f64()))
+    let mut gen_seconds = Vec::new();
+    if let Some(&first) = gen.first() {
+        engine.reset()?;
+        engine.decode_next(first, logits)?;
+        for _ in 0..repetitions {
+            engine.reset()?;
+            let t = std::time::Instant::now();
+            for &token in gen {
+                engine.decode_next(token, logits)?;
+            }
+            gen_seconds.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok((prompt_seconds, gen_seconds))
 }
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.

@@ -716,19 +716,24 @@ impl Session {
         }
     }
 
-    /// Timed prompt evaluation and `n_gen` greedy steps, measured inside the reference:
-    /// `(prompt seconds, generation seconds)`.
+    /// llama-bench's timed runs of `prompt` (one batch, last logits only) and `gen` (one
+    /// token at a time), `repetitions` of each after a warm-up, measured inside the reference:
+    /// the seconds of each prompt run and of each generation run.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
-    pub fn bench(&mut self, prompt: &[i32], n_gen: u32) -> Result<(f64, f64), CppError> {
-        match self.ask(
-            &Request::Bench {
-                prompt: prompt.to_vec(),
-                n_gen,
-            },
-            "bench",
-        )? {
+    pub fn bench(
+        &mut self,
+        prompt: &[i32],
+        gen: &[i32],
+        repetitions: u32,
+    ) -> Result<(Vec<f64>, Vec<f64>), CppError> {
+        let request = Request::Bench {
+            prompt: prompt.to_vec(),
+            gen: gen.to_vec(),
+            repetitions,
+        };
+        match self.ask(&request, "bench")? {
             (
                 Response::BenchTimes {
                     prompt_seconds,
@@ -738,6 +743,12 @@ impl Session {
             ) => Ok((prompt_seconds, gen_seconds)),
             (other, _) => Err(self.unexpected("bench", &other)),
         }
+    }
+
+    /// The reference process's peak resident memory so far (`VmHWM`, KiB), where the system
+    /// reports it (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(Some(self.child.id()))
     }
 
     /// The process id of the reference (tests use it to kill the process).
@@ -782,6 +793,18 @@ fn describe_status(s: std::process::ExitStatus) -> String {
 /// The repository root (where `cpp/` lives), known at compile time.
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this process with `None`,
+/// where the system reports it (Linux `/proc`); benchmarks compare both engines' figures.
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Where a reference's binary is: `$BITNET_CPP_LLAMA` / `$BITNET_CPP_BITNET` if set,

@@ -9,8 +9,12 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use bitnet_cpp::protocol::{
+    self, server, BuildFacts, ChatMessage, Engine, SamplerChainSpec, VocabFacts,
+};
 use llama_cpp_sys_2 as sys;
+
+mod sampling;
 
 struct Llama {
     model: *mut sys::llama_model,
@@ -46,6 +50,16 @@ impl Llama {
         Ok(())
     }
 
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), String> {
+        match tokens.iter().find(|&&t| t < 0 || t as u32 >= self.n_vocab) {
+            Some(t) => Err(format!(
+                "token id {t} is outside the vocabulary (0..{})",
+                self.n_vocab
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
     fn decode(
         &mut self,
@@ -54,14 +68,7 @@ impl Llama {
         out: &mut Vec<f32>,
     ) -> Result<(), String> {
         self.need_ctx()?;
-        for &t in tokens {
-            if t < 0 || t as u32 >= self.n_vocab {
-                return Err(format!(
-                    "token id {t} is outside the vocabulary (0..{})",
-                    self.n_vocab
-                ));
-            }
-        }
+        self.check_tokens(tokens)?;
         let n_vocab = self.n_vocab as usize;
         out.clear();
         out.reserve(outputs.len() * n_vocab);
@@ -342,6 +349,61 @@ impl Engine for Llama {
 
     fn n_vocab(&self) -> u32 {
         self.n_vocab
+    }
+
+    fn sample(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        self.need_vocab()?;
+        self.check_tokens(accepted)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in accepted {
+            chain.accept(t);
+        }
+        let tokens = rows
+            .chunks(self.n_vocab as usize)
+            .map(|row| chain.sample_row(row))
+            .collect::<Result<Vec<i32>, String>>()?;
+        Ok((tokens, chain.seed()))
+    }
+
+    fn generate(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        if prompt.is_empty() {
+            return Err("nothing to evaluate: the prompt is empty".into());
+        }
+        self.reset()?;
+        // As llama-completion decodes a prompt: logits for its last token only (the row also
+        // stays in the context, where llama_sampler_sample reads it).
+        let mut row = Vec::new();
+        self.decode(prompt, &[prompt.len() as u32 - 1], &mut row)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in prompt {
+            chain.accept(t);
+        }
+        let mut tokens = Vec::new();
+        while tokens.len() < n_predict as usize {
+            // SAFETY: the last decode asked for logits of its last token.
+            let t = unsafe { chain.sample_context(self.ctx) };
+            tokens.push(t);
+            // SAFETY: vocab belongs to the loaded model.
+            if unsafe { sys::llama_vocab_is_eog(self.vocab, t) }
+                || tokens.len() == n_predict as usize
+            {
+                break;
+            }
+            self.decode(&[t], &[0], &mut row)?;
+        }
+        Ok((tokens, chain.seed()))
     }
 }
 

@@ -10,6 +10,9 @@
 //! P bytes payload: raw little-endian f32 (logits), empty for most messages
 //! ```
 //!
+//! Requests may carry a payload too: [`Request::Sample`] sends the rows of logits to sample
+//! from.
+//!
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
@@ -19,7 +22,7 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -33,6 +36,58 @@ pub struct ChatMessage {
     pub role: String,
     /// The message text.
     pub content: String,
+}
+
+/// llama.cpp's sampling parameters, as `common_sampler_init` reads them from
+/// `common_params_sampling`: the reference builds exactly the chain `llama-completion` builds
+/// (the vocabulary's suppress tokens as a −∞ logit bias, `samplers` in order, then `dist`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerChainSpec {
+    /// Seed of `dist` and `xtc` (`0xFFFFFFFF`: random).
+    pub seed: u32,
+    /// Canonical sampler names in chain order (`penalties`, `dry`, `top_n_sigma`, `top_k`,
+    /// `typ_p`, `top_p`, `min_p`, `xtc`, `temperature`).
+    pub samplers: Vec<String>,
+    /// `top_k`.
+    pub top_k: i32,
+    /// `top_p`.
+    pub top_p: f32,
+    /// `min_p`.
+    pub min_p: f32,
+    /// `xtc_probability`.
+    pub xtc_probability: f32,
+    /// `xtc_threshold`.
+    pub xtc_threshold: f32,
+    /// `typ_p`.
+    pub typical_p: f32,
+    /// `temp`.
+    pub temp: f32,
+    /// `dynatemp_range`.
+    pub dynatemp_range: f32,
+    /// `dynatemp_exponent`.
+    pub dynatemp_exponent: f32,
+    /// `penalty_last_n`.
+    pub penalty_last_n: i32,
+    /// `penalty_repeat`.
+    pub penalty_repeat: f32,
+    /// `penalty_freq`.
+    pub penalty_freq: f32,
+    /// `penalty_present`.
+    pub penalty_present: f32,
+    /// `dry_multiplier`.
+    pub dry_multiplier: f32,
+    /// `dry_base`.
+    pub dry_base: f32,
+    /// `dry_allowed_length`.
+    pub dry_allowed_length: i32,
+    /// `dry_penalty_last_n`.
+    pub dry_penalty_last_n: i32,
+    /// `dry_sequence_breakers`.
+    pub dry_sequence_breakers: Vec<String>,
+    /// `top_n_sigma`.
+    pub top_n_sigma: f32,
+    /// `min_keep`.
+    pub min_keep: u32,
 }
 
 /// What the client asks of a reference.
@@ -106,6 +161,30 @@ pub enum Request {
         gen: Vec<i32>,
         /// Timed runs of each kind.
         repetitions: u32,
+    },
+    /// Run llama.cpp's sampler chain on given logits: build the chain, accept `accepted`
+    /// (the prompt), then for each of the `n_rows` rows of logits in the payload (`n_vocab`
+    /// each) apply the chain, take its pick and accept it — `llama_sampler_sample` on logits
+    /// that come from the client instead of a decode. Answer: [`Response::Sampled`].
+    Sample {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Tokens the chain has already seen (penalties and DRY remember them).
+        accepted: Vec<i32>,
+        /// Rows of logits in the payload.
+        n_rows: u32,
+    },
+    /// Generate as `llama-completion` does: clear the KV cache, decode `prompt` (logits for
+    /// its last token only), build the chain and accept the prompt, then up to `n_predict`
+    /// times `llama_sampler_sample` and decode the token, stopping after an end-of-generation
+    /// token. Answer: [`Response::Sampled`] (the end-of-generation token included).
+    Generate {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Prompt token ids.
+        prompt: Vec<i32>,
+        /// Most tokens to sample.
+        n_predict: u32,
     },
     /// End the process cleanly.
     Shutdown,
@@ -191,6 +270,13 @@ pub enum Response {
         prompt_seconds: Vec<f64>,
         /// One entry per generation run.
         gen_seconds: Vec<f64>,
+    },
+    /// Answer to [`Request::Sample`] and [`Request::Generate`].
+    Sampled {
+        /// The chosen tokens, in order.
+        tokens: Vec<i32>,
+        /// `llama_sampler_get_seed` of the chain (the seed actually used).
+        seed: u32,
     },
     /// A request without a value to return succeeded.
     Done,
@@ -338,6 +424,40 @@ pub trait Engine {
     fn log_tail(&self) -> Vec<String>;
     /// Vocabulary size of the loaded model (0 before load).
     fn n_vocab(&self) -> u32;
+    /// Run the sampler chain on `rows` (whole rows of `n_vocab` logits) after accepting
+    /// `accepted`; the chosen tokens and the chain's seed. See [`Request::Sample`].
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference has no sampler chain.
+    fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        let _ = (chain, accepted, rows);
+        Err(no_sampler(self.backend()))
+    }
+    /// Generate with the sampler chain; the tokens and the chain's seed. See
+    /// [`Request::Generate`].
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference has no sampler chain.
+    fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        let _ = (chain, prompt, n_predict);
+        Err(no_sampler(self.backend()))
+    }
+}
+
+fn no_sampler(backend: &str) -> String {
+    format!(
+        "the {backend} reference does not run llama.cpp's sampler chain (use the llama reference)"
+    )
 }
 
 /// Serve requests from `input` on `output` until shutdown or end of input.
@@ -358,7 +478,7 @@ pub fn serve<E: Engine, R: Read, W: Write>(
         &[],
     )?;
     let mut logits = Vec::new();
-    while let Some((request, _)) = read_frame::<_, Request>(input)? {
+    while let Some((request, request_payload)) = read_frame::<_, Request>(input)? {
         let fail = |e: &E, message: String| Response::Error {
             message,
             log: e.log_tail(),
@@ -369,6 +489,36 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 write_frame(output, &Response::Done, &[])?;
                 return Ok(());
             }
+            Request::Sample {
+                chain,
+                accepted,
+                n_rows,
+            } => {
+                let expected = n_rows as usize * engine.n_vocab() as usize;
+                if engine.n_vocab() == 0 || request_payload.len() != expected {
+                    fail(
+                        engine,
+                        format!(
+                            "sample: the payload holds {} logits, expected {n_rows} rows of {} (the loaded vocabulary)",
+                            request_payload.len(),
+                            engine.n_vocab()
+                        ),
+                    )
+                } else {
+                    match engine.sample(&chain, &accepted, &request_payload) {
+                        Ok((tokens, seed)) => Response::Sampled { tokens, seed },
+                        Err(m) => fail(engine, m),
+                    }
+                }
+            }
+            Request::Generate {
+                chain,
+                prompt,
+                n_predict,
+            } => match engine.generate(&chain, &prompt, n_predict) {
+                Ok((tokens, seed)) => Response::Sampled { tokens, seed },
+                Err(m) => fail(engine, m),
+            },
             Request::Load {
                 model_path,
                 n_ctx,
@@ -571,6 +721,136 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut &buf[..]).is_err());
         let mut r = &b"\x05\x00\x00\x00{bad}\x00\x00\x00\x00\x00\x00\x00\x00"[..];
         assert!(read_frame::<_, Request>(&mut r).is_err());
+    }
+
+    /// An engine with a 3-token vocabulary and no sampler chain.
+    struct NoChain;
+
+    impl Engine for NoChain {
+        fn backend(&self) -> &'static str {
+            "bitnet"
+        }
+        fn load(&mut self, _: &str, _: u32, _: u32, _: bool) -> Result<(u32, u32), String> {
+            Ok((3, 0))
+        }
+        fn vocab(&mut self) -> Result<VocabFacts, String> {
+            Err("none".into())
+        }
+        fn tokenize(&mut self, _: &str, _: bool, _: bool) -> Result<Vec<i32>, String> {
+            Ok(vec![])
+        }
+        fn token_to_piece(&mut self, _: i32, _: bool) -> Result<Vec<u8>, String> {
+            Ok(vec![])
+        }
+        fn eval(&mut self, _: &[i32], _: &[u32], _: &mut Vec<f32>) -> Result<(), String> {
+            Ok(())
+        }
+        fn decode_next(&mut self, _: i32, _: &mut Vec<f32>) -> Result<(), String> {
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn apply_chat_template(
+            &mut self,
+            _: &[ChatMessage],
+            _: bool,
+            _: Option<&str>,
+        ) -> Result<String, String> {
+            Ok(String::new())
+        }
+        fn build(&mut self) -> BuildFacts {
+            BuildFacts {
+                backend: "bitnet".into(),
+                library: String::new(),
+                system_info: String::new(),
+            }
+        }
+        fn log_tail(&self) -> Vec<String> {
+            vec![]
+        }
+        fn n_vocab(&self) -> u32 {
+            3
+        }
+    }
+
+    fn chain() -> SamplerChainSpec {
+        SamplerChainSpec {
+            seed: 42,
+            samplers: vec!["top_k".into(), "temperature".into()],
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            xtc_probability: 0.0,
+            xtc_threshold: 0.1,
+            typical_p: 1.0,
+            temp: 0.8,
+            dynatemp_range: 0.0,
+            dynatemp_exponent: 1.0,
+            penalty_last_n: 64,
+            penalty_repeat: 1.0,
+            penalty_freq: 0.0,
+            penalty_present: 0.0,
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: 64,
+            dry_sequence_breakers: vec!["\n".into()],
+            top_n_sigma: -1.0,
+            min_keep: 0,
+        }
+    }
+
+    /// Serve `requests` (with payloads) to `NoChain`; the answers after the hello.
+    fn answers(requests: &[(Request, Vec<f32>)]) -> Vec<Response> {
+        let mut input = Vec::new();
+        for (r, payload) in requests {
+            write_frame(&mut input, r, payload).unwrap();
+        }
+        let mut output = Vec::new();
+        serve(&mut NoChain, &mut &input[..], &mut output).unwrap();
+        let mut r = &output[..];
+        let mut out = Vec::new();
+        while let Some((resp, _)) = read_frame::<_, Response>(&mut r).unwrap() {
+            out.push(resp);
+        }
+        out.remove(0);
+        out
+    }
+
+    #[test]
+    fn sample_requests_carry_their_logits_and_are_checked() {
+        let sample = |n_rows| Request::Sample {
+            chain: chain(),
+            accepted: vec![1, 2],
+            n_rows,
+        };
+        let got = answers(&[
+            (sample(2), vec![0.0; 5]),
+            (sample(2), vec![0.0; 6]),
+            (
+                Request::Generate {
+                    chain: chain(),
+                    prompt: vec![1],
+                    n_predict: 4,
+                },
+                vec![],
+            ),
+        ]);
+        let messages: Vec<String> = got
+            .iter()
+            .map(|r| match r {
+                Response::Error { message, .. } => message.clone(),
+                other => panic!("expected an error, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            messages[0].contains("5 logits, expected 2 rows of 3"),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[1].contains("does not run llama.cpp's sampler chain"));
+        assert!(messages[2].contains("does not run llama.cpp's sampler chain"));
     }
 
     #[test]

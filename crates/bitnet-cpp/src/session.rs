@@ -11,7 +11,8 @@ use std::time::Duration;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, VocabFacts,
+    PROTOCOL_VERSION,
 };
 
 /// A C++ reference implementation.
@@ -550,8 +551,17 @@ impl Session {
     }
 
     fn call(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+        self.call_with(request, &[], during)
+    }
+
+    fn call_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         let sent = match self.stdin.as_mut() {
-            Some(w) => protocol::write_frame(w, request, &[]).is_ok(),
+            Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
         if !sent {
@@ -562,7 +572,16 @@ impl Session {
 
     /// Send a request and turn an `Error` answer into [`CppError::Request`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
-        match self.call(request, during)? {
+        self.ask_with(request, &[], during)
+    }
+
+    fn ask_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        match self.call_with(request, payload, during)? {
             (Response::Error { message, log }, _) => Err(CppError::Request {
                 backend: self.backend,
                 message,
@@ -749,6 +768,53 @@ impl Session {
     /// reports it (Linux).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(Some(self.child.id()))
+    }
+
+    /// llama.cpp's sampler chain on given logits: accept `accepted`, then for each row of
+    /// `rows` (whole rows of [`Session::n_vocab`] logits) sample and accept. Returns the
+    /// chosen tokens and the chain's seed.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange; [`CppError::Request`] when the reference has no
+    /// sampler chain (bitnet.cpp) or refuses the parameters.
+    pub fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let n_rows = rows.len().checked_div(self.n_vocab).unwrap_or(0) as u32;
+        let r = Request::Sample {
+            chain: chain.clone(),
+            accepted: accepted.to_vec(),
+            n_rows,
+        };
+        match self.ask_with(&r, rows, "sample")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("sample", &other)),
+        }
+    }
+
+    /// Generate as `llama-completion` does (see [`Request::Generate`]): the sampled tokens,
+    /// an end-of-generation token included, and the chain's seed.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange.
+    pub fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let r = Request::Generate {
+            chain: chain.clone(),
+            prompt: prompt.to_vec(),
+            n_predict,
+        };
+        match self.ask(&r, "generate")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("generate", &other)),
+        }
     }
 
     /// The process id of the reference (tests use it to kill the process).

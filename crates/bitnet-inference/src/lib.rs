@@ -1,6 +1,6 @@
 //! The bitnet-rs engine: load a GGUF model (`llama`, upstream `bitnet`, Microsoft's
 //! `bitnet-b1.58`), evaluate a prompt in one batched pass, decode with a KV cache, generate
-//! greedily.
+//! greedily or sample as llama.cpp samples ([`sampling`]).
 //!
 //! Every caller goes through one evaluation request, [`Eval`]: token ids in; the logits of the
 //! positions asked for ([`Outputs`]: all for cross-validation, the last for generation and
@@ -30,6 +30,7 @@ mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod sampling;
 pub mod tap;
 pub mod template;
 mod weights;

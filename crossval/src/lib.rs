@@ -24,12 +24,16 @@
 //!
 //! These three modules have no dependency on the engine, the tokenizers or the C++ client: they
 //! work on plain ids and `f32` slices, which keeps them easy to test exhaustively.
+//!
+//! [`sampling`] hands the engine's sampling parameters to the reference in its protocol's
+//! form, so the sampler chains of both sides can be compared token for token.
 #![deny(missing_docs)]
 
 pub mod bulk;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
+pub mod sampling;
 pub mod token_parity;
 
 pub use logits_compare::{

@@ -95,6 +95,13 @@ pub fn apply_model_defaults(
     if mirostat != 0 {
         out.mirostat = Some(mirostat);
     }
+    // Values llama.cpp takes from the model without complaint but a flag may not have: a
+    // negative window disables the penalties there, a negative temperature is greedy there;
+    // 0 does the same and passes validation.
+    params.penalty_last_n = params.penalty_last_n.max(0);
+    if params.temp < 0.0 {
+        params.temp = 0.0;
+    }
     Ok(out)
 }
 

@@ -4,39 +4,11 @@
 
 use std::path::Path;
 
-use bitnet_cpp::protocol::SamplerChainSpec;
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_crossval::sampling::chain_spec as spec;
 use bitnet_gguf::{GgufFile, GgufWriter, Value};
 use bitnet_inference::sampling::{DryBreakers, Sampler, SamplerType, SamplingParams};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
-
-/// The protocol's form of `p`.
-fn spec(p: &SamplingParams) -> SamplerChainSpec {
-    SamplerChainSpec {
-        seed: p.seed,
-        samplers: p.samplers.iter().map(|s| s.name().to_string()).collect(),
-        top_k: p.top_k,
-        top_p: p.top_p,
-        min_p: p.min_p,
-        xtc_probability: p.xtc_probability,
-        xtc_threshold: p.xtc_threshold,
-        typical_p: p.typical_p,
-        temp: p.temp,
-        dynatemp_range: p.dynatemp_range,
-        dynatemp_exponent: p.dynatemp_exponent,
-        penalty_last_n: p.penalty_last_n,
-        penalty_repeat: p.penalty_repeat,
-        penalty_freq: p.penalty_freq,
-        penalty_present: p.penalty_present,
-        dry_multiplier: p.dry_multiplier,
-        dry_base: p.dry_base,
-        dry_allowed_length: p.dry_allowed_length,
-        dry_penalty_last_n: p.dry_penalty_last_n,
-        dry_sequence_breakers: p.dry_sequence_breakers.clone(),
-        top_n_sigma: p.top_n_sigma,
-        min_keep: p.min_keep as u32,
-    }
-}
 
 /// The parameter sets: llama.cpp's defaults, then each sampler pushed into its interesting
 /// paths (the unsorted top-p bucket sort on the full vocabulary, min-p's unsorted filter,

@@ -28,12 +28,16 @@
 //! [`runner`] drives the whole `crossval-per-token` flow over them, stage by stage, each stage
 //! with its own status and exit code ([`RunStatus::exit_code`]); [`vocab_check`] is its
 //! `--cpp-model` vocabulary gate, and [`bulk`] the engine of `crossval-tokenizer`.
+//!
+//! [`sampling`] hands the engine's sampling parameters to the reference in its protocol's
+//! form, so the sampler chains of both sides can be compared token for token.
 #![deny(missing_docs)]
 
 pub mod bulk;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
+pub mod sampling;
 pub mod token_parity;
 pub mod vocab_check;
 

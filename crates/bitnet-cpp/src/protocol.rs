@@ -10,6 +10,9 @@
 //! P bytes payload: raw little-endian f32 (logits), empty for most messages
 //! ```
 //!
+//! Requests may carry a payload too: [`Request::Sample`] sends the rows of logits to sample
+//! from.
+//!
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
@@ -19,7 +22,7 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -33,6 +36,58 @@ pub struct ChatMessage {
     pub role: String,
     /// The message text.
     pub content: String,
+}
+
+/// llama.cpp's sampling parameters, as `common_sampler_init` reads them from
+/// `common_params_sampling`: the reference builds exactly the chain `llama-completion` builds
+/// (the vocabulary's suppress tokens as a −∞ logit bias, `samplers` in order, then `dist`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerChainSpec {
+    /// Seed of `dist` and `xtc` (`0xFFFFFFFF`: random).
+    pub seed: u32,
+    /// Canonical sampler names in chain order (`penalties`, `dry`, `top_n_sigma`, `top_k`,
+    /// `typ_p`, `top_p`, `min_p`, `xtc`, `temperature`).
+    pub samplers: Vec<String>,
+    /// `top_k`.
+    pub top_k: i32,
+    /// `top_p`.
+    pub top_p: f32,
+    /// `min_p`.
+    pub min_p: f32,
+    /// `xtc_probability`.
+    pub xtc_probability: f32,
+    /// `xtc_threshold`.
+    pub xtc_threshold: f32,
+    /// `typ_p`.
+    pub typical_p: f32,
+    /// `temp`.
+    pub temp: f32,
+    /// `dynatemp_range`.
+    pub dynatemp_range: f32,
+    /// `dynatemp_exponent`.
+    pub dynatemp_exponent: f32,
+    /// `penalty_last_n`.
+    pub penalty_last_n: i32,
+    /// `penalty_repeat`.
+    pub penalty_repeat: f32,
+    /// `penalty_freq`.
+    pub penalty_freq: f32,
+    /// `penalty_present`.
+    pub penalty_present: f32,
+    /// `dry_multiplier`.
+    pub dry_multiplier: f32,
+    /// `dry_base`.
+    pub dry_base: f32,
+    /// `dry_allowed_length`.
+    pub dry_allowed_length: i32,
+    /// `dry_penalty_last_n`.
+    pub dry_penalty_last_n: i32,
+    /// `dry_sequence_breakers`.
+    pub dry_sequence_breakers: Vec<String>,
+    /// `top_n_sigma`.
+    pub top_n_sigma: f32,
+    /// `min_keep`.
+    pub min_keep: u32,
 }
 
 /// What the client asks of a reference.
@@ -68,10 +123,14 @@ pub enum Request {
         /// Render special/control tokens as their text.
         special: bool,
     },
-    /// Clear the KV cache and evaluate `tokens` from position 0; logits for every position.
+    /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
+    /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
+        /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outputs: Option<Vec<u32>>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -91,12 +150,41 @@ pub enum Request {
     },
     /// Backend name, library version and `llama_print_system_info`.
     BuildInfo,
-    /// Timed run for benchmarks: evaluate `prompt` in one batch, then `n_gen` greedy steps.
+    /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
+    /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
+    /// position's logits only), a one-token warm-up, then `repetitions` generation runs
+    /// (cache cleared, `gen` decoded one token at a time, each with its logits).
     Bench {
+        /// Prompt token ids (empty: no prompt runs).
+        prompt: Vec<i32>,
+        /// Token ids decoded one at a time (empty: no generation runs).
+        gen: Vec<i32>,
+        /// Timed runs of each kind.
+        repetitions: u32,
+    },
+    /// Run llama.cpp's sampler chain on given logits: build the chain, accept `accepted`
+    /// (the prompt), then for each of the `n_rows` rows of logits in the payload (`n_vocab`
+    /// each) apply the chain, take its pick and accept it — `llama_sampler_sample` on logits
+    /// that come from the client instead of a decode. Answer: [`Response::Sampled`].
+    Sample {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Tokens the chain has already seen (penalties and DRY remember them).
+        accepted: Vec<i32>,
+        /// Rows of logits in the payload.
+        n_rows: u32,
+    },
+    /// Generate as `llama-completion` does: clear the KV cache, decode `prompt` (logits for
+    /// its last token only), build the chain and accept the prompt, then up to `n_predict`
+    /// times `llama_sampler_sample` and decode the token, stopping after an end-of-generation
+    /// token. Answer: [`Response::Sampled`] (the end-of-generation token included).
+    Generate {
+        /// The chain.
+        chain: SamplerChainSpec,
         /// Prompt token ids.
         prompt: Vec<i32>,
-        /// Generation steps.
-        n_gen: u32,
+        /// Most tokens to sample.
+        n_predict: u32,
     },
     /// End the process cleanly.
     Shutdown,
@@ -176,12 +264,19 @@ pub enum Response {
     },
     /// Answer to [`Request::BuildInfo`].
     Build(BuildFacts),
-    /// Answer to [`Request::Bench`].
+    /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
-        /// Seconds spent evaluating the prompt.
-        prompt_seconds: f64,
-        /// Seconds spent on the generation steps.
-        gen_seconds: f64,
+        /// One entry per prompt run.
+        prompt_seconds: Vec<f64>,
+        /// One entry per generation run.
+        gen_seconds: Vec<f64>,
+    },
+    /// Answer to [`Request::Sample`] and [`Request::Generate`].
+    Sampled {
+        /// The chosen tokens, in order.
+        tokens: Vec<i32>,
+        /// `llama_sampler_get_seed` of the chain (the seed actually used).
+        seed: u32,
     },
     /// A request without a value to return succeeded.
     Done,
@@ -297,11 +392,12 @@ pub trait Engine {
     /// # Errors
     /// The reason, for the client.
     fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String>;
-    /// Clear the cache, evaluate, return `tokens.len()` rows of logits.
+    /// Clear the cache, evaluate `tokens` in one batch with the logits flag set on the
+    /// positions `outputs` (ascending indices, already validated), return those rows.
     ///
     /// # Errors
     /// The reason, for the client.
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String>;
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
     /// Evaluate one more token; one row of logits.
     ///
     /// # Errors
@@ -328,6 +424,40 @@ pub trait Engine {
     fn log_tail(&self) -> Vec<String>;
     /// Vocabulary size of the loaded model (0 before load).
     fn n_vocab(&self) -> u32;
+    /// Run the sampler chain on `rows` (whole rows of `n_vocab` logits) after accepting
+    /// `accepted`; the chosen tokens and the chain's seed. See [`Request::Sample`].
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference has no sampler chain.
+    fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        let _ = (chain, accepted, rows);
+        Err(no_sampler(self.backend()))
+    }
+    /// Generate with the sampler chain; the tokens and the chain's seed. See
+    /// [`Request::Generate`].
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference has no sampler chain.
+    fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        let _ = (chain, prompt, n_predict);
+        Err(no_sampler(self.backend()))
+    }
+}
+
+fn no_sampler(backend: &str) -> String {
+    format!(
+        "the {backend} reference does not run llama.cpp's sampler chain (use the llama reference)"
+    )
 }
 
 /// Serve requests from `input` on `output` until shutdown or end of input.
@@ -348,7 +478,7 @@ pub fn serve<E: Engine, R: Read, W: Write>(
         &[],
     )?;
     let mut logits = Vec::new();
-    while let Some((request, _)) = read_frame::<_, Request>(input)? {
+    while let Some((request, request_payload)) = read_frame::<_, Request>(input)? {
         let fail = |e: &E, message: String| Response::Error {
             message,
             log: e.log_tail(),
@@ -359,6 +489,36 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 write_frame(output, &Response::Done, &[])?;
                 return Ok(());
             }
+            Request::Sample {
+                chain,
+                accepted,
+                n_rows,
+            } => {
+                let expected = n_rows as usize * engine.n_vocab() as usize;
+                if engine.n_vocab() == 0 || request_payload.len() != expected {
+                    fail(
+                        engine,
+                        format!(
+                            "sample: the payload holds {} logits, expected {n_rows} rows of {} (the loaded vocabulary)",
+                            request_payload.len(),
+                            engine.n_vocab()
+                        ),
+                    )
+                } else {
+                    match engine.sample(&chain, &accepted, &request_payload) {
+                        Ok((tokens, seed)) => Response::Sampled { tokens, seed },
+                        Err(m) => fail(engine, m),
+                    }
+                }
+            }
+            Request::Generate {
+                chain,
+                prompt,
+                n_predict,
+            } => match engine.generate(&chain, &prompt, n_predict) {
+                Ok((tokens, seed)) => Response::Sampled { tokens, seed },
+                Err(m) => fail(engine, m),
+            },
             Request::Load {
                 model_path,
                 n_ctx,
@@ -385,16 +545,22 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Ok(bytes) => Response::Piece { bytes },
                 Err(m) => fail(engine, m),
             },
-            Request::Eval { tokens } => match engine.eval(&tokens, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: tokens.len() as u32,
-                        n_vocab: engine.n_vocab(),
+            Request::Eval { tokens, outputs } => {
+                let rows = output_rows(tokens.len(), outputs);
+                match rows.and_then(|rows| {
+                    engine.eval(&tokens, &rows, &mut logits)?;
+                    Ok(rows.len())
+                }) {
+                    Ok(n) => {
+                        payload = &logits;
+                        Response::Logits {
+                            n_tokens: n as u32,
+                            n_vocab: engine.n_vocab(),
+                        }
                     }
+                    Err(m) => fail(engine, m),
                 }
-                Err(m) => fail(engine, m),
-            },
+            }
             Request::DecodeNext { token } => match engine.decode_next(token, &mut logits) {
                 Ok(()) => {
                     payload = &logits;
@@ -418,7 +584,11 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Err(m) => fail(engine, m),
             },
             Request::BuildInfo => Response::Build(engine.build()),
-            Request::Bench { prompt, n_gen } => match bench(engine, &prompt, n_gen, &mut logits) {
+            Request::Bench {
+                prompt,
+                gen,
+                repetitions,
+            } => match bench(engine, &prompt, &gen, repetitions, &mut logits) {
                 Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
                     prompt_seconds,
                     gen_seconds,
@@ -431,25 +601,53 @@ pub fn serve<E: Engine, R: Read, W: Write>(
     Ok(())
 }
 
-/// Prompt evaluation then greedy generation, timed inside the reference process so pipe
-/// transfer is not counted.
+/// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.
+fn output_rows(n: usize, outputs: Option<Vec<u32>>) -> Result<Vec<u32>, String> {
+    let Some(rows) = outputs else {
+        return Ok((0..n as u32).collect());
+    };
+    if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&i| i as usize >= n) {
+        return Err(format!(
+            "output positions must be strictly ascending indices below {n}"
+        ));
+    }
+    Ok(rows)
+}
+
+/// llama-bench's method inside the reference process (so no pipe transfer is timed): a
+/// warm-up run, then each timed run from an empty cache; prompt runs output the last
+/// position's logits only, generation runs decode one token at a time.
 fn bench<E: Engine>(
     engine: &mut E,
     prompt: &[i32],
-    n_gen: u32,
+    gen: &[i32],
+    repetitions: u32,
     logits: &mut Vec<f32>,
-) -> Result<(f64, f64), String> {
-    let t0 = std::time::Instant::now();
-    engine.eval(prompt, logits)?;
-    let prompt_seconds = t0.elapsed().as_secs_f64();
-    let n_vocab = engine.n_vocab() as usize;
-    let mut next = argmax(&logits[logits.len() - n_vocab..]);
-    let t1 = std::time::Instant::now();
-    for _ in 0..n_gen {
-        engine.decode_next(next, logits)?;
-        next = argmax(logits);
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut prompt_seconds = Vec::new();
+    if let Some(last) = prompt.len().checked_sub(1) {
+        let last = [last as u32];
+        engine.eval(prompt, &last, logits)?;
+        for _ in 0..repetitions {
+            let t = std::time::Instant::now();
+            engine.eval(prompt, &last, logits)?;
+            prompt_seconds.push(t.elapsed().as_secs_f64());
+        }
     }
-    Ok((prompt_seconds, t1.elapsed().as_secs_f64()))
+    let mut gen_seconds = Vec::new();
+    if let Some(&first) = gen.first() {
+        engine.reset()?;
+        engine.decode_next(first, logits)?;
+        for _ in 0..repetitions {
+            engine.reset()?;
+            let t = std::time::Instant::now();
+            for &token in gen {
+                engine.decode_next(token, logits)?;
+            }
+            gen_seconds.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok((prompt_seconds, gen_seconds))
 }
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
@@ -523,6 +721,136 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut &buf[..]).is_err());
         let mut r = &b"\x05\x00\x00\x00{bad}\x00\x00\x00\x00\x00\x00\x00\x00"[..];
         assert!(read_frame::<_, Request>(&mut r).is_err());
+    }
+
+    /// An engine with a 3-token vocabulary and no sampler chain.
+    struct NoChain;
+
+    impl Engine for NoChain {
+        fn backend(&self) -> &'static str {
+            "bitnet"
+        }
+        fn load(&mut self, _: &str, _: u32, _: u32, _: bool) -> Result<(u32, u32), String> {
+            Ok((3, 0))
+        }
+        fn vocab(&mut self) -> Result<VocabFacts, String> {
+            Err("none".into())
+        }
+        fn tokenize(&mut self, _: &str, _: bool, _: bool) -> Result<Vec<i32>, String> {
+            Ok(vec![])
+        }
+        fn token_to_piece(&mut self, _: i32, _: bool) -> Result<Vec<u8>, String> {
+            Ok(vec![])
+        }
+        fn eval(&mut self, _: &[i32], _: &[u32], _: &mut Vec<f32>) -> Result<(), String> {
+            Ok(())
+        }
+        fn decode_next(&mut self, _: i32, _: &mut Vec<f32>) -> Result<(), String> {
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn apply_chat_template(
+            &mut self,
+            _: &[ChatMessage],
+            _: bool,
+            _: Option<&str>,
+        ) -> Result<String, String> {
+            Ok(String::new())
+        }
+        fn build(&mut self) -> BuildFacts {
+            BuildFacts {
+                backend: "bitnet".into(),
+                library: String::new(),
+                system_info: String::new(),
+            }
+        }
+        fn log_tail(&self) -> Vec<String> {
+            vec![]
+        }
+        fn n_vocab(&self) -> u32 {
+            3
+        }
+    }
+
+    fn chain() -> SamplerChainSpec {
+        SamplerChainSpec {
+            seed: 42,
+            samplers: vec!["top_k".into(), "temperature".into()],
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            xtc_probability: 0.0,
+            xtc_threshold: 0.1,
+            typical_p: 1.0,
+            temp: 0.8,
+            dynatemp_range: 0.0,
+            dynatemp_exponent: 1.0,
+            penalty_last_n: 64,
+            penalty_repeat: 1.0,
+            penalty_freq: 0.0,
+            penalty_present: 0.0,
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: 64,
+            dry_sequence_breakers: vec!["\n".into()],
+            top_n_sigma: -1.0,
+            min_keep: 0,
+        }
+    }
+
+    /// Serve `requests` (with payloads) to `NoChain`; the answers after the hello.
+    fn answers(requests: &[(Request, Vec<f32>)]) -> Vec<Response> {
+        let mut input = Vec::new();
+        for (r, payload) in requests {
+            write_frame(&mut input, r, payload).unwrap();
+        }
+        let mut output = Vec::new();
+        serve(&mut NoChain, &mut &input[..], &mut output).unwrap();
+        let mut r = &output[..];
+        let mut out = Vec::new();
+        while let Some((resp, _)) = read_frame::<_, Response>(&mut r).unwrap() {
+            out.push(resp);
+        }
+        out.remove(0);
+        out
+    }
+
+    #[test]
+    fn sample_requests_carry_their_logits_and_are_checked() {
+        let sample = |n_rows| Request::Sample {
+            chain: chain(),
+            accepted: vec![1, 2],
+            n_rows,
+        };
+        let got = answers(&[
+            (sample(2), vec![0.0; 5]),
+            (sample(2), vec![0.0; 6]),
+            (
+                Request::Generate {
+                    chain: chain(),
+                    prompt: vec![1],
+                    n_predict: 4,
+                },
+                vec![],
+            ),
+        ]);
+        let messages: Vec<String> = got
+            .iter()
+            .map(|r| match r {
+                Response::Error { message, .. } => message.clone(),
+                other => panic!("expected an error, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            messages[0].contains("5 logits, expected 2 rows of 3"),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[1].contains("does not run llama.cpp's sampler chain"));
+        assert!(messages[2].contains("does not run llama.cpp's sampler chain"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, VocabFacts,
+    PROTOCOL_VERSION,
 };
 
 /// A C++ reference implementation.
@@ -550,8 +551,17 @@ impl Session {
     }
 
     fn call(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+        self.call_with(request, &[], during)
+    }
+
+    fn call_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         let sent = match self.stdin.as_mut() {
-            Some(w) => protocol::write_frame(w, request, &[]).is_ok(),
+            Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
         if !sent {
@@ -562,7 +572,16 @@ impl Session {
 
     /// Send a request and turn an `Error` answer into [`CppError::Request`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
-        match self.call(request, during)? {
+        self.ask_with(request, &[], during)
+    }
+
+    fn ask_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        match self.call_with(request, payload, during)? {
             (Response::Error { message, log }, _) => Err(CppError::Request {
                 backend: self.backend,
                 message,
@@ -638,9 +657,28 @@ impl Session {
         self.logits(
             &Request::Eval {
                 tokens: tokens.to_vec(),
+                outputs: None,
             },
             "eval",
             tokens.len(),
+        )
+    }
+
+    /// Clear the KV cache and evaluate `tokens` in one batch with the logits flag on the
+    /// positions `outputs` only (strictly ascending indices into `tokens`): their logits, in
+    /// order.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange; the reference refuses positions that are not
+    /// ascending indices into `tokens`.
+    pub fn eval_outputs(&mut self, tokens: &[i32], outputs: &[u32]) -> Result<Logits, CppError> {
+        self.logits(
+            &Request::Eval {
+                tokens: tokens.to_vec(),
+                outputs: Some(outputs.to_vec()),
+            },
+            "eval",
+            outputs.len(),
         )
     }
 
@@ -697,19 +735,24 @@ impl Session {
         }
     }
 
-    /// Timed prompt evaluation and `n_gen` greedy steps, measured inside the reference:
-    /// `(prompt seconds, generation seconds)`.
+    /// llama-bench's timed runs of `prompt` (one batch, last logits only) and `gen` (one
+    /// token at a time), `repetitions` of each after a warm-up, measured inside the reference:
+    /// the seconds of each prompt run and of each generation run.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
-    pub fn bench(&mut self, prompt: &[i32], n_gen: u32) -> Result<(f64, f64), CppError> {
-        match self.ask(
-            &Request::Bench {
-                prompt: prompt.to_vec(),
-                n_gen,
-            },
-            "bench",
-        )? {
+    pub fn bench(
+        &mut self,
+        prompt: &[i32],
+        gen: &[i32],
+        repetitions: u32,
+    ) -> Result<(Vec<f64>, Vec<f64>), CppError> {
+        let request = Request::Bench {
+            prompt: prompt.to_vec(),
+            gen: gen.to_vec(),
+            repetitions,
+        };
+        match self.ask(&request, "bench")? {
             (
                 Response::BenchTimes {
                     prompt_seconds,
@@ -718,6 +761,59 @@ impl Session {
                 _,
             ) => Ok((prompt_seconds, gen_seconds)),
             (other, _) => Err(self.unexpected("bench", &other)),
+        }
+    }
+
+    /// The reference process's peak resident memory so far (`VmHWM`, KiB), where the system
+    /// reports it (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(Some(self.child.id()))
+    }
+
+    /// llama.cpp's sampler chain on given logits: accept `accepted`, then for each row of
+    /// `rows` (whole rows of [`Session::n_vocab`] logits) sample and accept. Returns the
+    /// chosen tokens and the chain's seed.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange; [`CppError::Request`] when the reference has no
+    /// sampler chain (bitnet.cpp) or refuses the parameters.
+    pub fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let n_rows = rows.len().checked_div(self.n_vocab).unwrap_or(0) as u32;
+        let r = Request::Sample {
+            chain: chain.clone(),
+            accepted: accepted.to_vec(),
+            n_rows,
+        };
+        match self.ask_with(&r, rows, "sample")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("sample", &other)),
+        }
+    }
+
+    /// Generate as `llama-completion` does (see [`Request::Generate`]): the sampled tokens,
+    /// an end-of-generation token included, and the chain's seed.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange.
+    pub fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let r = Request::Generate {
+            chain: chain.clone(),
+            prompt: prompt.to_vec(),
+            n_predict,
+        };
+        match self.ask(&r, "generate")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("generate", &other)),
         }
     }
 
@@ -763,6 +859,18 @@ fn describe_status(s: std::process::ExitStatus) -> String {
 /// The repository root (where `cpp/` lives), known at compile time.
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this process with `None`,
+/// where the system reports it (Linux `/proc`); benchmarks compare both engines' figures.
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Where a reference's binary is: `$BITNET_CPP_LLAMA` / `$BITNET_CPP_BITNET` if set,

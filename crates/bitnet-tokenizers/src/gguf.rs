@@ -693,6 +693,19 @@ impl GgufTokenizer {
         &self.special
     }
 
+    /// The raw bytes of `ids` as llama.cpp's `llama_vocab::detokenize(ids, special)` gives
+    /// them (leading-space removal and `clean_spaces` included, no lossy UTF-8 conversion):
+    /// DRY's sequence breakers are matched against these bytes.
+    ///
+    /// # Errors
+    /// [`TokenizerError::IdOutOfRange`] for an id outside the vocabulary.
+    pub fn detokenize_bytes(&self, ids: &[u32], special: bool) -> Result<Vec<u8>, TokenizerError> {
+        for &id in ids {
+            self.check(id)?;
+        }
+        Ok(self.detokenize(ids, special))
+    }
+
     /// End-of-generation ids (EOS, EOT, EOM and the tokens llama.cpp recognises by text).
     pub fn eog_ids(&self) -> &[u32] {
         &self.eog

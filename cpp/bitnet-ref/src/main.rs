@@ -57,8 +57,14 @@ impl Bitnet {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
-    fn decode(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
+    fn decode(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
         self.need_ctx()?;
         for &t in tokens {
             if t < 0 || t as u32 >= self.n_vocab {
@@ -70,8 +76,11 @@ impl Bitnet {
         }
         let n_vocab = self.n_vocab as usize;
         out.clear();
-        out.reserve(tokens.len() * n_vocab);
-        for chunk in tokens.chunks(self.n_batch as usize) {
+        out.reserve(outputs.len() * n_vocab);
+        let mut wanted = outputs.iter().map(|&i| i as usize).peekable();
+        for (c, chunk) in tokens.chunks(self.n_batch as usize).enumerate() {
+            let base = c * self.n_batch as usize;
+            let flagged = |i: usize| outputs.binary_search(&((base + i) as u32)).is_ok();
             // SAFETY: the batch is allocated for chunk.len() entries with one sequence id each
             // and freed below; every pointer written stays within those allocations.
             unsafe {
@@ -81,7 +90,7 @@ impl Bitnet {
                     *batch.pos.add(i) = self.n_past + i as i32;
                     *batch.n_seq_id.add(i) = 1;
                     *(*batch.seq_id.add(i)) = 0;
-                    *batch.logits.add(i) = 1;
+                    *batch.logits.add(i) = i8::from(flagged(i));
                 }
                 batch.n_tokens = chunk.len() as i32;
                 let rc = sys::llama_decode(self.ctx, batch);
@@ -89,7 +98,8 @@ impl Bitnet {
                 if rc != 0 {
                     return Err(format!("llama_decode failed with code {rc}"));
                 }
-                for i in 0..chunk.len() {
+                while let Some(i) = wanted.next_if(|&i| i < base + chunk.len()) {
+                    let i = i - base;
                     let row = sys::llama_get_logits_ith(self.ctx, i as i32);
                     if row.is_null() {
                         return Err(format!("llama_get_logits_ith({i}) returned no logits"));
@@ -255,16 +265,16 @@ impl Engine for Bitnet {
         Err("llama_token_to_piece kept asking for a larger buffer".into())
     }
 
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String> {
         self.reset()?;
         if tokens.is_empty() {
             return Err("nothing to evaluate: the token list is empty".into());
         }
-        self.decode(tokens, out)
+        self.decode(tokens, outputs, out)
     }
 
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
-        self.decode(&[token], out)
+        self.decode(&[token], &[0], out)
     }
 
     fn reset(&mut self) -> Result<(), String> {

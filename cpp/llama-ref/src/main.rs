@@ -11,6 +11,7 @@
 //! progress frames, and bitnet.cpp's reference answers the same request with "unsupported".
 
 mod quantize;
+mod sampling;
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
@@ -18,7 +19,7 @@ use std::ptr;
 
 use bitnet_cpp::protocol::{
     self, server, BuildFacts, ChatMessage, Engine, QuantizeProgress, QuantizeReport,
-    QuantizeRequest, TypeTrait, VocabFacts, WirePath,
+    QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
 };
 use llama_cpp_sys_2 as sys;
 
@@ -64,21 +65,33 @@ impl Llama {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
-    fn decode(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
-        self.need_ctx()?;
-        for &t in tokens {
-            if t < 0 || t as u32 >= self.n_vocab {
-                return Err(format!(
-                    "token id {t} is outside the vocabulary (0..{})",
-                    self.n_vocab
-                ));
-            }
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), String> {
+        match tokens.iter().find(|&&t| t < 0 || t as u32 >= self.n_vocab) {
+            Some(t) => Err(format!(
+                "token id {t} is outside the vocabulary (0..{})",
+                self.n_vocab
+            )),
+            None => Ok(()),
         }
+    }
+
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
+    fn decode(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.need_ctx()?;
+        self.check_tokens(tokens)?;
         let n_vocab = self.n_vocab as usize;
         out.clear();
-        out.reserve(tokens.len() * n_vocab);
-        for chunk in tokens.chunks(self.n_batch as usize) {
+        out.reserve(outputs.len() * n_vocab);
+        let mut wanted = outputs.iter().map(|&i| i as usize).peekable();
+        for (c, chunk) in tokens.chunks(self.n_batch as usize).enumerate() {
+            let base = c * self.n_batch as usize;
+            let flagged = |i: usize| outputs.binary_search(&((base + i) as u32)).is_ok();
             // SAFETY: the batch is allocated for chunk.len() entries with one sequence id each
             // and freed below; every pointer written stays within those allocations.
             unsafe {
@@ -88,7 +101,7 @@ impl Llama {
                     *batch.pos.add(i) = self.n_past + i as i32;
                     *batch.n_seq_id.add(i) = 1;
                     *(*batch.seq_id.add(i)) = 0;
-                    *batch.logits.add(i) = 1;
+                    *batch.logits.add(i) = i8::from(flagged(i));
                 }
                 batch.n_tokens = chunk.len() as i32;
                 let rc = sys::llama_decode(self.ctx, batch);
@@ -96,7 +109,8 @@ impl Llama {
                 if rc != 0 {
                     return Err(format!("llama_decode failed with code {rc}"));
                 }
-                for i in 0..chunk.len() {
+                while let Some(i) = wanted.next_if(|&i| i < base + chunk.len()) {
+                    let i = i - base;
                     let row = sys::llama_get_logits_ith(self.ctx, i as i32);
                     if row.is_null() {
                         return Err(format!("llama_get_logits_ith({i}) returned no logits"));
@@ -107,6 +121,63 @@ impl Llama {
             self.n_past += chunk.len() as i32;
         }
         Ok(())
+    }
+
+    /// [`Engine::sample`]: the chain on the client's rows of logits.
+    fn sample_rows(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        self.need_vocab()?;
+        self.check_tokens(accepted)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in accepted {
+            chain.accept(t);
+        }
+        let tokens = rows
+            .chunks(self.n_vocab as usize)
+            .map(|row| chain.sample_row(row))
+            .collect::<Result<Vec<i32>, String>>()?;
+        Ok((tokens, chain.seed()))
+    }
+
+    /// [`Engine::generate`]: llama-completion's loop.
+    fn generate_tokens(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        if prompt.is_empty() {
+            return Err("nothing to evaluate: the prompt is empty".into());
+        }
+        self.reset()?;
+        // As llama-completion decodes a prompt: logits for its last token only (the row also
+        // stays in the context, where llama_sampler_sample reads it).
+        let mut row = Vec::new();
+        self.decode(prompt, &[prompt.len() as u32 - 1], &mut row)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in prompt {
+            chain.accept(t);
+        }
+        let mut tokens = Vec::new();
+        while tokens.len() < n_predict as usize {
+            // SAFETY: the last decode asked for logits of its last token.
+            let t = unsafe { chain.sample_context(self.ctx) };
+            tokens.push(t);
+            // SAFETY: vocab belongs to the loaded model.
+            if unsafe { sys::llama_vocab_is_eog(self.vocab, t) }
+                || tokens.len() == n_predict as usize
+            {
+                break;
+            }
+            self.decode(&[t], &[0], &mut row)?;
+        }
+        Ok((tokens, chain.seed()))
     }
 }
 
@@ -262,16 +333,16 @@ impl Engine for Llama {
         Err("llama_token_to_piece kept asking for a larger buffer".into())
     }
 
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String> {
         self.reset()?;
         if tokens.is_empty() {
             return Err("nothing to evaluate: the token list is empty".into());
         }
-        self.decode(tokens, out)
+        self.decode(tokens, outputs, out)
     }
 
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
-        self.decode(&[token], out)
+        self.decode(&[token], &[0], out)
     }
 
     fn reset(&mut self) -> Result<(), String> {
@@ -381,6 +452,24 @@ impl Engine for Llama {
 
     fn n_vocab(&self) -> u32 {
         self.n_vocab
+    }
+
+    fn sample(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.sample_rows(spec, accepted, rows))
+    }
+
+    fn generate(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.generate_tokens(spec, prompt, n_predict))
     }
 }
 

@@ -23,6 +23,8 @@ pub mod protocol;
 pub mod quantize_log;
 
 #[cfg(feature = "client")]
+mod backend;
+#[cfg(feature = "client")]
 mod binaries;
 #[cfg(feature = "client")]
 pub mod quantize;
@@ -31,6 +33,8 @@ mod session;
 #[cfg(feature = "test-models")]
 pub mod test_models;
 
+#[cfg(feature = "client")]
+pub use backend::{Backend, BackendChoice};
 #[cfg(feature = "client")]
 pub use binaries::reference_binary;
 #[cfg(feature = "client")]

@@ -10,6 +10,9 @@
 //! P bytes payload: raw little-endian f32 (logits), empty for most messages
 //! ```
 //!
+//! Requests may carry a payload too: [`Request::Sample`] sends the rows of logits to sample
+//! from.
+//!
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
@@ -26,15 +29,22 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
+pub use engine::{serve, Engine};
 pub use wire_path::WirePath;
 
+mod engine;
+pub mod server;
 mod wire_path;
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
 ///
-/// 2: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
-/// [`Request::TypeTraits`]; [`Response::Unsupported`]; typed build facts in [`BuildFacts`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 2: [`Request::Eval`] carries the output positions; [`Request::Bench`] measures as
+/// llama-bench does. 3: [`Request::Sample`] and [`Request::Generate`] (llama.cpp's sampler
+/// chain). 4: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
+/// [`Request::TypeTraits`]; [`Response::Unsupported`] for every request a backend cannot
+/// serve (the quantizer, the type table, the sampler chain); typed build facts in
+/// [`BuildFacts`].
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -48,6 +58,58 @@ pub struct ChatMessage {
     pub role: String,
     /// The message text.
     pub content: String,
+}
+
+/// llama.cpp's sampling parameters, as `common_sampler_init` reads them from
+/// `common_params_sampling`: the reference builds exactly the chain `llama-completion` builds
+/// (the vocabulary's suppress tokens as a −∞ logit bias, `samplers` in order, then `dist`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerChainSpec {
+    /// Seed of `dist` and `xtc` (`0xFFFFFFFF`: random).
+    pub seed: u32,
+    /// Canonical sampler names in chain order (`penalties`, `dry`, `top_n_sigma`, `top_k`,
+    /// `typ_p`, `top_p`, `min_p`, `xtc`, `temperature`).
+    pub samplers: Vec<String>,
+    /// `top_k`.
+    pub top_k: i32,
+    /// `top_p`.
+    pub top_p: f32,
+    /// `min_p`.
+    pub min_p: f32,
+    /// `xtc_probability`.
+    pub xtc_probability: f32,
+    /// `xtc_threshold`.
+    pub xtc_threshold: f32,
+    /// `typ_p`.
+    pub typical_p: f32,
+    /// `temp`.
+    pub temp: f32,
+    /// `dynatemp_range`.
+    pub dynatemp_range: f32,
+    /// `dynatemp_exponent`.
+    pub dynatemp_exponent: f32,
+    /// `penalty_last_n`.
+    pub penalty_last_n: i32,
+    /// `penalty_repeat`.
+    pub penalty_repeat: f32,
+    /// `penalty_freq`.
+    pub penalty_freq: f32,
+    /// `penalty_present`.
+    pub penalty_present: f32,
+    /// `dry_multiplier`.
+    pub dry_multiplier: f32,
+    /// `dry_base`.
+    pub dry_base: f32,
+    /// `dry_allowed_length`.
+    pub dry_allowed_length: i32,
+    /// `dry_penalty_last_n`.
+    pub dry_penalty_last_n: i32,
+    /// `dry_sequence_breakers`.
+    pub dry_sequence_breakers: Vec<String>,
+    /// `top_n_sigma`.
+    pub top_n_sigma: f32,
+    /// `min_keep`.
+    pub min_keep: u32,
 }
 
 /// What the client asks of a reference.
@@ -83,10 +145,14 @@ pub enum Request {
         /// Render special/control tokens as their text.
         special: bool,
     },
-    /// Clear the KV cache and evaluate `tokens` from position 0; logits for every position.
+    /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
+    /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
+        /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outputs: Option<Vec<u32>>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -112,12 +178,41 @@ pub enum Request {
     /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
     /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
     Quantize(QuantizeRequest),
-    /// Timed run for benchmarks: evaluate `prompt` in one batch, then `n_gen` greedy steps.
+    /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
+    /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
+    /// position's logits only), a one-token warm-up, then `repetitions` generation runs
+    /// (cache cleared, `gen` decoded one token at a time, each with its logits).
     Bench {
+        /// Prompt token ids (empty: no prompt runs).
+        prompt: Vec<i32>,
+        /// Token ids decoded one at a time (empty: no generation runs).
+        gen: Vec<i32>,
+        /// Timed runs of each kind.
+        repetitions: u32,
+    },
+    /// Run llama.cpp's sampler chain on given logits: build the chain, accept `accepted`
+    /// (the prompt), then for each of the `n_rows` rows of logits in the payload (`n_vocab`
+    /// each) apply the chain, take its pick and accept it — `llama_sampler_sample` on logits
+    /// that come from the client instead of a decode. Answer: [`Response::Sampled`].
+    Sample {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Tokens the chain has already seen (penalties and DRY remember them).
+        accepted: Vec<i32>,
+        /// Rows of logits in the payload.
+        n_rows: u32,
+    },
+    /// Generate as `llama-completion` does: clear the KV cache, decode `prompt` (logits for
+    /// its last token only), build the chain and accept the prompt, then up to `n_predict`
+    /// times `llama_sampler_sample` and decode the token, stopping after an end-of-generation
+    /// token. Answer: [`Response::Sampled`] (the end-of-generation token included).
+    Generate {
+        /// The chain.
+        chain: SamplerChainSpec,
         /// Prompt token ids.
         prompt: Vec<i32>,
-        /// Generation steps.
-        n_gen: u32,
+        /// Most tokens to sample.
+        n_predict: u32,
     },
     /// End the process cleanly.
     Shutdown,
@@ -318,17 +413,25 @@ pub enum Response {
     QuantizeProgress(QuantizeProgress),
     /// [`Request::Quantize`] succeeded.
     Quantized(QuantizeReport),
-    /// This backend cannot do what was asked (bitnet.cpp has no quantizer here).
+    /// This backend cannot do what was asked (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
     Unsupported {
-        /// The request, by name (`quantize`).
+        /// The request, by name (`quantize`, `type_traits`, `sample`, `generate`).
         request: String,
     },
-    /// Answer to [`Request::Bench`].
+    /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
-        /// Seconds spent evaluating the prompt.
-        prompt_seconds: f64,
-        /// Seconds spent on the generation steps.
-        gen_seconds: f64,
+        /// One entry per prompt run.
+        prompt_seconds: Vec<f64>,
+        /// One entry per generation run.
+        gen_seconds: Vec<f64>,
+    },
+    /// Answer to [`Request::Sample`] and [`Request::Generate`].
+    Sampled {
+        /// The chosen tokens, in order.
+        tokens: Vec<i32>,
+        /// `llama_sampler_get_seed` of the chain (the seed actually used).
+        seed: u32,
     },
     /// A request without a value to return succeeded.
     Done,
@@ -406,237 +509,6 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
         }
     }
     Ok(Some((header, payload)))
-}
-
-/// A C++ library behind the protocol: each reference process implements this over its own
-/// FFI, and [`serve`] does the rest (framing, dispatch, errors), identically for both.
-pub trait Engine {
-    /// `llama` or `bitnet`.
-    fn backend(&self) -> &'static str;
-    /// Load the model.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn load(
-        &mut self,
-        model_path: &WirePath,
-        n_ctx: u32,
-        n_threads: u32,
-        vocab_only: bool,
-    ) -> Result<(u32, u32), String>;
-    /// Vocabulary facts.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn vocab(&mut self) -> Result<VocabFacts, String>;
-    /// Tokenize.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn tokenize(
-        &mut self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<i32>, String>;
-    /// One token's piece.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String>;
-    /// Clear the cache, evaluate, return `tokens.len()` rows of logits.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String>;
-    /// Evaluate one more token; one row of logits.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String>;
-    /// Clear the cache.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn reset(&mut self) -> Result<(), String>;
-    /// Format a conversation with a chat template.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn apply_chat_template(
-        &mut self,
-        messages: &[ChatMessage],
-        add_assistant: bool,
-        template: Option<&str>,
-    ) -> Result<String, String>;
-    /// Build facts.
-    fn build(&mut self) -> BuildFacts;
-    /// ggml's type table; `None` when the backend does not offer it.
-    fn type_traits(&mut self) -> Option<Vec<TypeTrait>> {
-        None
-    }
-    /// Run the library's quantizer, reporting each finished tensor to `progress`; `None`
-    /// when the backend has no quantizer.
-    ///
-    /// # Errors
-    /// The quantizer's own reason, for the client.
-    fn quantize(
-        &mut self,
-        request: &QuantizeRequest,
-        progress: &mut dyn FnMut(QuantizeProgress),
-    ) -> Option<Result<QuantizeReport, String>> {
-        let _ = (request, progress);
-        None
-    }
-    /// The last lines of the library's log, attached to errors.
-    fn log_tail(&self) -> Vec<String>;
-    /// Vocabulary size of the loaded model (0 before load).
-    fn n_vocab(&self) -> u32;
-}
-
-/// Serve requests from `input` on `output` until shutdown or end of input.
-///
-/// # Errors
-/// I/O errors on the pipes (the client is gone) or an undecodable request.
-pub fn serve<E: Engine, R: Read, W: Write>(
-    engine: &mut E,
-    input: &mut R,
-    output: &mut W,
-) -> io::Result<()> {
-    write_frame(
-        output,
-        &Response::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            backend: engine.backend().to_string(),
-        },
-        &[],
-    )?;
-    let mut logits = Vec::new();
-    while let Some((request, _)) = read_frame::<_, Request>(input)? {
-        let fail = |e: &E, message: String| Response::Error {
-            message,
-            log: e.log_tail(),
-        };
-        let unsupported = |request: &str| Response::Unsupported {
-            request: request.to_string(),
-        };
-        let mut payload: &[f32] = &[];
-        let response = match request {
-            Request::Shutdown => {
-                write_frame(output, &Response::Done, &[])?;
-                return Ok(());
-            }
-            Request::Load {
-                model_path,
-                n_ctx,
-                n_threads,
-                vocab_only,
-            } => match engine.load(&model_path, n_ctx, n_threads, vocab_only) {
-                Ok((n_vocab, n_ctx)) => Response::Loaded { n_vocab, n_ctx },
-                Err(m) => fail(engine, m),
-            },
-            Request::VocabInfo => match engine.vocab() {
-                Ok(v) => Response::Vocab(v),
-                Err(m) => fail(engine, m),
-            },
-            Request::Tokenize {
-                text,
-                add_special,
-                parse_special,
-            } => match engine.tokenize(&text, add_special, parse_special) {
-                Ok(tokens) => Response::Tokens { tokens },
-                Err(m) => fail(engine, m),
-            },
-            Request::TokenToPiece { token, special } => match engine.token_to_piece(token, special)
-            {
-                Ok(bytes) => Response::Piece { bytes },
-                Err(m) => fail(engine, m),
-            },
-            Request::Eval { tokens } => match engine.eval(&tokens, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: tokens.len() as u32,
-                        n_vocab: engine.n_vocab(),
-                    }
-                }
-                Err(m) => fail(engine, m),
-            },
-            Request::DecodeNext { token } => match engine.decode_next(token, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: 1,
-                        n_vocab: engine.n_vocab(),
-                    }
-                }
-                Err(m) => fail(engine, m),
-            },
-            Request::Reset => match engine.reset() {
-                Ok(()) => Response::Done,
-                Err(m) => fail(engine, m),
-            },
-            Request::ApplyChatTemplate {
-                messages,
-                add_assistant,
-                template,
-            } => match engine.apply_chat_template(&messages, add_assistant, template.as_deref()) {
-                Ok(text) => Response::Text { text },
-                Err(m) => fail(engine, m),
-            },
-            Request::BuildInfo => Response::Build(Box::new(engine.build())),
-            Request::TypeTraits => match engine.type_traits() {
-                Some(types) => Response::TypeTraits { types },
-                None => unsupported("type_traits"),
-            },
-            Request::Quantize(q) => {
-                // Progress frames go out as the quantizer reports them; a broken pipe stops
-                // the sending, and the error surfaces once the quantizer returns.
-                let mut sent = Ok(());
-                let result = engine.quantize(&q, &mut |p| {
-                    if sent.is_ok() {
-                        sent = write_frame(output, &Response::QuantizeProgress(p), &[]);
-                    }
-                });
-                sent?;
-                match result {
-                    None => unsupported("quantize"),
-                    Some(Ok(report)) => Response::Quantized(report),
-                    Some(Err(m)) => fail(engine, m),
-                }
-            }
-            Request::Bench { prompt, n_gen } => match bench(engine, &prompt, n_gen, &mut logits) {
-                Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
-                    prompt_seconds,
-                    gen_seconds,
-                },
-                Err(m) => fail(engine, m),
-            },
-        };
-        write_frame(output, &response, payload)?;
-    }
-    Ok(())
-}
-
-/// Prompt evaluation then greedy generation, timed inside the reference process so pipe
-/// transfer is not counted.
-fn bench<E: Engine>(
-    engine: &mut E,
-    prompt: &[i32],
-    n_gen: u32,
-    logits: &mut Vec<f32>,
-) -> Result<(f64, f64), String> {
-    let t0 = std::time::Instant::now();
-    engine.eval(prompt, logits)?;
-    let prompt_seconds = t0.elapsed().as_secs_f64();
-    let n_vocab = engine.n_vocab() as usize;
-    let mut next = argmax(&logits[logits.len() - n_vocab..]);
-    let t1 = std::time::Instant::now();
-    for _ in 0..n_gen {
-        engine.decode_next(next, logits)?;
-        next = argmax(logits);
-    }
-    Ok((prompt_seconds, t1.elapsed().as_secs_f64()))
 }
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
@@ -763,5 +635,3 @@ mod tests {
         assert_eq!(argmax(&[5.0]), 0);
     }
 }
-
-pub mod server;

@@ -1,4 +1,4 @@
-//! The client: backend choice, finding or building a reference, and [`Session`].
+//! The client: [`Session`], one running reference process, and [`CppError`].
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
@@ -8,159 +8,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitnet_gguf::{GgmlType, GgufError, GgufFile};
+use bitnet_gguf::{GgufError, GgufFile};
 
+use crate::backend::{Backend, BackendChoice};
 use crate::binaries::reference_binary;
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, TypeTrait, VocabFacts, WirePath,
-    PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, TypeTrait, VocabFacts,
+    WirePath, PROTOCOL_VERSION,
 };
-
-/// A C++ reference implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// Upstream llama.cpp (`cpp/llama-ref`): `llama`, upstream `bitnet` (TQ1_0/TQ2_0), ...
-    Llama,
-    /// Microsoft's bitnet.cpp (`cpp/bitnet-ref`): `bitnet-b1.58` with I2_S and relu².
-    Bitnet,
-}
-
-impl Backend {
-    /// `llama` or `bitnet`, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Llama => "llama",
-            Backend::Bitnet => "bitnet",
-        }
-    }
-
-    /// The reference process's binary name.
-    pub fn binary_name(self) -> &'static str {
-        match self {
-            Backend::Llama => "bitnet-ref-llama",
-            Backend::Bitnet => "bitnet-ref-bitnet",
-        }
-    }
-
-    /// The environment variable that may point at a prebuilt binary.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Backend::Llama => "BITNET_CPP_LLAMA",
-            Backend::Bitnet => "BITNET_CPP_BITNET",
-        }
-    }
-
-    /// The cargo package directory of the reference, relative to the repository root.
-    pub fn package_dir(self) -> &'static str {
-        match self {
-            Backend::Llama => "cpp/llama-ref",
-            Backend::Bitnet => "cpp/bitnet-ref",
-        }
-    }
-
-    /// Why this backend cannot load `file`, if it cannot.
-    pub fn refusal(self, file: &GgufFile) -> Option<String> {
-        let arch = file.architecture().unwrap_or("");
-        match self {
-            Backend::Llama => {
-                if arch == "bitnet-b1.58" {
-                    return Some("upstream llama.cpp has no `bitnet-b1.58` architecture".into());
-                }
-                if let Some(t) = file.tensors().iter().find(|t| t.ty == GgmlType::I2_S) {
-                    return Some(format!(
-                        "upstream llama.cpp cannot read I2_S tensors (first: {})",
-                        t.name
-                    ));
-                }
-                None
-            }
-            Backend::Bitnet => {
-                // bitnet.cpp's ggml fork predates ids 37+ and reuses 38/39 for its own TL1/TL2.
-                file.tensors().iter().find(|t| t.ty.id() > 36).map(|t| {
-                    format!(
-                        "bitnet.cpp's ggml fork does not know tensor type {} (tensor {})",
-                        t.ty, t.name
-                    )
-                })
-            }
-        }
-    }
-
-    /// The other reference.
-    pub fn other(self) -> Backend {
-        match self {
-            Backend::Llama => Backend::Bitnet,
-            Backend::Bitnet => Backend::Llama,
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The user's backend choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendChoice {
-    /// Always llama.cpp.
-    Llama,
-    /// Always bitnet.cpp.
-    Bitnet,
-    /// bitnet.cpp for a `bitnet-b1.58` architecture or any I2_S tensor, llama.cpp otherwise.
-    #[default]
-    Auto,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "llama" => Ok(BackendChoice::Llama),
-            "bitnet" => Ok(BackendChoice::Bitnet),
-            "auto" => Ok(BackendChoice::Auto),
-            _ => Err(format!(
-                "unknown C++ backend {s:?} (valid: llama, bitnet, auto)"
-            )),
-        }
-    }
-}
-
-impl BackendChoice {
-    /// Resolve the choice for a validated file.
-    ///
-    /// # Errors
-    /// [`CppError::BackendCannotLoad`] when the chosen backend cannot load the file, naming
-    /// the backend that can.
-    pub fn resolve(self, file: &GgufFile) -> Result<Backend, CppError> {
-        let backend = match self {
-            BackendChoice::Llama => Backend::Llama,
-            BackendChoice::Bitnet => Backend::Bitnet,
-            BackendChoice::Auto => {
-                let b158 = file
-                    .architecture()
-                    .map(|a| a == "bitnet-b1.58")
-                    .unwrap_or(false);
-                if b158 || file.tensors().iter().any(|t| t.ty == GgmlType::I2_S) {
-                    Backend::Bitnet
-                } else {
-                    Backend::Llama
-                }
-            }
-        };
-        match backend.refusal(file) {
-            None => Ok(backend),
-            Some(reason) => Err(CppError::BackendCannotLoad {
-                backend,
-                reason,
-                use_instead: backend.other(),
-            }),
-        }
-    }
-}
 
 /// Everything that can go wrong talking to a reference.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +119,8 @@ pub enum CppError {
         /// Its last stderr lines.
         stderr: Vec<String>,
     },
-    /// The reference cannot do this at all (bitnet.cpp's reference has no quantizer).
+    /// The reference cannot do this at all (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
     #[error("the {backend} reference cannot do {request}: use the {} reference", backend.other())]
     Unsupported {
         /// Which reference.
@@ -585,8 +442,18 @@ impl Session {
         request: &Request,
         during: &str,
     ) -> Result<(Response, Vec<f32>), CppError> {
+        self.call_with(request, &[], during)
+    }
+
+    /// Send a request with a payload (rows of logits) and read one answer.
+    fn call_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         let sent = match self.stdin.as_mut() {
-            Some(w) => protocol::write_frame(w, request, &[]).is_ok(),
+            Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
         if !sent {
@@ -597,7 +464,17 @@ impl Session {
 
     /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
-        let answer = self.call(request, during)?;
+        self.ask_with(request, &[], during)
+    }
+
+    /// [`Session::ask`] with a payload.
+    fn ask_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        let answer = self.call_with(request, payload, during)?;
         self.refusal(answer)
     }
 
@@ -687,9 +564,28 @@ impl Session {
         self.logits(
             &Request::Eval {
                 tokens: tokens.to_vec(),
+                outputs: None,
             },
             "eval",
             tokens.len(),
+        )
+    }
+
+    /// Clear the KV cache and evaluate `tokens` in one batch with the logits flag on the
+    /// positions `outputs` only (strictly ascending indices into `tokens`): their logits, in
+    /// order.
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange; the reference refuses positions that are not
+    /// ascending indices into `tokens`.
+    pub fn eval_outputs(&mut self, tokens: &[i32], outputs: &[u32]) -> Result<Logits, CppError> {
+        self.logits(
+            &Request::Eval {
+                tokens: tokens.to_vec(),
+                outputs: Some(outputs.to_vec()),
+            },
+            "eval",
+            outputs.len(),
         )
     }
 
@@ -758,19 +654,24 @@ impl Session {
         }
     }
 
-    /// Timed prompt evaluation and `n_gen` greedy steps, measured inside the reference:
-    /// `(prompt seconds, generation seconds)`.
+    /// llama-bench's timed runs of `prompt` (one batch, last logits only) and `gen` (one
+    /// token at a time), `repetitions` of each after a warm-up, measured inside the reference:
+    /// the seconds of each prompt run and of each generation run.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
-    pub fn bench(&mut self, prompt: &[i32], n_gen: u32) -> Result<(f64, f64), CppError> {
-        match self.ask(
-            &Request::Bench {
-                prompt: prompt.to_vec(),
-                n_gen,
-            },
-            "bench",
-        )? {
+    pub fn bench(
+        &mut self,
+        prompt: &[i32],
+        gen: &[i32],
+        repetitions: u32,
+    ) -> Result<(Vec<f64>, Vec<f64>), CppError> {
+        let request = Request::Bench {
+            prompt: prompt.to_vec(),
+            gen: gen.to_vec(),
+            repetitions,
+        };
+        match self.ask(&request, "bench")? {
             (
                 Response::BenchTimes {
                     prompt_seconds,
@@ -779,6 +680,61 @@ impl Session {
                 _,
             ) => Ok((prompt_seconds, gen_seconds)),
             (other, _) => Err(self.unexpected("bench", &other)),
+        }
+    }
+
+    /// The reference process's peak resident memory so far (`VmHWM`, KiB), where the system
+    /// reports it (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(Some(self.child.id()))
+    }
+
+    /// llama.cpp's sampler chain on given logits: accept `accepted`, then for each row of
+    /// `rows` (whole rows of [`Session::n_vocab`] logits) sample and accept. Returns the
+    /// chosen tokens and the chain's seed.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp);
+    /// [`CppError::Request`] when it refuses the parameters; any [`CppError`] from the
+    /// exchange.
+    pub fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let n_rows = rows.len().checked_div(self.n_vocab).unwrap_or(0) as u32;
+        let r = Request::Sample {
+            chain: chain.clone(),
+            accepted: accepted.to_vec(),
+            n_rows,
+        };
+        match self.ask_with(&r, rows, "sample")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("sample", &other)),
+        }
+    }
+
+    /// Generate as `llama-completion` does (see [`Request::Generate`]): the sampled tokens,
+    /// an end-of-generation token included, and the chain's seed.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp); any
+    /// [`CppError`] from the exchange.
+    pub fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let r = Request::Generate {
+            chain: chain.clone(),
+            prompt: prompt.to_vec(),
+            n_predict,
+        };
+        match self.ask(&r, "generate")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("generate", &other)),
         }
     }
 
@@ -819,4 +775,16 @@ fn describe_status(s: std::process::ExitStatus) -> String {
         Some(c) => format!("exit code {c}"),
         None => "unknown status".into(),
     }
+}
+
+/// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this process with `None`,
+/// where the system reports it (Linux `/proc`); benchmarks compare both engines' figures.
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -1,6 +1,11 @@
 //! The bitnet-rs engine: load a GGUF model (`llama`, upstream `bitnet`, Microsoft's
-//! `bitnet-b1.58`), evaluate every position of a prompt in one batched pass, decode with a KV
-//! cache, generate greedily.
+//! `bitnet-b1.58`), evaluate a prompt in one batched pass, decode with a KV cache, generate
+//! greedily or sample as llama.cpp samples ([`sampling`]).
+//!
+//! Every caller goes through one evaluation request, [`Eval`]: token ids in; the logits of the
+//! positions asked for ([`Outputs`]: all for cross-validation, the last for generation and
+//! benchmarks) out; optionally an [`Observer`] that sees the intermediate tensors under
+//! llama.cpp's graph names ([`tap`]) as the pass produces them.
 //!
 //! The point of this engine is to be checkable against the C++ references, so every step is
 //! computed the way ggml computes it: activations are quantized exactly as ggml quantizes them
@@ -25,13 +30,19 @@ mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod sampling;
+pub mod tap;
 pub mod template;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
-pub use model::{Model, State};
+pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
-pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
+pub use tap::{Observer, Tapped, TensorName};
+pub use template::{
+    format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
+    TemplateWarning,
+};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +79,9 @@ pub enum InferenceError {
         /// Vocabulary size.
         n_vocab: usize,
     },
+    /// Output positions that are not ascending indices into the evaluated tokens.
+    #[error("{0}")]
+    BadOutputs(String),
     /// More positions than the model's context.
     #[error("{needed} positions exceed the context length {context}")]
     ContextFull {

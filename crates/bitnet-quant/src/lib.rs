@@ -116,6 +116,25 @@ pub enum QuantError {
     },
 }
 
+/// The instruction sets this build's kernels use on this CPU (what benchmarks report beside
+/// their figures): `scalar` when no SIMD kernel applies.
+pub fn simd_in_use() -> Vec<&'static str> {
+    let mut used = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::available() {
+            used.extend(["avx2", "fma", "f16c"]);
+        }
+        if VectorWidth::host() == VectorWidth::Avx512 {
+            used.push("avx512f (bitnet.cpp's float orders)");
+        }
+    }
+    if used.is_empty() {
+        used.push("scalar");
+    }
+    used
+}
+
 /// Types [`encode`] can produce (and [`decode`] can read back).
 pub const ENCODABLE: &[GgmlType] = &[
     GgmlType::F32,

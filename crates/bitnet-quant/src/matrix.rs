@@ -31,6 +31,16 @@ pub enum WeightType {
     TQ2_0,
     /// BitNet's ternary type: 2-bit codes, one f32 scale per tensor.
     I2_S,
+    /// 2-bit k-quant with minimums, blocks of 256.
+    Q2_K,
+    /// 3-bit k-quant, blocks of 256.
+    Q3_K,
+    /// 4-bit k-quant with minimums, blocks of 256.
+    Q4_K,
+    /// 5-bit k-quant with minimums, blocks of 256.
+    Q5_K,
+    /// 6-bit k-quant, blocks of 256.
+    Q6_K,
 }
 
 impl WeightType {
@@ -46,6 +56,11 @@ impl WeightType {
             GgmlType::TQ1_0 => WeightType::TQ1_0,
             GgmlType::TQ2_0 => WeightType::TQ2_0,
             GgmlType::I2_S => WeightType::I2_S,
+            GgmlType::Q2_K => WeightType::Q2_K,
+            GgmlType::Q3_K => WeightType::Q3_K,
+            GgmlType::Q4_K => WeightType::Q4_K,
+            GgmlType::Q5_K => WeightType::Q5_K,
+            GgmlType::Q6_K => WeightType::Q6_K,
             _ => return None,
         })
     }
@@ -62,6 +77,11 @@ impl WeightType {
             WeightType::TQ1_0 => GgmlType::TQ1_0,
             WeightType::TQ2_0 => GgmlType::TQ2_0,
             WeightType::I2_S => GgmlType::I2_S,
+            WeightType::Q2_K => GgmlType::Q2_K,
+            WeightType::Q3_K => GgmlType::Q3_K,
+            WeightType::Q4_K => GgmlType::Q4_K,
+            WeightType::Q5_K => GgmlType::Q5_K,
+            WeightType::Q6_K => GgmlType::Q6_K,
         }
     }
 
@@ -76,6 +96,11 @@ impl WeightType {
             WeightType::Q4_1 => ActivationType::Q8_1,
             WeightType::TQ1_0 | WeightType::TQ2_0 => ActivationType::Q8_K,
             WeightType::I2_S => ActivationType::I8_S,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => ActivationType::Q8_K,
         }
     }
 
@@ -86,6 +111,11 @@ impl WeightType {
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => QK,
             WeightType::TQ1_0 | WeightType::TQ2_0 => QK_K,
             WeightType::I2_S => QK_I2_S,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => QK_K,
         }
     }
 }
@@ -131,8 +161,47 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
             WeightType::Q8_0 => Some(|w, s, a| unsafe { crate::x86::q8_0_q8_0_x4(w, s, a) }),
             WeightType::Q4_1 => Some(|w, s, a| unsafe { crate::x86::q4_1_q8_1_x4(w, s, a) }),
             WeightType::TQ2_0 => Some(|w, s, a| unsafe { crate::x86::tq2_0_q8_k_x4(w, s, a) }),
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => crate::kquants::x86::kernels(ty.ggml()).map(|k| k.1),
             _ => None,
         },
+    }
+}
+
+/// The kernels a matrix uses for the tokens of a batch that llama.cpp multiplies in whole
+/// groups of four with a repacked gemm kernel, when its order differs from the one-token
+/// kernel's (repacked Q4_K).
+#[derive(Clone, Copy)]
+struct GroupKernels {
+    kernel: RowKernel,
+    kernel4: Option<RowKernel4>,
+}
+
+/// Repacked Q4_K: `(gemv order, gemm order)` (see `kquants::q4_k::dot_repacked`).
+fn repacked_q4_k_kernels(backend: Backend) -> (RowKernel, GroupKernels) {
+    use crate::kquants::q4_k::{dot_repacked, GEMM_FOLD, GEMV_FOLD};
+    match backend {
+        Backend::Scalar => (
+            |w, _, a| dot_repacked(w, a, GEMV_FOLD),
+            GroupKernels {
+                kernel: |w, _, a| dot_repacked(w, a, GEMM_FOLD),
+                kernel4: None,
+            },
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            let (gemv, gemm, gemm4) = crate::kquants::x86::q4_k_repacked_kernels();
+            (
+                gemv,
+                GroupKernels {
+                    kernel: gemm,
+                    kernel4: Some(gemm4),
+                },
+            )
+        }
     }
 }
 
@@ -159,6 +228,13 @@ pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
             WeightType::TQ1_0 => |w, _, a| dot::tq1_0_q8_k(w, a),
             WeightType::TQ2_0 => |w, _, a| dot::tq2_0_q8_k(w, a),
             WeightType::I2_S => dot::i2_s_i8_s,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => {
+                crate::kquants::scalar_kernel(ty.ggml()).expect("every k-quant has a scalar kernel")
+            }
         },
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => crate::x86::kernel(ty),
@@ -181,6 +257,9 @@ pub struct QuantizedMatrix<'a> {
     scale: f32,
     kernel: RowKernel,
     kernel4: Option<RowKernel4>,
+    /// Kernels for tokens in whole groups of four, when they differ from `kernel`.
+    grouped: Option<GroupKernels>,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for QuantizedMatrix<'_> {
@@ -234,18 +313,34 @@ impl<'a> QuantizedMatrix<'a> {
             scale,
             kernel: kernel(wt, Backend::detect()),
             kernel4: kernel4(wt, Backend::detect()),
+            grouped: None,
+            backend: Backend::detect(),
         })
     }
 
     /// The same matrix summed the way llama.cpp sums it after repacking: on x86 with AVX2,
-    /// llama.cpp moves Q4_0 weights whose row count is a multiple of 8 into interleaved 8×8
-    /// blocks (`GGML_CPU_REPACK`) and folds each row's blocks into one accumulator, block by
-    /// block, instead of eight lanes reduced at the end. Other types and shapes are returned
-    /// unchanged.
+    /// llama.cpp moves Q4_0 and Q4_K weights whose row count is a multiple of 8 into
+    /// interleaved 8×8 blocks (`GGML_CPU_REPACK`) and folds each row's integer sums into
+    /// scalar accumulators instead of eight lanes reduced at the end: Q4_0 block by block;
+    /// Q4_K every super-block for one token (`gemv`) but every 64 elements for the tokens of
+    /// a batch it takes in whole groups of four (`gemm`), which [`QuantizedMatrix::matmul`]
+    /// reproduces. Other types and shapes are returned unchanged.
     pub fn repacked_like_llama_cpp(mut self) -> Self {
-        if self.ty == WeightType::Q4_0 && self.rows.is_multiple_of(8) {
-            self.kernel = repacked_q4_0_kernel(Backend::detect());
-            self.kernel4 = None;
+        if !self.rows.is_multiple_of(8) {
+            return self;
+        }
+        match self.ty {
+            WeightType::Q4_0 => {
+                self.kernel = repacked_q4_0_kernel(self.backend);
+                self.kernel4 = None;
+            }
+            WeightType::Q4_K => {
+                let (gemv, gemm) = repacked_q4_k_kernels(self.backend);
+                self.kernel = gemv;
+                self.kernel4 = None;
+                self.grouped = Some(gemm);
+            }
+            _ => {}
         }
         self
     }
@@ -322,7 +417,8 @@ impl<'a> QuantizedMatrix<'a> {
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`).
+    /// ggml's `dst`) — except that for repacked Q4_K the tokens llama.cpp takes in whole
+    /// groups of four (all but the last `acts.len() % 4`) are summed in its gemm order.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
@@ -334,10 +430,28 @@ impl<'a> QuantizedMatrix<'a> {
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
+        let in_groups = if self.grouped.is_some() {
+            acts.len() / 4 * 4
+        } else {
+            0
+        };
+        let (group_acts, rest_acts) = acts.split_at(in_groups);
+        let (group_out, rest_out) = out.split_at_mut(in_groups * self.rows);
+        if let Some(g) = self.grouped.filter(|_| in_groups > 0) {
+            self.products(
+                group_acts,
+                self.cols,
+                group_out,
+                |w, a| (g.kernel)(w, self.scale, a),
+                g.kernel4
+                    .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
+                None::<Kernel4x4<QuantizedActivation>>,
+            );
+        }
         self.products(
-            acts,
+            rest_acts,
             self.cols,
-            out,
+            rest_out,
             |w, a| (self.kernel)(w, self.scale, a),
             self.kernel4
                 .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
@@ -513,6 +627,8 @@ impl<'a> QuantizedMatrix<'a> {
     pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
         self.kernel = kernel(self.ty, backend);
         self.kernel4 = kernel4(self.ty, backend);
+        self.grouped = None;
+        self.backend = backend;
         self
     }
 }

@@ -171,38 +171,73 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
     }
 }
 
-/// The kernels a matrix uses for the tokens of a batch that llama.cpp multiplies in whole
-/// groups of four with a repacked gemm kernel, when its order differs from the one-token
-/// kernel's (repacked Q4_K).
+/// Which tokens of a batch llama.cpp multiplies in another order than a lone token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchRule {
+    /// The tokens in whole groups of four (the repacked gemm; the rest take the gemv).
+    WholeGroupsOfFour,
+    /// Every token, when the batch has at least this many (the tiled k-quant matmul).
+    AllFrom(usize),
+}
+
+/// The kernels for the tokens of a batch that [`BatchRule`] picks.
 #[derive(Clone, Copy)]
-struct GroupKernels {
+struct BatchKernels {
+    rule: BatchRule,
     kernel: RowKernel,
     kernel4: Option<RowKernel4>,
 }
 
+impl BatchKernels {
+    /// How many of `n` tokens (the first ones) take these kernels.
+    fn tokens(&self, n: usize) -> usize {
+        match self.rule {
+            BatchRule::WholeGroupsOfFour => n / 4 * 4,
+            BatchRule::AllFrom(min) if n >= min => n,
+            BatchRule::AllFrom(_) => 0,
+        }
+    }
+}
+
+/// The batch kernels of a plain (not repacked) matrix: llama.cpp multiplies k-quants in
+/// batches of 8 tokens or more with its tiled matmul (`ggml_compute_forward_mul_mat_tiled`).
+fn batch_kernels(ty: WeightType, backend: Backend) -> Option<BatchKernels> {
+    let (kernel, kernel4) = match backend {
+        Backend::Scalar => (crate::kquants::scalar_tiled_kernel(ty.ggml())?, None),
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            let (one, four) = crate::kquants::x86::tiled_kernels(ty.ggml())?;
+            (one, Some(four))
+        }
+    };
+    Some(BatchKernels {
+        rule: BatchRule::AllFrom(crate::kquants::TILED_MIN_BATCH),
+        kernel,
+        kernel4,
+    })
+}
+
 /// Repacked Q4_K: `(gemv order, gemm order)` (see `kquants::q4_k::dot_repacked`).
-fn repacked_q4_k_kernels(backend: Backend) -> (RowKernel, GroupKernels) {
+fn repacked_q4_k_kernels(backend: Backend) -> (RowKernel, BatchKernels) {
     use crate::kquants::q4_k::{dot_repacked, GEMM_FOLD, GEMV_FOLD};
-    match backend {
+    let (gemv, gemm, gemm4): (RowKernel, RowKernel, Option<RowKernel4>) = match backend {
         Backend::Scalar => (
             |w, _, a| dot_repacked(w, a, GEMV_FOLD),
-            GroupKernels {
-                kernel: |w, _, a| dot_repacked(w, a, GEMM_FOLD),
-                kernel4: None,
-            },
+            |w, _, a| dot_repacked(w, a, GEMM_FOLD),
+            None,
         ),
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => {
             let (gemv, gemm, gemm4) = crate::kquants::x86::q4_k_repacked_kernels();
-            (
-                gemv,
-                GroupKernels {
-                    kernel: gemm,
-                    kernel4: Some(gemm4),
-                },
-            )
+            (gemv, gemm, Some(gemm4))
         }
-    }
+    };
+    let batch = BatchKernels {
+        rule: BatchRule::WholeGroupsOfFour,
+        kernel: gemm,
+        kernel4: gemm4,
+    };
+    (gemv, batch)
 }
 
 /// The kernel for Q4_0 repacked as llama.cpp repacks it.
@@ -257,8 +292,8 @@ pub struct QuantizedMatrix<'a> {
     scale: f32,
     kernel: RowKernel,
     kernel4: Option<RowKernel4>,
-    /// Kernels for tokens in whole groups of four, when they differ from `kernel`.
-    grouped: Option<GroupKernels>,
+    /// Kernels for the tokens of a batch that llama.cpp sums in another order.
+    batch: Option<BatchKernels>,
     backend: Backend,
 }
 
@@ -313,7 +348,7 @@ impl<'a> QuantizedMatrix<'a> {
             scale,
             kernel: kernel(wt, Backend::detect()),
             kernel4: kernel4(wt, Backend::detect()),
-            grouped: None,
+            batch: batch_kernels(wt, Backend::detect()),
             backend: Backend::detect(),
         })
     }
@@ -338,7 +373,7 @@ impl<'a> QuantizedMatrix<'a> {
                 let (gemv, gemm) = repacked_q4_k_kernels(self.backend);
                 self.kernel = gemv;
                 self.kernel4 = None;
-                self.grouped = Some(gemm);
+                self.batch = Some(gemm);
             }
             _ => {}
         }
@@ -388,7 +423,8 @@ impl<'a> QuantizedMatrix<'a> {
         }
     }
 
-    /// Dot product of row `i` with `act`, computed as the C++ reference computes it.
+    /// Dot product of row `i` with `act`, computed as the C++ reference computes it for a
+    /// lone token (see [`QuantizedMatrix::matmul`] for batches).
     ///
     /// # Panics
     /// If `i >= rows`, or `act` is not of [`QuantizedMatrix::activation_type`] with `cols`
@@ -417,8 +453,10 @@ impl<'a> QuantizedMatrix<'a> {
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`) — except that for repacked Q4_K the tokens llama.cpp takes in whole
-    /// groups of four (all but the last `acts.len() % 4`) are summed in its gemm order.
+    /// ggml's `dst`) — except where llama.cpp sums a batch in another order than a lone
+    /// token, which this reproduces: k-quants in batches of 8 or more tokens take its tiled
+    /// matmul; for repacked Q4_K the tokens in whole groups of four (all but the last
+    /// `acts.len() % 4`) take its gemm.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
@@ -430,14 +468,10 @@ impl<'a> QuantizedMatrix<'a> {
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
-        let in_groups = if self.grouped.is_some() {
-            acts.len() / 4 * 4
-        } else {
-            0
-        };
-        let (group_acts, rest_acts) = acts.split_at(in_groups);
-        let (group_out, rest_out) = out.split_at_mut(in_groups * self.rows);
-        if let Some(g) = self.grouped.filter(|_| in_groups > 0) {
+        let special = self.batch.map_or(0, |b| b.tokens(acts.len()));
+        let (group_acts, rest_acts) = acts.split_at(special);
+        let (group_out, rest_out) = out.split_at_mut(special * self.rows);
+        if let Some(g) = self.batch.filter(|_| special > 0) {
             self.products(
                 group_acts,
                 self.cols,
@@ -627,7 +661,7 @@ impl<'a> QuantizedMatrix<'a> {
     pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
         self.kernel = kernel(self.ty, backend);
         self.kernel4 = kernel4(self.ty, backend);
-        self.grouped = None;
+        self.batch = batch_kernels(self.ty, backend);
         self.backend = backend;
         self
     }

@@ -17,20 +17,32 @@
 //! only the lane assignment and the float steps decide the bits; [`scaled_lanes`] is that
 //! lane assignment and each type's `dot` spells out its float steps.
 //!
+//! Batches are different. From 8 tokens on (`ggml_tiled_min_batch`), llama.cpp multiplies
+//! k-quant matrices with its tiled matmul (`ggml_compute_forward_mul_mat_tiled`,
+//! ggml-cpu/tiled/): the same exact integer sums per block, but folded into one scalar per
+//! row and token, `acc = fma(d·s1 − dmin·s2, dy, acc)` — see [`dot_tiled`]. Below 8 tokens,
+//! and token by token, it is `vec_dot`.
+//!
 //! On x86 with AVX2 llama.cpp's CPU backend also *repacks* Q4_K matrices whose row count is a
 //! multiple of 8 (`ggml_repack_get_optimal_repack_type` in `ggml-cpu/repack.cpp`; Q2_K only
 //! with AVX-512, which the reference build does not enable, and Q5_K/Q6_K only on ARM) and
 //! multiplies them with `ggml_gemv_q4_K_8x8_q8_K` (one token at a time) or
-//! `ggml_gemm_q4_K_8x8_q8_K` (whole groups of four tokens). Those sum per row in two scalar
-//! f32 accumulators (scales and minimums) with one fused multiply-add per super-block
-//! (gemv) or per pair of sub-blocks (gemm) — see [`q4_k::dot_repacked`].
+//! `ggml_gemm_q4_K_8x8_q8_K` (whole groups of four tokens), never with the tiled matmul.
+//! Those sum per row in two scalar f32 accumulators (scales and minimums) with one fused
+//! multiply-add per super-block (gemv) or per pair of sub-blocks (gemm) — see
+//! [`q4_k::dot_repacked`]. (`ggml_quantize_mat_q8_K_4x8`, which quantizes a gemm group's
+//! activations, prefers +amax to −amax where `quantize_row_q8_K` takes the first of the two;
+//! that negates codes, bsums and scale together, which leaves every product's bits as they
+//! are — a test checks it.)
 //!
 //! The encoders reproduce `quantize_row_q*_K_ref` (ggml-quants.c, what `llama-quantize` runs
 //! without an importance matrix). ggml-base is compiled for baseline x86-64, so there is no
 //! fused multiply-add in them: every product and sum is rounded on its own, as Rust does.
 
 use bitnet_gguf::GgmlType;
+use rayon::prelude::*;
 
+use crate::activation::QuantizedActivation;
 use crate::blocks::QK_K;
 use crate::matrix::RowKernel;
 
@@ -87,13 +99,14 @@ pub(crate) fn decoder(ty: GgmlType) -> Option<BlockDecoder> {
     })
 }
 
-/// Encode whole blocks of `values` (a multiple of 256) as the k-quant `ty`.
+/// Encode whole blocks of `values` (a multiple of 256) as the k-quant `ty`, in parallel (the
+/// searches are costly and every block is independent).
 pub(crate) fn encode_all(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
     let (nb, f) = (block_bytes(ty)?, encoder(ty)?);
     let mut out = vec![0u8; values.len() / QK_K * nb];
-    for (x, y) in values.chunks_exact(QK_K).zip(out.chunks_exact_mut(nb)) {
-        f(x, y);
-    }
+    out.par_chunks_exact_mut(nb)
+        .zip(values.par_chunks_exact(QK_K))
+        .for_each(|(y, x)| f(x, y));
     Some(out)
 }
 
@@ -116,6 +129,59 @@ pub(crate) fn scalar_kernel(ty: GgmlType) -> Option<RowKernel> {
         GgmlType::Q6_K => |w, _, a| q6_k::dot(w, a),
         _ => return None,
     })
+}
+
+/// The scalar kernel of a k-quant type in llama.cpp's tiled order (`None` for other types).
+pub(crate) fn scalar_tiled_kernel(ty: GgmlType) -> Option<RowKernel> {
+    Some(match ty {
+        GgmlType::Q2_K => |w, _, a| dot_tiled(w, a, q2_k::BYTES, q2_k::tiled_terms),
+        GgmlType::Q3_K => |w, _, a| dot_tiled(w, a, q3_k::BYTES, q3_k::tiled_terms),
+        GgmlType::Q4_K => |w, _, a| dot_tiled(w, a, q4_k::BYTES, q4_k::tiled_terms),
+        GgmlType::Q5_K => |w, _, a| dot_tiled(w, a, q5_k::BYTES, q5_k::tiled_terms),
+        GgmlType::Q6_K => |w, _, a| dot_tiled(w, a, q6_k::BYTES, q6_k::tiled_terms),
+        _ => return None,
+    })
+}
+
+/// Batches of at least this many tokens take llama.cpp's tiled k-quant matmul
+/// (`ggml_tiled_min_batch` in ggml-cpu/tiled/tiled.cpp); smaller ones `vec_dot`.
+pub(crate) const TILED_MIN_BATCH: usize = 8;
+
+/// One block's contribution as llama.cpp's tiled matmul sees it: the weight scale `d`, the
+/// exact integer Σ scale·value·q over the block, and for the types with minimums `dmin`
+/// and the exact Σ min·Σq.
+pub(crate) struct TiledTerms {
+    pub d: f32,
+    pub s1: i32,
+    pub min: Option<(f32, i32)>,
+}
+
+/// llama.cpp's tiled k-quant matmul (`tiled_run_microtile_avx2`, ggml-cpu/tiled), one row
+/// and one token: per block `res = d · s1`, minus `dmin · s2` in one fused step
+/// (`_mm256_fnmadd_ps`), then `acc = fma(res, dy, acc)` from `acc = 0`, block after block.
+/// `terms` gives a block's [`TiledTerms`] from its bytes, codes and bsums.
+#[inline(always)]
+pub(crate) fn dot_tiled(
+    w: &[u8],
+    a: &QuantizedActivation,
+    bytes: usize,
+    terms: impl Fn(&[u8], &[i8], &[i16]) -> TiledTerms,
+) -> f32 {
+    let mut acc = 0.0f32;
+    for (((x, y), &dy), bs) in w
+        .chunks_exact(bytes)
+        .zip(a.qs.chunks_exact(QK_K))
+        .zip(&a.d)
+        .zip(a.bsums.chunks_exact(16))
+    {
+        let t = terms(x, y, bs);
+        let mut res = t.d * t.s1 as f32;
+        if let Some((dmin, s2)) = t.min {
+            res = (-dmin).mul_add(s2 as f32, res);
+        }
+        acc = res.mul_add(dy, acc);
+    }
+    acc
 }
 
 /// The eight i32 lanes of ggml's AVX2 k-quant kernels for one block: lane k collects, from

@@ -9,8 +9,8 @@
 use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, f16_bytes, nearest_int, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
-use crate::kquants::scaled_lanes;
 use crate::kquants::search::{make_qkx2_quants, Qkx2};
+use crate::kquants::{scaled_lanes, TiledTerms};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = QK_K / 16 + QK_K / 4 + 4;
@@ -115,4 +115,17 @@ pub(crate) fn dot(w: &[u8], a: &QuantizedActivation) -> f32 {
         fma_lanes(&mut acc, dy * f16_at(x, D), |k| lanes[k]);
     }
     hsum_float_8(&acc)
+}
+
+/// [`super::TiledTerms`] of a block: `s1 = Σ scale · code · q`, `s2 = Σ min · bsum`.
+pub(crate) fn tiled_terms(x: &[u8], y: &[i8], bs: &[i16]) -> TiledTerms {
+    let s1 = (0..QK_K)
+        .map(|e| (x[e / 16] & 0xF) as i32 * code(x, e) as i32 * y[e] as i32)
+        .sum();
+    let s2 = (0..16).map(|s| (x[s] >> 4) as i32 * bs[s] as i32).sum();
+    TiledTerms {
+        d: f16_at(x, D),
+        s1,
+        min: Some((f16_at(x, D + 2), s2)),
+    }
 }

@@ -11,8 +11,8 @@
 use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, f16_bytes, nearest_int, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
-use crate::kquants::scaled_lanes;
 use crate::kquants::search::make_q3_quants;
+use crate::kquants::{scaled_lanes, TiledTerms};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = QK_K / 8 + QK_K / 4 + 12 + 2;
@@ -117,4 +117,17 @@ pub(crate) fn dot(w: &[u8], a: &QuantizedActivation) -> f32 {
         fma_lanes(&mut acc, dy * f16_at(x, D), |k| lanes[k]);
     }
     hsum_float_8(&acc)
+}
+
+/// [`super::TiledTerms`] of a block: `s1 = Σ scale · value · q`.
+pub(crate) fn tiled_terms(x: &[u8], y: &[i8], _: &[i16]) -> TiledTerms {
+    let sc = scales(x);
+    let s1 = (0..QK_K)
+        .map(|e| sc[e / 16] as i32 * value(x, e) * y[e] as i32)
+        .sum();
+    TiledTerms {
+        d: f16_at(x, D),
+        s1,
+        min: None,
+    }
 }

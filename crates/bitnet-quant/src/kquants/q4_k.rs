@@ -10,7 +10,9 @@ use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, f16_bytes, nearest_int, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
 use crate::kquants::search::{make_qkx2_quants, Qkx2};
-use crate::kquants::{bsums32, pack_scales_mins_k4, scale_min_k4, scaled_lanes, scales_mins_k4};
+use crate::kquants::{
+    bsums32, pack_scales_mins_k4, scale_min_k4, scaled_lanes, scales_mins_k4, TiledTerms,
+};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = 4 + 12 + QK_K / 2;
@@ -202,4 +204,30 @@ pub(crate) fn dot_repacked(w: &[u8], a: &QuantizedActivation, fold: usize) -> f3
         }
     }
     acc - acc_min
+}
+
+/// [`super::TiledTerms`] of a block: `s1 = Σ scale · code · q`, `s2 = Σ min · Σq`.
+pub(crate) fn tiled_terms(x: &[u8], y: &[i8], bs: &[i16]) -> TiledTerms {
+    k4_tiled_terms(x, y, bs, code)
+}
+
+/// [`super::TiledTerms`] of a Q4_K or Q5_K block with codes from `code`.
+#[inline(always)]
+pub(crate) fn k4_tiled_terms(
+    x: &[u8],
+    y: &[i8],
+    bs: &[i16],
+    code: impl Fn(&[u8], usize) -> u8,
+) -> TiledTerms {
+    let (sc, mn) = scales_mins_k4(&x[SCALES..]);
+    let s1 = (0..QK_K)
+        .map(|e| sc[e / 32] as i32 * code(x, e) as i32 * y[e] as i32)
+        .sum();
+    let s = bsums32(bs);
+    let s2 = (0..8).map(|j| mn[j] as i32 * s[j]).sum();
+    TiledTerms {
+        d: f16_at(x, 0),
+        s1,
+        min: Some((f16_at(x, 2), s2)),
+    }
 }

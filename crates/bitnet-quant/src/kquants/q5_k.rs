@@ -8,9 +8,11 @@
 use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
-use crate::kquants::q4_k::{requantize, search_sub_blocks, store_super_scales, SCALES};
+use crate::kquants::q4_k::{
+    k4_tiled_terms, requantize, search_sub_blocks, store_super_scales, SCALES,
+};
 use crate::kquants::search::Qkx2;
-use crate::kquants::{bsums32, scale_min_k4, scaled_lanes, scales_mins_k4};
+use crate::kquants::{bsums32, scale_min_k4, scaled_lanes, scales_mins_k4, TiledTerms};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = 4 + 12 + QK_K / 8 + QK_K / 2;
@@ -84,4 +86,9 @@ pub(crate) fn dot(w: &[u8], a: &QuantizedActivation) -> f32 {
         fma_lanes(&mut acc, dy * f16_at(x, 0), |k| lanes[k]);
     }
     hsum_float_8(&acc) + summs
+}
+
+/// [`super::TiledTerms`] of a block: as Q4_K's, with five-bit codes.
+pub(crate) fn tiled_terms(x: &[u8], y: &[i8], bs: &[i16]) -> TiledTerms {
+    k4_tiled_terms(x, y, bs, code)
 }

@@ -11,8 +11,8 @@
 use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, f16_bytes, nearest_int, round_f16, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
-use crate::kquants::scaled_lanes;
 use crate::kquants::search::{make_qx_quants, GROUP_MAX_EPS};
+use crate::kquants::{scaled_lanes, TiledTerms};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
@@ -110,4 +110,16 @@ pub(crate) fn dot(w: &[u8], a: &QuantizedActivation) -> f32 {
         });
     }
     hsum_float_8(&acc)
+}
+
+/// [`super::TiledTerms`] of a block: `s1 = Σ scale · (code − 32) · q`.
+pub(crate) fn tiled_terms(x: &[u8], y: &[i8], _: &[i16]) -> TiledTerms {
+    let s1 = (0..QK_K)
+        .map(|e| scale(x, e / 16) * (code(x, e) as i32 - 32) * y[e] as i32)
+        .sum();
+    TiledTerms {
+        d: f16_at(x, D),
+        s1,
+        min: None,
+    }
 }

@@ -218,6 +218,37 @@ fn kernels_are_bit_identical_to_llama_cpps() {
     }
 }
 
+/// The same row and activation as [`RECORDED_DOTS`], as the first of 8 tokens multiplied by
+/// `ggml_mul_mat` (a 4×768 matrix `noise(2)`, tokens `4 · noise(3)`): from 8 tokens on
+/// llama.cpp takes its tiled matmul, which folds each block as `fma(d·s1 − dmin·s2, dy, acc)`;
+/// with 7 it is still `vec_dot`.
+const RECORDED_TILED: [(GgmlType, u32); 5] = [
+    (GgmlType::Q2_K, 0xc01b_f5b5),
+    (GgmlType::Q3_K, 0x411a_443b),
+    (GgmlType::Q4_K, 0x40ef_0f69),
+    (GgmlType::Q5_K, 0x4102_2d54),
+    (GgmlType::Q6_K, 0x4113_11ab),
+];
+
+#[test]
+fn batches_of_eight_tokens_take_llama_cpps_tiled_order() {
+    let x: Vec<f32> = noise(3, 8 * 768).iter().map(|v| v * 4.0).collect();
+    let acts: Vec<QuantizedActivation> = x.chunks_exact(768).map(activation).collect();
+    for ((ty, tiled), (_, vec_dot)) in RECORDED_TILED.into_iter().zip(RECORDED_DOTS) {
+        let w = encode(ty, &noise(2, 4 * 768), 768).unwrap();
+        for backend in backends() {
+            let m = QuantizedMatrix::new(ty, &w, 4, 768)
+                .unwrap()
+                .with_backend(backend);
+            let mut out = vec![0.0; 8 * 4];
+            m.matmul(&acts, &mut out);
+            assert_eq!(out[0].to_bits(), tiled, "{ty} {backend:?}: 8 tokens");
+            m.matmul(&acts[..7], &mut out[..7 * 4]);
+            assert_eq!(out[0].to_bits(), vec_dot, "{ty} {backend:?}: 7 tokens");
+        }
+    }
+}
+
 /// The first output of an 8×512 Q4_K matrix (`noise(4)`) times `3 · noise(5)` (four tokens):
 /// llama.cpp's three kernels give three different f32s for the same row.
 #[test]
@@ -408,6 +439,16 @@ proptest! {
                 prop_assert_eq!(scalar.to_bits(), simd.to_bits(), "{} row {}", ty, r);
             }
         }
+        // The tiled order (batches of 8) on the same bytes.
+        let acts: Vec<QuantizedActivation> = (0..8).map(|t| arbitrary_activation(seed + 100 + t, blocks)).collect();
+        for ty in K_QUANTS {
+            let w = arbitrary_block_bytes(ty, seed ^ 0x77, 2 * blocks);
+            let m = QuantizedMatrix::new(ty, &w, 2, blocks * QK_K).unwrap();
+            let (mut scalar, mut simd) = (vec![0.0; 16], vec![0.0; 16]);
+            m.with_backend(Backend::Scalar).matmul(&acts, &mut scalar);
+            m.with_backend(detected).matmul(&acts, &mut simd);
+            prop_assert_eq!(scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), simd.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{} tiled", ty);
+        }
         // The repacked kernels (gemv and the gemm group order) on the same bytes.
         let w = arbitrary_block_bytes(GgmlType::Q4_K, seed, 8 * blocks);
         let m = QuantizedMatrix::new(GgmlType::Q4_K, &w, 8, blocks * QK_K).unwrap();
@@ -419,7 +460,7 @@ proptest! {
     }
 
     #[test]
-    fn four_token_kernels_equal_one_token_kernels(seed in any::<u64>(), tokens in 4usize..11) {
+    fn four_token_kernels_equal_one_token_kernels(seed in any::<u64>(), tokens in 4usize..13) {
         let cols = 3 * QK_K;
         let acts: Vec<QuantizedActivation> = (0..tokens as u64)
             .map(|t| activation(&noise(seed.wrapping_add(t), cols).iter().map(|v| v * 5.0).collect::<Vec<_>>()))
@@ -434,11 +475,15 @@ proptest! {
                     let mut out = vec![0.0; tokens * 8];
                     pool.install(|| m.matmul(&acts, &mut out));
                     let grouped = repacked == 1 && ty == GgmlType::Q4_K;
+                    let tiled = super::scalar_tiled_kernel(ty).unwrap();
                     for (t, a) in acts.iter().enumerate() {
-                        // Tokens of a repacked gemm group follow the gemm order, the rest the
-                        // one-token kernel.
+                        // Tokens of a repacked gemm group follow the gemm order; batches of 8
+                        // or more of plain matrices the tiled order; the rest the one-token
+                        // kernel.
                         let one: Vec<u32> = if grouped && t < tokens / 4 * 4 {
                             (0..8).map(|r| q4_k::dot_repacked(m.row(r), a, q4_k::GEMM_FOLD).to_bits()).collect()
+                        } else if !grouped && tokens >= super::TILED_MIN_BATCH {
+                            (0..8).map(|r| tiled(m.row(r), 1.0, a).to_bits()).collect()
                         } else {
                             (0..8).map(|r| m.dot_row(r, a).to_bits()).collect()
                         };

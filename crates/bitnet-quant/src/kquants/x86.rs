@@ -4,8 +4,11 @@
 //! Every kernel is written once for N activations (`[&QuantizedActivation; N]`): each block's
 //! weights are unpacked once and multiplied with every activation, and each activation gets
 //! its own accumulators and exactly the one-token sequence of operations — so the four-token
-//! form used for batches has the one-token bits. The bodies are `#[inline(always)]` generic
-//! functions instantiated inside `#[target_feature]` wrappers, so the intrinsics inline.
+//! form used for batches has the one-token bits. `TILED` selects how a block's exact integer
+//! sums are folded into floats: ggml's `vec_dot` (eight f32 lanes, `hsum_float_8` at the end)
+//! or llama.cpp's tiled batch matmul (one scalar, see `kquants::dot_tiled`). The bodies are
+//! `#[inline(always)]` generic functions instantiated inside `#[target_feature]` wrappers, so
+//! the intrinsics inline.
 
 use std::arch::x86_64::*;
 
@@ -85,12 +88,27 @@ unsafe fn bsums256(a: &QuantizedActivation, ib: usize) -> __m256i {
     _mm256_loadu_si256(a.bsums.as_ptr().add(16 * ib) as *const __m256i)
 }
 
-/// [`q6_k::dot`] for N activations.
+/// One block of llama.cpp's tiled order (see `kquants::dot_tiled`): `res = d · s1`, minus
+/// `dmin · s2` fused, then `acc = fma(res, dy, acc)`.
 #[inline(always)]
-unsafe fn q6_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; N] {
+fn tiled_step(acc: f32, d: f32, s1: i32, min: Option<(f32, i32)>, dy: f32) -> f32 {
+    let mut res = d * s1 as f32;
+    if let Some((dmin, s2)) = min {
+        res = (-dmin).mul_add(s2 as f32, res);
+    }
+    res.mul_add(dy, acc)
+}
+
+/// [`q6_k::dot`] (`TILED`: [`q6_k::tiled_terms`] in the tiled order) for N activations.
+#[inline(always)]
+unsafe fn q6_k<const N: usize, const TILED: bool>(
+    w: &[u8],
+    a: [&QuantizedActivation; N],
+) -> [f32; N] {
     let nb = blocks(w, q6_k::BYTES, &a);
     let m15 = _mm256_set1_epi8(15);
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [0.0f32; N];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * q6_k::BYTES);
         let dx = f16_at_fast(w, ib * q6_k::BYTES + q6_k::D);
@@ -102,10 +120,11 @@ unsafe fn q6_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
             let hi = load256(x.add(64 * c + 32));
             let qh = load256(x.add(q6_k::QH + 32 * c));
             let h = |v: usize| _mm256_slli_epi16::<4>(crumb(qh, v));
+            let nib_hi = |b: __m256i| _mm256_and_si256(_mm256_srli_epi16::<4>(b), m15);
             q[4 * c] = _mm256_or_si256(_mm256_and_si256(lo, m15), h(0));
             q[4 * c + 1] = _mm256_or_si256(_mm256_and_si256(hi, m15), h(1));
-            q[4 * c + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo), m15), h(2));
-            q[4 * c + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(hi), m15), h(3));
+            q[4 * c + 2] = _mm256_or_si256(nib_hi(lo), h(2));
+            q[4 * c + 3] = _mm256_or_si256(nib_hi(hi), h(3));
         }
         let sc: [__m256i; 8] = std::array::from_fn(|v| vector_scales(scales, v));
         for t in 0..N {
@@ -115,12 +134,20 @@ unsafe fn q6_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
                 let p = _mm256_maddubs_epi16(q[v], y256(a[t], ib, 32 * v));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p));
             }
-            let d = _mm256_set1_ps(a[t].d[ib] * dx);
             let lanes = _mm256_sub_epi32(sumi, offset);
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t]);
+            if TILED {
+                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(lanes), None, a[t].d[ib]);
+            } else {
+                let d = _mm256_set1_ps(a[t].d[ib] * dx);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t]);
+            }
         }
     }
-    acc.map(|v| hsum_ps(v))
+    if TILED {
+        tiled
+    } else {
+        acc.map(|v| hsum_ps(v))
+    }
 }
 
 /// The codes of a Q4_K block (`qs` at `x`) as eight 32-byte vectors in element order.
@@ -173,6 +200,13 @@ unsafe fn min_lanes(
     _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m)
 }
 
+/// Σ min[j] · Σq(sub-block j) of a Q4_K / Q5_K block (exact).
+#[inline(always)]
+fn min_sum(mn: &[u8; 8], a: &QuantizedActivation, ib: usize) -> i32 {
+    let s = bsums32(&a.bsums[16 * ib..16 * ib + 16]);
+    (0..8).map(|j| mn[j] as i32 * s[j]).sum()
+}
+
 /// `hsum_float_8(acc) + ((m0 + m2) + (m1 + m3))`, ggml's Q4_K finish.
 #[inline(always)]
 unsafe fn finish_q4_k(acc: __m256, acc_m: __m128) -> f32 {
@@ -181,12 +215,16 @@ unsafe fn finish_q4_k(acc: __m256, acc_m: __m128) -> f32 {
     hsum_ps(acc) + _mm_cvtss_f32(m)
 }
 
-/// [`q4_k::dot`] for N activations.
+/// [`q4_k::dot`] (`TILED`: [`q4_k::tiled_terms`] in the tiled order) for N activations.
 #[inline(always)]
-unsafe fn q4_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; N] {
+unsafe fn q4_k<const N: usize, const TILED: bool>(
+    w: &[u8],
+    a: [&QuantizedActivation; N],
+) -> [f32; N] {
     let nb = blocks(w, q4_k::BYTES, &a);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_m = [_mm_setzero_ps(); N];
+    let mut tiled = [0.0f32; N];
     for ib in 0..nb {
         let o = ib * q4_k::BYTES;
         let (dx, dminx) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
@@ -196,12 +234,22 @@ unsafe fn q4_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
         let q = nibble_vectors(w.as_ptr().add(o + q4_k::QS));
         for t in 0..N {
             let dy = a[t].d[ib];
-            acc_m[t] = min_lanes(acc_m[t], -dy * dminx, mins, a[t], ib);
             let sumi = sub_block_lanes(&q, &scv, a[t], ib, 0..8);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dx), _mm256_cvtepi32_ps(sumi), acc[t]);
+            if TILED {
+                let min = Some((dminx, min_sum(&mn, a[t], ib)));
+                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(sumi), min, dy);
+            } else {
+                acc_m[t] = min_lanes(acc_m[t], -dy * dminx, mins, a[t], ib);
+                let d = _mm256_set1_ps(dy * dx);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            }
         }
     }
-    std::array::from_fn(|t| finish_q4_k(acc[t], acc_m[t]))
+    if TILED {
+        tiled
+    } else {
+        std::array::from_fn(|t| finish_q4_k(acc[t], acc_m[t]))
+    }
 }
 
 /// [`q4_k::dot_repacked`] for N activations, folding every `FOLD` sub-blocks.
@@ -234,12 +282,16 @@ unsafe fn q4_k_repacked<const N: usize, const FOLD: usize>(
     std::array::from_fn(|t| acc[t] - acc_min[t])
 }
 
-/// [`q5_k::dot`] for N activations.
+/// [`q5_k::dot`] (`TILED`: [`q5_k::tiled_terms`] in the tiled order) for N activations.
 #[inline(always)]
-unsafe fn q5_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; N] {
+unsafe fn q5_k<const N: usize, const TILED: bool>(
+    w: &[u8],
+    a: [&QuantizedActivation; N],
+) -> [f32; N] {
     let nb = blocks(w, q5_k::BYTES, &a);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0.0f32; N];
+    let mut tiled = [0.0f32; N];
     for ib in 0..nb {
         let o = ib * q5_k::BYTES;
         let (dx, dminx) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
@@ -251,22 +303,35 @@ unsafe fn q5_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
             std::array::from_fn(|v| _mm256_or_si256(low[v], if_bit(hbits, v, true, 16)));
         for t in 0..N {
             let dy = a[t].d[ib];
-            let s = bsums32(&a[t].bsums[16 * ib..16 * ib + 16]);
-            let mins: i32 = (0..8).map(|j| mn[j] as i32 * s[j]).sum();
-            summs[t] = (-dy * dminx).mul_add(mins as f32, summs[t]);
+            let mins = min_sum(&mn, a[t], ib);
             let sumi = sub_block_lanes(&q, &scv, a[t], ib, 0..8);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dx), _mm256_cvtepi32_ps(sumi), acc[t]);
+            if TILED {
+                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(sumi), Some((dminx, mins)), dy);
+            } else {
+                summs[t] = (-dy * dminx).mul_add(mins as f32, summs[t]);
+                let d = _mm256_set1_ps(dy * dx);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            }
         }
     }
-    std::array::from_fn(|t| hsum_ps(acc[t]) + summs[t])
+    if TILED {
+        tiled
+    } else {
+        std::array::from_fn(|t| hsum_ps(acc[t]) + summs[t])
+    }
 }
 
-/// [`q3_k::dot`] for N activations: the low two bits and the "minus 4" (where the high bit
-/// is clear) go through `maddubs` separately and are subtracted in i16, as in ggml.
+/// [`q3_k::dot`] (`TILED`: [`q3_k::tiled_terms`] in the tiled order) for N activations: the
+/// low two bits and the "minus 4" (where the high bit is clear) go through `maddubs`
+/// separately and are subtracted in i16, as in ggml.
 #[inline(always)]
-unsafe fn q3_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; N] {
+unsafe fn q3_k<const N: usize, const TILED: bool>(
+    w: &[u8],
+    a: [&QuantizedActivation; N],
+) -> [f32; N] {
     let nb = blocks(w, q3_k::BYTES, &a);
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [0.0f32; N];
     for ib in 0..nb {
         let o = ib * q3_k::BYTES;
         let x = w.as_ptr().add(o);
@@ -294,19 +359,31 @@ unsafe fn q3_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p));
             }
-            let d = _mm256_set1_ps(a[t].d[ib] * dx);
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            if TILED {
+                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(sumi), None, a[t].d[ib]);
+            } else {
+                let d = _mm256_set1_ps(a[t].d[ib] * dx);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            }
         }
     }
-    acc.map(|v| hsum_ps(v))
+    if TILED {
+        tiled
+    } else {
+        acc.map(|v| hsum_ps(v))
+    }
 }
 
-/// [`q2_k::dot`] for N activations.
+/// [`q2_k::dot`] (`TILED`: [`q2_k::tiled_terms`] in the tiled order) for N activations.
 #[inline(always)]
-unsafe fn q2_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; N] {
+unsafe fn q2_k<const N: usize, const TILED: bool>(
+    w: &[u8],
+    a: [&QuantizedActivation; N],
+) -> [f32; N] {
     let nb = blocks(w, q2_k::BYTES, &a);
     let m4 = _mm_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [0.0f32; N];
     for ib in 0..nb {
         let o = ib * q2_k::BYTES;
         let x = w.as_ptr().add(o);
@@ -325,42 +402,54 @@ unsafe fn q2_k<const N: usize>(w: &[u8], a: [&QuantizedActivation; N]) -> [f32; 
         for t in 0..N {
             let dy = a[t].d[ib];
             let prod = _mm256_madd_epi16(mins, bsums256(a[t], ib));
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_set1_ps(-dy * dminx),
-                _mm256_cvtepi32_ps(prod),
-                acc[t],
-            );
             let mut sumi = _mm256_setzero_si256();
             for v in 0..8 {
                 let p = _mm256_maddubs_epi16(q[v], y256(a[t], ib, 32 * v));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p));
             }
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dx), _mm256_cvtepi32_ps(sumi), acc[t]);
+            if TILED {
+                let min = Some((dminx, hsum_i32(prod)));
+                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(sumi), min, dy);
+            } else {
+                let dmin = _mm256_set1_ps(-dy * dminx);
+                acc[t] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc[t]);
+                let d = _mm256_set1_ps(dy * dx);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            }
         }
     }
-    acc.map(|v| hsum_ps(v))
+    if TILED {
+        tiled
+    } else {
+        acc.map(|v| hsum_ps(v))
+    }
 }
 
 /// One-token and four-token entry points with the CPU features enabled.
 macro_rules! entry_points {
-    ($($one:ident, $four:ident => $body:ident;)*) => {$(
+    ($($one:ident, $four:ident => $body:ident, $tiled:literal;)*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $one(w: &[u8], _: f32, a: &QuantizedActivation) -> f32 {
-            $body::<1>(w, [a])[0]
+            $body::<1, $tiled>(w, [a])[0]
         }
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $four(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
-            $body::<4>(w, a)
+            $body::<4, $tiled>(w, a)
         }
     )*};
 }
 
 entry_points! {
-    q2_k_q8_k, q2_k_q8_k_x4 => q2_k;
-    q3_k_q8_k, q3_k_q8_k_x4 => q3_k;
-    q4_k_q8_k, q4_k_q8_k_x4 => q4_k;
-    q5_k_q8_k, q5_k_q8_k_x4 => q5_k;
-    q6_k_q8_k, q6_k_q8_k_x4 => q6_k;
+    q2_k_q8_k, q2_k_q8_k_x4 => q2_k, false;
+    q3_k_q8_k, q3_k_q8_k_x4 => q3_k, false;
+    q4_k_q8_k, q4_k_q8_k_x4 => q4_k, false;
+    q5_k_q8_k, q5_k_q8_k_x4 => q5_k, false;
+    q6_k_q8_k, q6_k_q8_k_x4 => q6_k, false;
+    q2_k_tiled, q2_k_tiled_x4 => q2_k, true;
+    q3_k_tiled, q3_k_tiled_x4 => q3_k, true;
+    q4_k_tiled, q4_k_tiled_x4 => q4_k, true;
+    q5_k_tiled, q5_k_tiled_x4 => q5_k, true;
+    q6_k_tiled, q6_k_tiled_x4 => q6_k, true;
 }
 
 /// Repacked Q4_K, one token (`ggml_gemv_q4_K_8x8_q8_K`'s order).
@@ -381,8 +470,11 @@ pub(crate) unsafe fn q4_k_gemm_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]
     q4_k_repacked::<4, { q4_k::GEMM_FOLD }>(w, a)
 }
 
-/// The AVX2 one-token and four-token kernels of a k-quant (`ty` a k-quant weight type).
-pub(crate) fn kernels(ty: bitnet_gguf::GgmlType) -> Option<(RowKernel, RowKernel4)> {
+/// A one-token and a four-token kernel.
+type Kernels = (RowKernel, RowKernel4);
+
+/// The AVX2 kernels of a k-quant in ggml's `vec_dot` order (`None` for other types).
+pub(crate) fn kernels(ty: bitnet_gguf::GgmlType) -> Option<Kernels> {
     use bitnet_gguf::GgmlType as G;
     // SAFETY (every arm): only called for the AVX2 backend, which `Backend::detect` picks
     // when the CPU has AVX2, FMA and F16C; the kernels check slice lengths before loading.
@@ -411,7 +503,37 @@ pub(crate) fn kernels(ty: bitnet_gguf::GgmlType) -> Option<(RowKernel, RowKernel
     })
 }
 
-/// The AVX2 kernels of repacked Q4_K: `(gemv, gemm ×4)` — one token, and whole groups of four.
+/// The AVX2 kernels of a k-quant in llama.cpp's tiled order (`None` for other types).
+pub(crate) fn tiled_kernels(ty: bitnet_gguf::GgmlType) -> Option<Kernels> {
+    use bitnet_gguf::GgmlType as G;
+    // SAFETY (every arm): as in `kernels`.
+    Some(match ty {
+        G::Q2_K => (
+            |w, s, a| unsafe { q2_k_tiled(w, s, a) },
+            |w, s, a| unsafe { q2_k_tiled_x4(w, s, a) },
+        ),
+        G::Q3_K => (
+            |w, s, a| unsafe { q3_k_tiled(w, s, a) },
+            |w, s, a| unsafe { q3_k_tiled_x4(w, s, a) },
+        ),
+        G::Q4_K => (
+            |w, s, a| unsafe { q4_k_tiled(w, s, a) },
+            |w, s, a| unsafe { q4_k_tiled_x4(w, s, a) },
+        ),
+        G::Q5_K => (
+            |w, s, a| unsafe { q5_k_tiled(w, s, a) },
+            |w, s, a| unsafe { q5_k_tiled_x4(w, s, a) },
+        ),
+        G::Q6_K => (
+            |w, s, a| unsafe { q6_k_tiled(w, s, a) },
+            |w, s, a| unsafe { q6_k_tiled_x4(w, s, a) },
+        ),
+        _ => return None,
+    })
+}
+
+/// The AVX2 kernels of repacked Q4_K: `(gemv, gemm, gemm ×4)` — one token, and the tokens of
+/// whole groups of four.
 pub(crate) fn q4_k_repacked_kernels() -> (RowKernel, RowKernel, RowKernel4) {
     // SAFETY: as in `kernels`.
     (

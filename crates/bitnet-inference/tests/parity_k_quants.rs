@@ -47,22 +47,27 @@ fn q4_k_matrices_llama_cpp_cannot_repack_match_too() {
 
 /// What llama-quantize makes of a BitNet model: ternary TQ1_0 / TQ2_0 layers and the tied
 /// output head (the token embedding) in q6_K — looked up by rows for the input, multiplied
-/// with Q8_K activations for the logits.
+/// with Q8_K activations for the logits. A q4_K tied head checks that llama.cpp does not
+/// repack the token embedding even where it doubles as the output head (it keeps it in the
+/// plain CPU buffer for row lookups).
 #[test]
-fn tiny_bitnet_with_a_q6_k_tied_head_matches_llama_cpp() {
+fn tiny_bitnet_with_a_k_quant_tied_head_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    for qtype in [GgmlType::TQ1_0, GgmlType::TQ2_0] {
+    for (qtype, embd, vocab) in [
+        (GgmlType::TQ1_0, GgmlType::Q6_K, "llama-bpe"),
+        (GgmlType::TQ2_0, GgmlType::Q6_K, "llama-bpe"),
+        (GgmlType::TQ2_0, GgmlType::Q4_K, "llama-spm"),
+    ] {
         let spec = Spec {
-            embd_type: Some(GgmlType::Q6_K),
+            embd_type: Some(embd),
             ..Spec::new(Arch::Bitnet, qtype)
         };
-        let path =
-            bitnet_minimodel::write_tiny(dir.path(), &spec, &bitnet_fixtures::vocab("llama-bpe"))
-                .unwrap();
+        let path = bitnet_minimodel::write_tiny(dir.path(), &spec, &bitnet_fixtures::vocab(vocab))
+            .unwrap();
         assert_bit_identical(
             &path,
             BackendChoice::Llama,
-            &format!("{qtype} with a q6_K head"),
+            &format!("{qtype} with a {embd} head"),
         );
     }
 }

@@ -181,8 +181,19 @@ unsafe fn sub_block_lanes(
     sumi
 }
 
-/// The Q4_K / Q5_K minimums' four lanes for one block: `fma(dmin, madd(mins, hadd(bsums)),
-/// acc_m)`.
+/// `madd(mins, hadd(bsums))` of a Q4_K / Q5_K block: lane p is
+/// `min[2p]·Σq(sub-block 2p) + min[2p+1]·Σq(2p+1)` (exact).
+#[inline(always)]
+unsafe fn min_pairs(mins: __m128i, a: &QuantizedActivation, ib: usize) -> __m128i {
+    let bs = bsums256(a, ib);
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    _mm_madd_epi16(mins, q8s)
+}
+
+/// The Q4_K / Q5_K minimums' four lanes for one block: `fma(dmin, min_pairs, acc_m)`.
 #[inline(always)]
 unsafe fn min_lanes(
     acc_m: __m128,
@@ -191,13 +202,22 @@ unsafe fn min_lanes(
     a: &QuantizedActivation,
     ib: usize,
 ) -> __m128 {
-    let bs = bsums256(a, ib);
-    let q8s = _mm_hadd_epi16(
-        _mm256_castsi256_si128(bs),
-        _mm256_extracti128_si256::<1>(bs),
-    );
-    let prod = _mm_madd_epi16(mins, q8s);
+    let prod = min_pairs(mins, a, ib);
     _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m)
+}
+
+/// The eight mins of a Q4_K / Q5_K block widened to i16.
+#[inline(always)]
+unsafe fn mins16(mn: &[u8; 8]) -> __m128i {
+    _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i))
+}
+
+/// The four i32 lanes of `v`.
+#[inline(always)]
+unsafe fn lanes4(v: __m128i) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, v);
+    out
 }
 
 /// Σ min[j] · Σq(sub-block j) of a Q4_K / Q5_K block (exact).
@@ -229,7 +249,7 @@ unsafe fn q4_k<const N: usize, const TILED: bool>(
         let o = ib * q4_k::BYTES;
         let (dx, dminx) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
         let (sc, mn) = scales_mins_k4(&w[o + q4_k::SCALES..o + q4_k::QS]);
-        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
+        let mins = mins16(&mn);
         let scv: [__m256i; 8] = std::array::from_fn(|v| _mm256_set1_epi16(sc[v] as i16));
         let q = nibble_vectors(w.as_ptr().add(o + q4_k::QS));
         for t in 0..N {
@@ -267,13 +287,14 @@ unsafe fn q4_k_repacked<const N: usize, const FOLD: usize>(
         let (sc, mn) = scales_mins_k4(&w[o + q4_k::SCALES..o + q4_k::QS]);
         let scv: [__m256i; 8] = std::array::from_fn(|v| _mm256_set1_epi16(sc[v] as i16));
         let q = nibble_vectors(w.as_ptr().add(o + q4_k::QS));
+        let mins = mins16(&mn);
         for t in 0..N {
             let dy = a[t].d[ib];
-            let s = bsums32(&a[t].bsums[16 * ib..16 * ib + 16]);
+            let pairs = lanes4(min_pairs(mins, a[t], ib));
             let (dxy, dmin_xy) = (dx * dy, dminx * dy);
             for g in (0..8).step_by(FOLD) {
                 let isum = hsum_i32(sub_block_lanes(&q, &scv, a[t], ib, g..g + FOLD));
-                let imin: i32 = (g..g + FOLD).map(|j| mn[j] as i32 * s[j]).sum();
+                let imin: i32 = pairs[g / 2..(g + FOLD) / 2].iter().sum();
                 acc[t] = (isum as f32).mul_add(dxy, acc[t]);
                 acc_min[t] = (imin as f32).mul_add(dmin_xy, acc_min[t]);
             }
@@ -464,10 +485,56 @@ pub(crate) unsafe fn q4_k_gemm(w: &[u8], _: f32, a: &QuantizedActivation) -> f32
     q4_k_repacked::<1, { q4_k::GEMM_FOLD }>(w, [a])[0]
 }
 
-/// Repacked Q4_K, a group of four tokens (`ggml_gemm_q4_K_8x8_q8_K`'s order).
+/// The four totals of four vectors of eight i32 lanes (exact: nothing overflows here).
+#[inline(always)]
+unsafe fn totals4(v: [__m256i; 4]) -> __m128i {
+    let ab = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(
+        _mm256_castsi256_si128(ab),
+        _mm256_extracti128_si256::<1>(ab),
+    )
+}
+
+/// Repacked Q4_K, a group of four tokens (`ggml_gemm_q4_K_8x8_q8_K`'s order): as
+/// [`q4_k::dot_repacked`] with `GEMM_FOLD`, the four tokens' accumulators side by side in the
+/// lanes of one register — each lane sees its token's own fused multiply-adds, in order.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn q4_k_gemm_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
-    q4_k_repacked::<4, { q4_k::GEMM_FOLD }>(w, a)
+    let nb = blocks(w, q4_k::BYTES, &a);
+    let mut acc = _mm_setzero_ps();
+    let mut acc_min = _mm_setzero_ps();
+    for ib in 0..nb {
+        let o = ib * q4_k::BYTES;
+        let (dx, dminx) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
+        let (sc, mn) = scales_mins_k4(&w[o + q4_k::SCALES..o + q4_k::QS]);
+        let scv: [__m256i; 8] = std::array::from_fn(|v| _mm256_set1_epi16(sc[v] as i16));
+        let q = nibble_vectors(w.as_ptr().add(o + q4_k::QS));
+        let dy = _mm_set_ps(a[3].d[ib], a[2].d[ib], a[1].d[ib], a[0].d[ib]);
+        let dxy = _mm_mul_ps(_mm_set1_ps(dx), dy);
+        let dmin_xy = _mm_mul_ps(_mm_set1_ps(dminx), dy);
+        let mins = mins16(&mn);
+        // Per token the pairs' minimum terms, transposed to per pair the tokens'.
+        let [r0, r1, r2, r3] = a.map(|act| min_pairs(mins, act, ib));
+        let (t0, t1) = (_mm_unpacklo_epi32(r0, r1), _mm_unpacklo_epi32(r2, r3));
+        let (t2, t3) = (_mm_unpackhi_epi32(r0, r1), _mm_unpackhi_epi32(r2, r3));
+        let imins = [
+            _mm_unpacklo_epi64(t0, t1),
+            _mm_unpackhi_epi64(t0, t1),
+            _mm_unpacklo_epi64(t2, t3),
+            _mm_unpackhi_epi64(t2, t3),
+        ];
+        for (p, imin) in imins.into_iter().enumerate() {
+            let pair = 2 * p..2 * p + 2;
+            let isum = totals4(std::array::from_fn(|t| {
+                sub_block_lanes(&q, &scv, a[t], ib, pair.clone())
+            }));
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), dxy, acc);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(imin), dmin_xy, acc_min);
+        }
+    }
+    let mut out = [0.0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min));
+    out
 }
 
 /// A one-token and a four-token kernel.

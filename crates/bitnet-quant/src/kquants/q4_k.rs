@@ -34,6 +34,12 @@ pub(crate) fn code(b: &[u8], e: usize) -> u8 {
 
 /// ggml `dequantize_row_q4_K` for one block: `d1 * q - m1` with `d1 = d * sc`, `m1 = dmin * m`.
 pub(crate) fn decode(b: &[u8], y: &mut [f32]) {
+    decode_k4(b, y, code);
+}
+
+/// `dequantize_row_q4_K` / `dequantize_row_q5_K` for one block with codes from `code`.
+#[inline(always)]
+pub(crate) fn decode_k4(b: &[u8], y: &mut [f32], code: impl Fn(&[u8], usize) -> u8) {
     let (d, min) = (f16_at(b, 0), f16_at(b, 2));
     for (s, ys) in y.chunks_exact_mut(32).enumerate().take(8) {
         let (sc, m) = scale_min_k4(s, &b[SCALES..]);
@@ -47,11 +53,7 @@ pub(crate) fn decode(b: &[u8], y: &mut [f32]) {
 /// The reference quantizers' search for Q4_K and Q5_K sub-blocks: weights `av_x + |x|`
 /// (`av_x` the root mean square of the sub-block), then `make_qkx2_quants`. Returns the
 /// scale and minimum of each sub-block, the codes in `codes`.
-pub(crate) fn search_sub_blocks(
-    x: &[f32],
-    p: &Qkx2,
-    codes: &mut [u8; QK_K],
-) -> ([f32; 8], [f32; 8]) {
+fn search_sub_blocks(x: &[f32], p: &Qkx2, codes: &mut [u8; QK_K]) -> ([f32; 8], [f32; 8]) {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     for (j, (xs, ls)) in x
@@ -72,7 +74,7 @@ pub(crate) fn search_sub_blocks(
 
 /// The 6-bit scale codes (`ls`, `lm`) and the f16 `d` / `dmin` the Q4_K and Q5_K reference
 /// quantizers derive from the sub-blocks' scales and minimums, written into `y[0..16]`.
-pub(crate) fn store_super_scales(scales: &[f32; 8], mins: &[f32; 8], y: &mut [u8]) {
+fn store_super_scales(scales: &[f32; 8], mins: &[f32; 8], y: &mut [u8]) {
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
     for (&s, &m) in scales.iter().zip(mins) {
         if s > max_scale {
@@ -99,7 +101,7 @@ pub(crate) fn store_super_scales(scales: &[f32; 8], mins: &[f32; 8], y: &mut [u8
 /// The final codes (`0..=nmax`) of Q4_K and Q5_K: every sub-block whose stored scale is not
 /// zero is requantized with the stored (f16-rounded) scale and minimum; the others keep the
 /// search's codes.
-pub(crate) fn requantize(x: &[f32], y: &[u8], nmax: i32, codes: &mut [u8; QK_K]) {
+fn requantize(x: &[f32], y: &[u8], nmax: i32, codes: &mut [u8; QK_K]) {
     let (d16, dmin16) = (f16_at(y, 0), f16_at(y, 2));
     for j in 0..8 {
         let (sc, m) = scale_min_k4(j, &y[SCALES..]);
@@ -114,6 +116,17 @@ pub(crate) fn requantize(x: &[f32], y: &[u8], nmax: i32, codes: &mut [u8; QK_K])
     }
 }
 
+/// The codes (`0..=p.nmax`) of a Q4_K / Q5_K block, its scales, minimums and super-block
+/// scales already written into `y[0..16]`: the reference quantizers' search, the 6-bit
+/// scales, then the requantization with the stored scales.
+pub(crate) fn k4_codes(x: &[f32], y: &mut [u8], p: &Qkx2) -> [u8; QK_K] {
+    let mut codes = [0u8; QK_K];
+    let (scales, mins) = search_sub_blocks(x, p, &mut codes);
+    store_super_scales(&scales, &mins, y);
+    requantize(x, y, p.nmax, &mut codes);
+    codes
+}
+
 /// ggml `quantize_row_q4_K_ref` for one block.
 pub(crate) fn encode(x: &[f32], y: &mut [u8]) {
     let params = Qkx2 {
@@ -123,10 +136,7 @@ pub(crate) fn encode(x: &[f32], y: &mut [u8]) {
         nstep: 20,
         use_mad: false,
     };
-    let mut codes = [0u8; QK_K];
-    let (scales, mins) = search_sub_blocks(x, &params, &mut codes);
-    store_super_scales(&scales, &mins, y);
-    requantize(x, y, 15, &mut codes);
+    let codes = k4_codes(x, y, &params);
     for c in 0..4 {
         for l in 0..32 {
             y[QS + 32 * c + l] = codes[64 * c + l] | (codes[64 * c + 32 + l] << 4);

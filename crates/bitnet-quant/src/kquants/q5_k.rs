@@ -8,11 +8,9 @@
 use crate::activation::QuantizedActivation;
 use crate::blocks::{f16_at, QK_K};
 use crate::dot::{fma_lanes, hsum_float_8};
-use crate::kquants::q4_k::{
-    k4_tiled_terms, requantize, search_sub_blocks, store_super_scales, SCALES,
-};
+use crate::kquants::q4_k::{decode_k4, k4_codes, k4_tiled_terms, SCALES};
 use crate::kquants::search::Qkx2;
-use crate::kquants::{bsums32, scale_min_k4, scaled_lanes, scales_mins_k4, TiledTerms};
+use crate::kquants::{bsums32, scaled_lanes, scales_mins_k4, TiledTerms};
 
 /// Bytes per block.
 pub(crate) const BYTES: usize = 4 + 12 + QK_K / 8 + QK_K / 2;
@@ -30,16 +28,9 @@ pub(crate) fn code(b: &[u8], e: usize) -> u8 {
     low | (((b[QH + l] >> (2 * c + h)) & 1) << 4)
 }
 
-/// ggml `dequantize_row_q5_K` for one block: `d1 * q - m1`.
+/// ggml `dequantize_row_q5_K` for one block: `d1 * q - m1`, as Q4_K.
 pub(crate) fn decode(b: &[u8], y: &mut [f32]) {
-    let (d, min) = (f16_at(b, 0), f16_at(b, 2));
-    for (s, ys) in y.chunks_exact_mut(32).enumerate().take(8) {
-        let (sc, m) = scale_min_k4(s, &b[SCALES..]);
-        let (d1, m1) = (d * sc as f32, min * m as f32);
-        for (l, y) in ys.iter_mut().enumerate() {
-            *y = d1 * code(b, 32 * s + l) as f32 - m1;
-        }
-    }
+    decode_k4(b, y, code);
 }
 
 /// ggml `quantize_row_q5_K_ref` for one block.
@@ -51,10 +42,7 @@ pub(crate) fn encode(x: &[f32], y: &mut [u8]) {
         nstep: 15,
         use_mad: false,
     };
-    let mut codes = [0u8; QK_K];
-    let (scales, mins) = search_sub_blocks(x, &params, &mut codes);
-    store_super_scales(&scales, &mins, y);
-    requantize(x, y, 31, &mut codes);
+    let codes = k4_codes(x, y, &params);
     y[QH..QH + 32].fill(0);
     for c in 0..4 {
         for l in 0..32 {

@@ -99,6 +99,23 @@ fn tiled_step(acc: f32, d: f32, s1: i32, min: Option<(f32, i32)>, dy: f32) -> f3
     res.mul_add(dy, acc)
 }
 
+/// Fold one block's lanes of a type without minimums (Q3_K, Q6_K) into a token's
+/// accumulators: `vec_dot`'s `acc = fma(dy·dx, lanes, acc)`, or the tiled step.
+#[inline(always)]
+unsafe fn fold_block<const TILED: bool>(
+    acc: &mut __m256,
+    tiled: &mut f32,
+    lanes: __m256i,
+    dx: f32,
+    dy: f32,
+) {
+    if TILED {
+        *tiled = tiled_step(*tiled, dx, hsum_i32(lanes), None, dy);
+    } else {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * dx), _mm256_cvtepi32_ps(lanes), *acc);
+    }
+}
+
 /// [`q6_k::dot`] (`TILED`: [`q6_k::tiled_terms`] in the tiled order) for N activations.
 #[inline(always)]
 unsafe fn q6_k<const N: usize, const TILED: bool>(
@@ -135,12 +152,7 @@ unsafe fn q6_k<const N: usize, const TILED: bool>(
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p));
             }
             let lanes = _mm256_sub_epi32(sumi, offset);
-            if TILED {
-                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(lanes), None, a[t].d[ib]);
-            } else {
-                let d = _mm256_set1_ps(a[t].d[ib] * dx);
-                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[t]);
-            }
+            fold_block::<TILED>(&mut acc[t], &mut tiled[t], lanes, dx, a[t].d[ib]);
         }
     }
     if TILED {
@@ -380,12 +392,7 @@ unsafe fn q3_k<const N: usize, const TILED: bool>(
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p));
             }
-            if TILED {
-                tiled[t] = tiled_step(tiled[t], dx, hsum_i32(sumi), None, a[t].d[ib]);
-            } else {
-                let d = _mm256_set1_ps(a[t].d[ib] * dx);
-                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
-            }
+            fold_block::<TILED>(&mut acc[t], &mut tiled[t], sumi, dx, a[t].d[ib]);
         }
     }
     if TILED {
@@ -446,32 +453,59 @@ unsafe fn q2_k<const N: usize, const TILED: bool>(
     }
 }
 
-/// One-token and four-token entry points with the CPU features enabled.
-macro_rules! entry_points {
-    ($($one:ident, $four:ident => $body:ident, $tiled:literal;)*) => {$(
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(crate) unsafe fn $one(w: &[u8], _: f32, a: &QuantizedActivation) -> f32 {
-            $body::<1, $tiled>(w, [a])[0]
+/// A one-token and a four-token kernel.
+type Kernels = (RowKernel, RowKernel4);
+
+/// For one summation order (`$tiled`), the one-token and four-token entry points of every
+/// k-quant with the CPU features enabled, and the table `$table` that hands them out.
+macro_rules! kernel_set {
+    ($table:ident, $tiled:literal: $($ty:ident => $body:ident, $one:ident, $four:ident;)*) => {
+        $(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $one(w: &[u8], _: f32, a: &QuantizedActivation) -> f32 {
+                $body::<1, $tiled>(w, [a])[0]
+            }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $four(
+                w: &[u8],
+                _: f32,
+                a: [&QuantizedActivation; 4],
+            ) -> [f32; 4] {
+                $body::<4, $tiled>(w, a)
+            }
+        )*
+
+        pub(crate) fn $table(ty: bitnet_gguf::GgmlType) -> Option<Kernels> {
+            // SAFETY (every arm): only called for the AVX2 backend, which `Backend::detect`
+            // picks when the CPU has AVX2, FMA and F16C; the kernels check slice lengths
+            // before loading.
+            Some(match ty {
+                $(bitnet_gguf::GgmlType::$ty => (
+                    |w, s, a| unsafe { $one(w, s, a) },
+                    |w, s, a| unsafe { $four(w, s, a) },
+                ),)*
+                _ => return None,
+            })
         }
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(crate) unsafe fn $four(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
-            $body::<4, $tiled>(w, a)
-        }
-    )*};
+    };
 }
 
-entry_points! {
-    q2_k_q8_k, q2_k_q8_k_x4 => q2_k, false;
-    q3_k_q8_k, q3_k_q8_k_x4 => q3_k, false;
-    q4_k_q8_k, q4_k_q8_k_x4 => q4_k, false;
-    q5_k_q8_k, q5_k_q8_k_x4 => q5_k, false;
-    q6_k_q8_k, q6_k_q8_k_x4 => q6_k, false;
-    q2_k_tiled, q2_k_tiled_x4 => q2_k, true;
-    q3_k_tiled, q3_k_tiled_x4 => q3_k, true;
-    q4_k_tiled, q4_k_tiled_x4 => q4_k, true;
-    q5_k_tiled, q5_k_tiled_x4 => q5_k, true;
-    q6_k_tiled, q6_k_tiled_x4 => q6_k, true;
-}
+// The AVX2 kernels of a k-quant in ggml's `vec_dot` order (`kernels`) and in llama.cpp's
+// tiled order (`tiled_kernels`); `None` for other types.
+kernel_set!(kernels, false:
+    Q2_K => q2_k, q2_k_q8_k, q2_k_q8_k_x4;
+    Q3_K => q3_k, q3_k_q8_k, q3_k_q8_k_x4;
+    Q4_K => q4_k, q4_k_q8_k, q4_k_q8_k_x4;
+    Q5_K => q5_k, q5_k_q8_k, q5_k_q8_k_x4;
+    Q6_K => q6_k, q6_k_q8_k, q6_k_q8_k_x4;
+);
+kernel_set!(tiled_kernels, true:
+    Q2_K => q2_k, q2_k_tiled, q2_k_tiled_x4;
+    Q3_K => q3_k, q3_k_tiled, q3_k_tiled_x4;
+    Q4_K => q4_k, q4_k_tiled, q4_k_tiled_x4;
+    Q5_K => q5_k, q5_k_tiled, q5_k_tiled_x4;
+    Q6_K => q6_k, q6_k_tiled, q6_k_tiled_x4;
+);
 
 /// Repacked Q4_K, one token (`ggml_gemv_q4_K_8x8_q8_K`'s order).
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -535,68 +569,6 @@ pub(crate) unsafe fn q4_k_gemm_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]
     let mut out = [0.0f32; 4];
     _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min));
     out
-}
-
-/// A one-token and a four-token kernel.
-type Kernels = (RowKernel, RowKernel4);
-
-/// The AVX2 kernels of a k-quant in ggml's `vec_dot` order (`None` for other types).
-pub(crate) fn kernels(ty: bitnet_gguf::GgmlType) -> Option<Kernels> {
-    use bitnet_gguf::GgmlType as G;
-    // SAFETY (every arm): only called for the AVX2 backend, which `Backend::detect` picks
-    // when the CPU has AVX2, FMA and F16C; the kernels check slice lengths before loading.
-    Some(match ty {
-        G::Q2_K => (
-            |w, s, a| unsafe { q2_k_q8_k(w, s, a) },
-            |w, s, a| unsafe { q2_k_q8_k_x4(w, s, a) },
-        ),
-        G::Q3_K => (
-            |w, s, a| unsafe { q3_k_q8_k(w, s, a) },
-            |w, s, a| unsafe { q3_k_q8_k_x4(w, s, a) },
-        ),
-        G::Q4_K => (
-            |w, s, a| unsafe { q4_k_q8_k(w, s, a) },
-            |w, s, a| unsafe { q4_k_q8_k_x4(w, s, a) },
-        ),
-        G::Q5_K => (
-            |w, s, a| unsafe { q5_k_q8_k(w, s, a) },
-            |w, s, a| unsafe { q5_k_q8_k_x4(w, s, a) },
-        ),
-        G::Q6_K => (
-            |w, s, a| unsafe { q6_k_q8_k(w, s, a) },
-            |w, s, a| unsafe { q6_k_q8_k_x4(w, s, a) },
-        ),
-        _ => return None,
-    })
-}
-
-/// The AVX2 kernels of a k-quant in llama.cpp's tiled order (`None` for other types).
-pub(crate) fn tiled_kernels(ty: bitnet_gguf::GgmlType) -> Option<Kernels> {
-    use bitnet_gguf::GgmlType as G;
-    // SAFETY (every arm): as in `kernels`.
-    Some(match ty {
-        G::Q2_K => (
-            |w, s, a| unsafe { q2_k_tiled(w, s, a) },
-            |w, s, a| unsafe { q2_k_tiled_x4(w, s, a) },
-        ),
-        G::Q3_K => (
-            |w, s, a| unsafe { q3_k_tiled(w, s, a) },
-            |w, s, a| unsafe { q3_k_tiled_x4(w, s, a) },
-        ),
-        G::Q4_K => (
-            |w, s, a| unsafe { q4_k_tiled(w, s, a) },
-            |w, s, a| unsafe { q4_k_tiled_x4(w, s, a) },
-        ),
-        G::Q5_K => (
-            |w, s, a| unsafe { q5_k_tiled(w, s, a) },
-            |w, s, a| unsafe { q5_k_tiled_x4(w, s, a) },
-        ),
-        G::Q6_K => (
-            |w, s, a| unsafe { q6_k_tiled(w, s, a) },
-            |w, s, a| unsafe { q6_k_tiled_x4(w, s, a) },
-        ),
-        _ => return None,
-    })
 }
 
 /// The AVX2 kernels of repacked Q4_K: `(gemv, gemm, gemm ×4)` — one token, and the tokens of

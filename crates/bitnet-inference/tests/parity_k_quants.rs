@@ -4,9 +4,9 @@
 mod common;
 
 use bitnet_cpp::BackendChoice;
-use bitnet_gguf::GgmlType;
+use bitnet_gguf::{GgmlType, GgufFile, GgufWriter};
 use bitnet_minimodel::{Arch, Spec};
-use common::{assert_bit_identical, tiny};
+use common::{assert_bit_identical, compare, tiny, token_by_token, LONG_PROMPT};
 
 /// Every k-quant as the `llama` model's matrices (output head included; the token embedding
 /// is f16). llama.cpp runs `ggml_vec_dot_q*_K_q8_K` on them, except Q4_K: its CPU backend
@@ -69,5 +69,42 @@ fn tiny_bitnet_with_a_k_quant_tied_head_matches_llama_cpp() {
             BackendChoice::Llama,
             &format!("{qtype} with a {embd} head"),
         );
+    }
+}
+
+/// SmolLM2 (real weights, 30 layers) with its `ffn_down` matrices re-encoded as a k-quant —
+/// the only ones whose rows (1536) k-quant blocks can tile; llama-quantize's Q4_K_M uses q4_K
+/// and q6_K there — is bit-identical to llama.cpp at every position of the long prompt and
+/// token by token.
+#[test]
+fn smollm2_with_k_quant_ffn_down_matches_llama_cpp() {
+    let src = GgufFile::open(bitnet_fixtures::smollm2()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let mut w = GgufWriter::new();
+        for (k, v) in src.metadata() {
+            if k != "general.alignment" {
+                w.add_metadata(k.clone(), v.clone()).unwrap();
+            }
+        }
+        for t in src.tensors() {
+            let bytes = src.tensor_data(t);
+            if t.name.ends_with("ffn_down.weight") {
+                let mut values = vec![0f32; t.n_elements() as usize];
+                bitnet_quant::decode(t.ty, bytes, &mut values).unwrap();
+                let encoded = bitnet_quant::encode(ty, &values, t.dims[0] as usize).unwrap();
+                w.add_tensor(t.name.clone(), &t.dims, ty, encoded).unwrap();
+            } else {
+                w.add_tensor(t.name.clone(), &t.dims, t.ty, bytes.to_vec())
+                    .unwrap();
+            }
+        }
+        let path = dir.path().join(format!("smollm2-ffn_down-{ty}.gguf"));
+        w.write_file(&path).unwrap();
+        let c = compare(&path, BackendChoice::Llama, LONG_PROMPT);
+        assert_eq!(c.max_abs, 0.0, "{ty}: cosine {}", c.min_cos);
+        let (max_abs, cos) =
+            token_by_token(&path, BackendChoice::Llama, "The capital of France is");
+        assert_eq!(max_abs, 0.0, "{ty} token by token: cosine {cos}");
     }
 }

@@ -42,10 +42,16 @@ unsafe fn vector_scales(scales: __m128i, v: usize) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, mask))
 }
 
-/// Bits `2n..2n+1` of each byte (`(b >> 2n) & 3`).
+/// Bits `2n..2n+1` of each byte (`(b >> 2n) & 3`); `n` is a constant once the callers'
+/// loops are unrolled, so this is one immediate shift.
 #[inline(always)]
 unsafe fn crumb(b: __m256i, n: usize) -> __m256i {
-    let shifted = _mm256_srl_epi16(b, _mm_cvtsi32_si128(2 * n as i32));
+    let shifted = match n {
+        0 => b,
+        1 => _mm256_srli_epi16::<2>(b),
+        2 => _mm256_srli_epi16::<4>(b),
+        _ => _mm256_srli_epi16::<6>(b),
+    };
     _mm256_and_si256(shifted, _mm256_set1_epi8(3))
 }
 

@@ -182,7 +182,7 @@ unsafe fn nibble_vectors(qs: *const u8) -> [__m256i; 8] {
     })
 }
 
-/// Σ scale[v] · code · y over the 32-element sub-blocks `vs` in eight i32 lanes.
+/// Σ `scale[v]` · code · y over the 32-element sub-blocks `vs` in eight i32 lanes.
 #[inline(always)]
 unsafe fn sub_block_lanes(
     q: &[__m256i; 8],
@@ -238,7 +238,7 @@ unsafe fn lanes4(v: __m128i) -> [i32; 4] {
     out
 }
 
-/// Σ min[j] · Σq(sub-block j) of a Q4_K / Q5_K block (exact).
+/// Σ `min[j]` · Σq(sub-block j) of a Q4_K / Q5_K block (exact).
 #[inline(always)]
 fn min_sum(mn: &[u8; 8], a: &QuantizedActivation, ib: usize) -> i32 {
     let s = bsums32(&a.bsums[16 * ib..16 * ib + 16]);

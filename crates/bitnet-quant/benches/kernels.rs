@@ -36,6 +36,11 @@ fn matvec(c: &mut Criterion) {
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
         GgmlType::I2_S,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ] {
         let ternary = matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S);
         let bytes = encode(ty, &values(N * N, ternary), N).unwrap();
@@ -89,5 +94,61 @@ fn quantize_activation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matvec, matmul_prompt, quantize_activation);
+/// The k-quant row kernels on one thread, 2560 rows of 2560: one token (`vec_dot`, and the
+/// gemv order of repacked Q4_K), and 8 tokens per row (the tiled order of plain matrices, the
+/// gemm order of repacked Q4_K). Time per element = time per row / 2560 (per row and token
+/// for the 8-token kernels).
+fn kquant_rows(c: &mut Criterion) {
+    const TOKENS: usize = 8;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let x = values(N * TOKENS, false);
+    let w = values(N * N, false);
+    for ty in [
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let mut g = c.benchmark_group(format!("kquant_rows_2560/{}", ty.name()));
+        g.sample_size(10);
+        let bytes = encode(ty, &w, N).unwrap();
+        let plain = QuantizedMatrix::new(ty, &bytes, N, N).unwrap();
+        let acts: Vec<QuantizedActivation> = x
+            .chunks_exact(N)
+            .map(|t| {
+                let mut a = QuantizedActivation::new();
+                a.quantize(plain.activation_type(), t).unwrap();
+                a
+            })
+            .collect();
+        let mut out = vec![0.0f32; N * TOKENS];
+        let mut variants = vec![("", plain)];
+        if ty == GgmlType::Q4_K {
+            variants.push(("repacked_", plain.repacked_like_llama_cpp()));
+        }
+        for (name, m) in variants {
+            g.throughput(Throughput::Elements((N * N) as u64));
+            g.bench_function(format!("{name}one_token"), |b| {
+                b.iter(|| pool.install(|| m.matvec(&acts[0], &mut out[..N])))
+            });
+            g.throughput(Throughput::Elements((N * N * TOKENS) as u64));
+            g.bench_function(format!("{name}{TOKENS}_tokens"), |b| {
+                b.iter(|| pool.install(|| m.matmul(&acts, &mut out)))
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    matvec,
+    matmul_prompt,
+    quantize_activation,
+    kquant_rows
+);
 criterion_main!(benches);

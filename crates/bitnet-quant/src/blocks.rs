@@ -49,6 +49,9 @@ pub(crate) fn row_bytes(ty: GgmlType, n: usize) -> usize {
         GgmlType::TQ1_0 => n / QK_K * TQ1_0_BYTES,
         GgmlType::TQ2_0 => n / QK_K * TQ2_0_BYTES,
         GgmlType::I2_S => n / 4,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            n / QK_K * crate::kquants::block_bytes(ty).expect("a k-quant")
+        }
         other => unreachable!("row_bytes called for unsupported type {other}"),
     }
 }
@@ -71,9 +74,10 @@ pub(crate) fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
-/// ggml's `nearest_int` (`ggml-quants.c`): adds 1.5·2²³ and reads the mantissa, i.e. round
-/// half to even for |v| < 2²² (ggml asserts that range).
+/// ggml's `nearest_int` (`ggml-quants.c`): adds 1.5·2²³ and reads the low mantissa bits —
+/// round half to even for |v| < 2²² (ggml's assert, compiled out in release builds), and the
+/// same bits as ggml outside that range (NaN → 0, ±inf → −2²²), which corrupt inputs reach.
 #[inline(always)]
 pub(crate) fn nearest_int(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }

@@ -44,7 +44,8 @@ pub(crate) fn row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         GgmlType::Q4_1 => each_block(bytes, Q4_1_BYTES, out, QK, q4_1),
         GgmlType::TQ1_0 => each_block(bytes, TQ1_0_BYTES, out, QK_K, tq1_0),
         GgmlType::TQ2_0 => each_block(bytes, TQ2_0_BYTES, out, QK_K, tq2_0),
-        other => unreachable!("dequantize::row called for {other}"),
+        other => crate::kquants::decode_all(other, bytes, out)
+            .unwrap_or_else(|| unreachable!("dequantize::row called for {other}")),
     }
 }
 

@@ -122,7 +122,7 @@ fn four<T: Copy>(v: &[T], k: usize) -> [T; 4] {
 
 /// `acc[k] = fma(d, lane[k], acc[k])` per block (`_mm256_fmadd_ps(d, q, acc)`).
 #[inline(always)]
-fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: impl Fn(usize) -> i32) {
+pub(crate) fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: impl Fn(usize) -> i32) {
     for (k, acc) in acc.iter_mut().enumerate() {
         *acc = d.mul_add(lanes(k) as f32, *acc);
     }

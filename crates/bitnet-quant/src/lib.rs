@@ -5,9 +5,10 @@
 //! # What this crate provides
 //!
 //! * [`encode`] / [`decode`]: f32 ⇄ the bytes ggml stores for F32, F16, BF16, Q8_0, Q4_0,
-//!   Q4_1, TQ1_0, TQ2_0 and BitNet's I2_S. Encoders follow ggml's `quantize_row_*_ref` (and
-//!   bitnet.cpp's `quantize_i2_s`) line by line, so a file written here is byte-identical to
-//!   one written by `llama-quantize` without an importance matrix.
+//!   Q4_1, TQ1_0, TQ2_0, the k-quants Q2_K…Q6_K and BitNet's I2_S. Encoders follow ggml's
+//!   `quantize_row_*_ref` (and bitnet.cpp's `quantize_i2_s`) line by line, so a file
+//!   written here is byte-identical to one written by `llama-quantize` without an
+//!   importance matrix.
 //! * [`QuantizedActivation`]: the activation side of a quantized matmul, quantized exactly as
 //!   ggml does before it calls a `vec_dot` kernel (Q8_0, Q8_1, Q8_K, BitNet's per-row int8,
 //!   or F16/BF16 rounding). Reproducing this step is what makes our logits agree with
@@ -15,7 +16,7 @@
 //! * [`QuantizedMatrix`]: a borrowed, zero-copy view of a weight matrix (typically straight
 //!   from a GGUF memory map) with `row`, `dot_row`, `matvec` and `matmul` — batched products
 //!   take four tokens per weight row where the type has such a kernel (I2_S, Q8_0, Q4_1,
-//!   TQ2_0), with the same bits per token.
+//!   TQ2_0, the k-quants), with the same bits per token.
 //! * [`FloatOrder`] and [`QuantizedMatrix::float_matmul`]: F32/F16 products summed in the exact
 //!   order of bitnet.cpp's older ggml (tinyBLAS for a batch, `vec_dot` for one token, at the
 //!   host's vector width), which is what makes the engine bit-identical to bitnet.cpp.
@@ -75,6 +76,7 @@ mod blocks;
 mod dequantize;
 mod dot;
 pub mod float_order;
+mod kquants;
 mod matrix;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
@@ -146,6 +148,11 @@ pub const ENCODABLE: &[GgmlType] = &[
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::I2_S,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
 ];
 
 /// Types [`decode`] can read.

@@ -30,7 +30,7 @@ pub(crate) fn encode(ty: GgmlType, v: &[f32]) -> Result<Vec<u8>, QuantError> {
         GgmlType::TQ1_0 => blocks(v, QK_K, TQ1_0_BYTES, tq1_0_block),
         GgmlType::TQ2_0 => blocks(v, QK_K, TQ2_0_BYTES, tq2_0_block),
         GgmlType::I2_S => i2_s(v),
-        other => return Err(QuantError::Unsupported(other)),
+        other => crate::kquants::encode_all(other, v).ok_or(QuantError::Unsupported(other))?,
     })
 }
 

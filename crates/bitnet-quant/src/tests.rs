@@ -58,8 +58,8 @@ fn float_encodings_round_trip_representable_values() {
 #[test]
 fn unsupported_and_bad_shapes_are_errors() {
     assert_eq!(
-        encode(GgmlType::Q6_K, &[0.0; 256], 256),
-        Err(QuantError::Unsupported(GgmlType::Q6_K))
+        encode(GgmlType::IQ2_XXS, &[0.0; 256], 256),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     );
     assert!(matches!(
         encode(GgmlType::F32, &[0.0; 5], 2),
@@ -84,8 +84,8 @@ fn unsupported_and_bad_shapes_are_errors() {
         })
     );
     assert_eq!(
-        decode(GgmlType::Q2_K, &[], &mut []),
-        Err(QuantError::Unsupported(GgmlType::Q2_K))
+        decode(GgmlType::IQ2_XXS, &[], &mut []),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     );
 }
 
@@ -101,6 +101,11 @@ fn every_encodable_type_has_the_size_ggml_expects() {
         GgmlType::TQ1_0 => 2 * 54,
         GgmlType::TQ2_0 => 2 * 66,
         GgmlType::I2_S => 128 + 32,
+        GgmlType::Q2_K => 2 * 84,
+        GgmlType::Q3_K => 2 * 110,
+        GgmlType::Q4_K => 2 * 144,
+        GgmlType::Q5_K => 2 * 176,
+        GgmlType::Q6_K => 2 * 210,
         other => panic!("no expectation for {other}"),
     };
     let v = noise(1, 512);
@@ -682,8 +687,8 @@ fn matrix_view_validates_and_exposes_rows() {
         Err(QuantError::PartialBlock { .. })
     ));
     assert!(matches!(
-        QuantizedMatrix::new(GgmlType::Q5_K, &bytes, 1, 256),
-        Err(QuantError::Unsupported(GgmlType::Q5_K))
+        QuantizedMatrix::new(GgmlType::IQ2_XXS, &bytes, 1, 256),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     ));
     // I2_S rows read the tensor's scale.
     let t = ternary(4, 2 * 128, 0.125);
@@ -716,7 +721,8 @@ fn weight_types_map_to_ggml_vec_dot_types() {
     assert_eq!(WeightType::Q4_1.activation_type(), ActivationType::Q8_1);
     assert_eq!(WeightType::TQ1_0.activation_type(), ActivationType::Q8_K);
     assert_eq!(WeightType::I2_S.activation_type(), ActivationType::I8_S);
-    assert_eq!(WeightType::from_ggml(GgmlType::Q6_K), None);
+    assert_eq!(WeightType::Q6_K.activation_type(), ActivationType::Q8_K);
+    assert_eq!(WeightType::from_ggml(GgmlType::IQ2_XXS), None);
 }
 
 /// I2_S and TQ2_0 holding the same ternary weights give the same products up to the scale's

@@ -39,11 +39,20 @@ pub(crate) fn kernel(ty: WeightType) -> RowKernel {
         WeightType::TQ1_0 => |w, _, a| unsafe { tq1_0_q8_k(w, a) },
         WeightType::TQ2_0 => |w, _, a| unsafe { tq2_0_q8_k(w, a) },
         WeightType::I2_S => |w, s, a| unsafe { i2_s_i8_s(w, s, a) },
+        WeightType::Q2_K
+        | WeightType::Q3_K
+        | WeightType::Q4_K
+        | WeightType::Q5_K
+        | WeightType::Q6_K => {
+            crate::kquants::x86::kernels(ty.ggml())
+                .expect("a k-quant")
+                .0
+        }
     }
 }
 
 #[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b00_00_00_01>(s));
@@ -52,7 +61,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// ggml's `hsum_float_8` (same order as `dot::hsum_float_8`).
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
@@ -60,18 +69,18 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 
 /// The f16 at `b[off..off + 2]` as f32, with F16C (exact, like `blocks::f16_at`).
 #[inline(always)]
-unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
+pub(crate) unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
     let bits = u16::from_le_bytes([b[off], b[off + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(crate) unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(crate) unsafe fn load128(p: *const u8) -> __m128i {
     _mm_loadu_si128(p as *const __m128i)
 }
 

@@ -25,6 +25,12 @@ pub enum WeightType {
     Q4_0,
     /// 4-bit with minimum, blocks of 32.
     Q4_1,
+    /// 5-bit symmetric, blocks of 32.
+    Q5_0,
+    /// 5-bit with minimum, blocks of 32.
+    Q5_1,
+    /// 4-bit indices into a non-linear table of 16 levels, blocks of 32.
+    IQ4_NL,
     /// Ternary, base-3 packed, blocks of 256.
     TQ1_0,
     /// Ternary, 2-bit codes, blocks of 256.
@@ -34,6 +40,32 @@ pub enum WeightType {
 }
 
 impl WeightType {
+    /// Every weight type, in ggml's type-id order: the one list of what the engine can
+    /// multiply (error messages name these).
+    pub const ALL: &'static [WeightType] = &[
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+        WeightType::IQ4_NL,
+        WeightType::BF16,
+        WeightType::TQ1_0,
+        WeightType::TQ2_0,
+        WeightType::I2_S,
+    ];
+
+    /// The names of [`WeightType::ALL`] (ggml's: `f32, f16, q4_0, …`), comma-separated.
+    pub fn names() -> String {
+        WeightType::ALL
+            .iter()
+            .map(|w| w.ggml().name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The supported weight type for a GGUF tensor type, if any.
     pub fn from_ggml(ty: GgmlType) -> Option<Self> {
         Some(match ty {
@@ -43,6 +75,9 @@ impl WeightType {
             GgmlType::Q8_0 => WeightType::Q8_0,
             GgmlType::Q4_0 => WeightType::Q4_0,
             GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::Q5_0 => WeightType::Q5_0,
+            GgmlType::Q5_1 => WeightType::Q5_1,
+            GgmlType::IQ4_NL => WeightType::IQ4_NL,
             GgmlType::TQ1_0 => WeightType::TQ1_0,
             GgmlType::TQ2_0 => WeightType::TQ2_0,
             GgmlType::I2_S => WeightType::I2_S,
@@ -59,6 +94,9 @@ impl WeightType {
             WeightType::Q8_0 => GgmlType::Q8_0,
             WeightType::Q4_0 => GgmlType::Q4_0,
             WeightType::Q4_1 => GgmlType::Q4_1,
+            WeightType::Q5_0 => GgmlType::Q5_0,
+            WeightType::Q5_1 => GgmlType::Q5_1,
+            WeightType::IQ4_NL => GgmlType::IQ4_NL,
             WeightType::TQ1_0 => GgmlType::TQ1_0,
             WeightType::TQ2_0 => GgmlType::TQ2_0,
             WeightType::I2_S => GgmlType::I2_S,
@@ -73,7 +111,8 @@ impl WeightType {
             WeightType::F16 => ActivationType::F16,
             WeightType::BF16 => ActivationType::BF16,
             WeightType::Q8_0 | WeightType::Q4_0 => ActivationType::Q8_0,
-            WeightType::Q4_1 => ActivationType::Q8_1,
+            WeightType::Q5_0 | WeightType::IQ4_NL => ActivationType::Q8_0,
+            WeightType::Q4_1 | WeightType::Q5_1 => ActivationType::Q8_1,
             WeightType::TQ1_0 | WeightType::TQ2_0 => ActivationType::Q8_K,
             WeightType::I2_S => ActivationType::I8_S,
         }
@@ -84,6 +123,7 @@ impl WeightType {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => QK,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => QK,
             WeightType::TQ1_0 | WeightType::TQ2_0 => QK_K,
             WeightType::I2_S => QK_I2_S,
         }
@@ -131,6 +171,9 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
             WeightType::Q8_0 => Some(|w, s, a| unsafe { crate::x86::q8_0_q8_0_x4(w, s, a) }),
             WeightType::Q4_1 => Some(|w, s, a| unsafe { crate::x86::q4_1_q8_1_x4(w, s, a) }),
             WeightType::TQ2_0 => Some(|w, s, a| unsafe { crate::x86::tq2_0_q8_k_x4(w, s, a) }),
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => {
+                crate::legacy::kernel4(ty, backend)
+            }
             _ => None,
         },
     }
@@ -146,6 +189,12 @@ fn repacked_q4_0_kernel(backend: Backend) -> RowKernel {
     }
 }
 
+/// The row kernel llama.cpp's batch path (two or more tokens) sums in: tinyBLAS's order where
+/// it takes the type and differs from `vec_dot`'s (IQ4_NL), else the one-token kernel.
+pub(crate) fn batch_kernel(ty: WeightType, backend: Backend) -> RowKernel {
+    crate::legacy::batch_kernel(ty, backend).unwrap_or_else(|| kernel(ty, backend))
+}
+
 /// The row kernel for `ty` from `backend`.
 pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
     match backend {
@@ -159,6 +208,9 @@ pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
             WeightType::TQ1_0 => |w, _, a| dot::tq1_0_q8_k(w, a),
             WeightType::TQ2_0 => |w, _, a| dot::tq2_0_q8_k(w, a),
             WeightType::I2_S => dot::i2_s_i8_s,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => {
+                crate::legacy::kernel(ty, backend)
+            }
         },
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => crate::x86::kernel(ty),
@@ -179,7 +231,12 @@ pub struct QuantizedMatrix<'a> {
     row_bytes: usize,
     /// I2_S: the per-tensor scale; 1 for the other types (unused).
     scale: f32,
+    backend: Backend,
+    /// One token (`vec_dot`).
     kernel: RowKernel,
+    /// Two or more tokens: llama.cpp's batch order ([`batch_kernel`]).
+    batch_kernel: RowKernel,
+    /// Four tokens of a batch at once, with `batch_kernel`'s bits.
     kernel4: Option<RowKernel4>,
 }
 
@@ -232,21 +289,31 @@ impl<'a> QuantizedMatrix<'a> {
             cols,
             row_bytes: blocks::row_bytes(ty, cols),
             scale,
+            backend: Backend::detect(),
             kernel: kernel(wt, Backend::detect()),
+            batch_kernel: batch_kernel(wt, Backend::detect()),
             kernel4: kernel4(wt, Backend::detect()),
         })
     }
 
     /// The same matrix summed the way llama.cpp sums it after repacking: on x86 with AVX2,
-    /// llama.cpp moves Q4_0 weights whose row count is a multiple of 8 into interleaved 8×8
-    /// blocks (`GGML_CPU_REPACK`) and folds each row's blocks into one accumulator, block by
-    /// block, instead of eight lanes reduced at the end. Other types and shapes are returned
-    /// unchanged.
+    /// llama.cpp moves Q4_0 and IQ4_NL weights whose row count is a multiple of 8 into
+    /// interleaved 8×8 blocks (`GGML_CPU_REPACK`, `ggml_repack_get_optimal_repack_type`) and
+    /// folds each row's blocks into one accumulator, block by block, instead of eight lanes
+    /// reduced at the end — for one token and for a batch alike. Other types and shapes are
+    /// returned unchanged.
     pub fn repacked_like_llama_cpp(mut self) -> Self {
-        if self.ty == WeightType::Q4_0 && self.rows.is_multiple_of(8) {
-            self.kernel = repacked_q4_0_kernel(Backend::detect());
-            self.kernel4 = None;
+        if !self.rows.is_multiple_of(8) {
+            return self;
         }
+        let (kernel, kernel4) = match self.ty {
+            WeightType::Q4_0 => (repacked_q4_0_kernel(self.backend), None),
+            WeightType::IQ4_NL => crate::legacy::repacked_iq4_nl(self.backend),
+            _ => return self,
+        };
+        self.kernel = kernel;
+        self.batch_kernel = kernel;
+        self.kernel4 = kernel4;
         self
     }
 
@@ -321,8 +388,11 @@ impl<'a> QuantizedMatrix<'a> {
         );
     }
 
-    /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`).
+    /// Batched product, token-major like ggml's `dst`: `out[t * rows + r]` is row `r` times
+    /// `acts[t]`, summed as llama.cpp sums a product of `acts.len()` tokens — for one token
+    /// exactly [`QuantizedMatrix::dot_row`]; for two or more, llama.cpp's batch path, which
+    /// for IQ4_NL (not repacked) is tinyBLAS with its own order, and `dot_row`'s bits for
+    /// every other type.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
@@ -334,11 +404,17 @@ impl<'a> QuantizedMatrix<'a> {
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
+        // `llamafile_sgemm` declines a single token (`n < 2`), so it gets `vec_dot`.
+        let one = if acts.len() >= 2 {
+            self.batch_kernel
+        } else {
+            self.kernel
+        };
         self.products(
             acts,
             self.cols,
             out,
-            |w, a| (self.kernel)(w, self.scale, a),
+            |w, a| one(w, self.scale, a),
             self.kernel4
                 .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
             None::<Kernel4x4<QuantizedActivation>>,
@@ -508,10 +584,19 @@ impl<'a> QuantizedMatrix<'a> {
         );
     }
 
+    /// Row `i` times `act` in the order of a batch of two or more tokens (tests).
+    #[cfg(test)]
+    pub(crate) fn batch_dot_row(&self, i: usize, act: &QuantizedActivation) -> f32 {
+        self.check(act);
+        (self.batch_kernel)(self.row(i), self.scale, act)
+    }
+
     /// The same matrix using the given kernel backend (tests compare backends).
     #[cfg(test)]
     pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
         self.kernel = kernel(self.ty, backend);
+        self.batch_kernel = batch_kernel(self.ty, backend);
         self.kernel4 = kernel4(self.ty, backend);
         self
     }

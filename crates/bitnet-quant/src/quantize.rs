@@ -1,9 +1,10 @@
 //! Weight encoders: f32 → ggml bytes, reproducing the reference quantizers.
 //!
-//! For Q8_0 / Q4_0 / Q4_1 / TQ1_0 / TQ2_0, ggml's `quantize_q*` (the entry points
-//! `llama-quantize` calls) run `quantize_row_*_ref` over the whole tensor when there is no
-//! importance matrix (`ggml-quants.c`), and every block is independent, so encoding the
-//! flattened tensor block by block is the same as encoding it row by row.
+//! For Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / TQ1_0 / TQ2_0, ggml's `quantize_q*` (the entry
+//! points `llama-quantize` calls) run `quantize_row_*_ref` over the whole tensor when there is
+//! no importance matrix (`ggml-quants.c`); `quantize_iq4_nl` runs its own search block by
+//! block (`legacy::codec`). Every block is independent, so encoding the flattened tensor
+//! block by block is the same as encoding it row by row.
 
 use bitnet_gguf::GgmlType;
 
@@ -11,6 +12,8 @@ use crate::blocks::{
     f16_bytes, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S, QK_K, TQ1_0_BYTES, TQ1_QH, TQ1_QS,
     TQ2_0_BYTES,
 };
+use crate::blocks::{IQ4_NL_BYTES, Q5_0_BYTES, Q5_1_BYTES};
+use crate::legacy::codec as legacy;
 use crate::QuantError;
 
 /// Encode the whole tensor (shape already validated by the caller).
@@ -27,6 +30,9 @@ pub(crate) fn encode(ty: GgmlType, v: &[f32]) -> Result<Vec<u8>, QuantError> {
         GgmlType::Q8_0 => blocks(v, QK, Q8_0_BYTES, q8_0_block),
         GgmlType::Q4_0 => blocks(v, QK, Q4_0_BYTES, q4_0_block),
         GgmlType::Q4_1 => blocks(v, QK, Q4_1_BYTES, q4_1_block),
+        GgmlType::Q5_0 => blocks(v, QK, Q5_0_BYTES, legacy::q5_0_block),
+        GgmlType::Q5_1 => blocks(v, QK, Q5_1_BYTES, legacy::q5_1_block),
+        GgmlType::IQ4_NL => blocks(v, QK, IQ4_NL_BYTES, legacy::iq4_nl_block),
         GgmlType::TQ1_0 => blocks(v, QK_K, TQ1_0_BYTES, tq1_0_block),
         GgmlType::TQ2_0 => blocks(v, QK_K, TQ2_0_BYTES, tq2_0_block),
         GgmlType::I2_S => i2_s(v),

@@ -39,11 +39,12 @@ pub(crate) fn kernel(ty: WeightType) -> RowKernel {
         WeightType::TQ1_0 => |w, _, a| unsafe { tq1_0_q8_k(w, a) },
         WeightType::TQ2_0 => |w, _, a| unsafe { tq2_0_q8_k(w, a) },
         WeightType::I2_S => |w, s, a| unsafe { i2_s_i8_s(w, s, a) },
+        WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => crate::legacy::x86::kernel(ty),
     }
 }
 
 #[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b00_00_00_01>(s));
@@ -52,7 +53,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// ggml's `hsum_float_8` (same order as `dot::hsum_float_8`).
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
@@ -60,18 +61,18 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 
 /// The f16 at `b[off..off + 2]` as f32, with F16C (exact, like `blocks::f16_at`).
 #[inline(always)]
-unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
+pub(crate) unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
     let bits = u16::from_le_bytes([b[off], b[off + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(crate) unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(crate) unsafe fn load128(p: *const u8) -> __m128i {
     _mm_loadu_si128(p as *const __m128i)
 }
 
@@ -148,14 +149,14 @@ unsafe fn bf16_bf16(w: &[u8], a: &QuantizedActivation) -> f32 {
 /// ggml's `mul_sum_i8_pairs_float` without the float conversion: i32 lane k = Σ x·y over
 /// bytes 4k..4k+3, through the `_mm256_sign_epi8` trick and `maddubs` (with its saturation).
 #[inline(always)]
-unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+pub(crate) unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
     let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
 /// 16 Q4 bytes → 32 nibbles in element order (ggml `bytes_from_nibbles_32`).
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
     let b = load128(p);
     let m = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(b, m);
@@ -410,7 +411,7 @@ pub(crate) unsafe fn i2_s_i8_s_x4(
 }
 
 /// Checks shared by the four-activation kernels: equal lengths, enough codes and scales.
-fn check4(a: [&QuantizedActivation; 4], block: usize) -> usize {
+pub(crate) fn check4(a: [&QuantizedActivation; 4], block: usize) -> usize {
     let nb = a[0].len / block;
     for act in a {
         assert!(act.len == a[0].len && act.qs.len() >= nb * block && act.d.len() >= nb);

@@ -10,7 +10,7 @@ use crate::activation::QuantizedActivation;
 use crate::blocks::{IQ4_NL_BYTES, Q5_0_BYTES, Q5_1_BYTES, QK};
 use crate::matrix::{RowKernel, RowKernel4, WeightType};
 use crate::x86::{
-    check4, f16_at_fast, hsum_i32, hsum_ps, load128, load256, mul_sum_i8_pairs, nibbles,
+    check4, f16_at_ptr, hsum_i32, hsum_ps, load128, load256, mul_sum_i8_pairs, nibbles,
 };
 
 use super::KVALUES_IQ4NL;
@@ -106,7 +106,7 @@ unsafe fn q5_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
     let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
-        let d = _mm256_set1_ps(f16_at_fast(w, ib * Q5_0_BYTES) * a.d[ib]);
+        let d = _mm256_set1_ps(f16_at_ptr(wp.add(ib * Q5_0_BYTES)) * a.d[ib]);
         let q = mul_sum_i8_pairs(
             q5_0_values(wp.add(ib * Q5_0_BYTES)),
             load256(yp.add(ib * QK)),
@@ -125,7 +125,7 @@ unsafe fn q5_0_q8_0_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
     for ib in 0..nb {
-        let dw = f16_at_fast(w, ib * Q5_0_BYTES);
+        let dw = f16_at_ptr(wp.add(ib * Q5_0_BYTES));
         let x = q5_0_values(wp.add(ib * Q5_0_BYTES));
         let ax = _mm256_sign_epi8(x, x);
         for t in 0..4 {
@@ -149,8 +149,8 @@ unsafe fn q5_1_q8_1(w: &[u8], a: &QuantizedActivation) -> f32 {
     let mut summs = 0.0f32;
     for ib in 0..nb {
         let o = ib * Q5_1_BYTES;
-        summs = f16_at_fast(w, o + 2).mul_add(a.s[ib], summs);
-        let d = _mm256_set1_ps(f16_at_fast(w, o) * a.d[ib]);
+        summs = f16_at_ptr(wp.add(o + 2)).mul_add(a.s[ib], summs);
+        let d = _mm256_set1_ps(f16_at_ptr(wp.add(o)) * a.d[ib]);
         let x = q5_1_codes(wp.add(o));
         let q = _mm256_madd_epi16(_mm256_maddubs_epi16(x, load256(yp.add(ib * QK))), ones);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, acc);
@@ -172,7 +172,7 @@ unsafe fn q5_1_q8_1_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
     let mut summs = [0.0f32; 4];
     for ib in 0..nb {
         let o = ib * Q5_1_BYTES;
-        let (dw, mw) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
+        let (dw, mw) = (f16_at_ptr(wp.add(o)), f16_at_ptr(wp.add(o + 2)));
         let x = q5_1_codes(wp.add(o));
         for t in 0..4 {
             summs[t] = mw.mul_add(a[t].s[ib], summs[t]);
@@ -198,7 +198,7 @@ unsafe fn iq4_nl_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     while ib + 1 < nb {
         for (half, acc) in acc.iter_mut().enumerate() {
             let b = ib + half;
-            let d = _mm256_set1_ps(a.d[b] * f16_at_fast(w, b * IQ4_NL_BYTES));
+            let d = _mm256_set1_ps(a.d[b] * f16_at_ptr(wp.add(b * IQ4_NL_BYTES)));
             let x = iq4_nl_values(table, wp.add(b * IQ4_NL_BYTES));
             let q = mul_sum_i8_pairs(x, load256(yp.add(b * QK)));
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), *acc);
@@ -208,7 +208,7 @@ unsafe fn iq4_nl_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
     let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
     if ib < nb {
         // The C tail multiplies plainly (no sign trick): the exact integer dot.
-        let d = a.d[ib] * f16_at_fast(w, ib * IQ4_NL_BYTES);
+        let d = a.d[ib] * f16_at_ptr(wp.add(ib * IQ4_NL_BYTES));
         let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
         let y = load256(yp.add(ib * QK));
         let lo = _mm256_madd_epi16(
@@ -234,7 +234,7 @@ unsafe fn iq4_nl_q8_0_tinyblas(w: &[u8], a: &QuantizedActivation) -> f32 {
     let table = iq4_nl_table();
     let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
-        let d = _mm256_set1_ps(f16_at_fast(w, ib * IQ4_NL_BYTES) * a.d[ib]);
+        let d = _mm256_set1_ps(f16_at_ptr(wp.add(ib * IQ4_NL_BYTES)) * a.d[ib]);
         let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
         let q = mul_sum_i8_pairs(x, load256(yp.add(ib * QK)));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
@@ -252,7 +252,7 @@ unsafe fn iq4_nl_q8_0_tinyblas_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f3
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
     for ib in 0..nb {
-        let dw = f16_at_fast(w, ib * IQ4_NL_BYTES);
+        let dw = f16_at_ptr(wp.add(ib * IQ4_NL_BYTES));
         let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
         let ax = _mm256_sign_epi8(x, x);
         for t in 0..4 {
@@ -266,46 +266,74 @@ unsafe fn iq4_nl_q8_0_tinyblas_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f3
 }
 
 /// The repacked order: per block the exact integer dot, then one scalar fused multiply-add.
+/// Four blocks' lane vectors are reduced together ([`sum_lanes4`], cheaper than four
+/// `hsum_i32`), then their four steps `acc = fma(Σ, dx·dy, acc)` run in block order.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_nl_q8_0_repacked(w: &[u8], a: &QuantizedActivation) -> f32 {
     let nb = a.len / QK;
     assert!(w.len() >= nb * IQ4_NL_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
     let table = iq4_nl_table();
-    let mut acc = 0.0f32;
-    for ib in 0..nb {
+    let lanes = |ib: usize| {
         let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
-        let isum = hsum_i32(mul_sum_i8_pairs(x, load256(yp.add(ib * QK))));
-        acc = (isum as f32).mul_add(f16_at_fast(w, ib * IQ4_NL_BYTES) * a.d[ib], acc);
+        mul_sum_i8_pairs(x, load256(yp.add(ib * QK)))
+    };
+    let step = |acc: f32, isum: i32, ib: usize| {
+        (isum as f32).mul_add(f16_at_ptr(wp.add(ib * IQ4_NL_BYTES)) * a.d[ib], acc)
+    };
+    let mut acc = 0.0f32;
+    let quads = nb / 4;
+    for q in 0..quads {
+        let b = 4 * q;
+        let mut sums = [0i32; 4];
+        let v = sum_lanes4([lanes(b), lanes(b + 1), lanes(b + 2), lanes(b + 3)]);
+        _mm_storeu_si128(sums.as_mut_ptr() as *mut __m128i, v);
+        for (k, &s) in sums.iter().enumerate() {
+            acc = step(acc, s, b + k);
+        }
+    }
+    for ib in 4 * quads..nb {
+        acc = step(acc, hsum_i32(lanes(ib)), ib);
     }
     acc
 }
 
-/// [`iq4_nl_q8_0_repacked`] for four tokens: the four blocks' lane vectors are reduced
-/// together (two rounds of `hadd`, then the two halves), which sums each token's eight lanes
-/// exactly like `hsum_i32` — integer addition is exact, so only the f32 step has an order,
-/// and that is per token as in the one-token kernel.
+/// The eight i32 lanes of four vectors summed, one sum per vector (two rounds of `hadd`,
+/// then the two halves): exact, as integer addition is, so equal to four `hsum_i32`.
+#[inline(always)]
+unsafe fn sum_lanes4(v: [__m256i; 4]) -> __m128i {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// [`iq4_nl_q8_0_repacked`] for four tokens: each block's four integer dots are reduced
+/// together ([`sum_lanes4`]), and the four tokens' scalar steps `acc = fma(Σ, dx·dy, acc)`
+/// run side by side in the lanes of one vector, each lane the one-token kernel's
+/// operations.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_nl_q8_0_repacked_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
     let nb = check4(a, QK);
     assert!(w.len() >= nb * IQ4_NL_BYTES);
     let wp = w.as_ptr();
     let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let dy = a.map(|act| act.d.as_ptr());
     let table = iq4_nl_table();
-    let mut acc = [0.0f32; 4];
+    let mut acc = _mm_setzero_ps();
     for ib in 0..nb {
         let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
-        let lanes = yp.map(|y| mul_sum_i8_pairs(x, load256(y.add(ib * QK))));
-        let h01 = _mm256_hadd_epi32(lanes[0], lanes[1]);
-        let h23 = _mm256_hadd_epi32(lanes[2], lanes[3]);
-        let h = _mm256_hadd_epi32(h01, h23);
-        let sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-        let mut four = [0i32; 4];
-        _mm_storeu_si128(four.as_mut_ptr() as *mut __m128i, sums);
-        let dw = f16_at_fast(w, ib * IQ4_NL_BYTES);
-        for t in 0..4 {
-            acc[t] = (four[t] as f32).mul_add(dw * a[t].d[ib], acc[t]);
-        }
+        let sums = sum_lanes4(yp.map(|y| mul_sum_i8_pairs(x, load256(y.add(ib * QK)))));
+        let d = _mm_mul_ps(
+            _mm_set1_ps(f16_at_ptr(wp.add(ib * IQ4_NL_BYTES))),
+            _mm_set_ps(
+                *dy[3].add(ib),
+                *dy[2].add(ib),
+                *dy[1].add(ib),
+                *dy[0].add(ib),
+            ),
+        );
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums), d, acc);
     }
-    acc
+    let mut out = [0.0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), acc);
+    out
 }

@@ -59,9 +59,9 @@ fn q8_0_block(x: &[f32], y: &mut [u8]) {
     }
 }
 
-/// ggml `quantize_row_q4_0_ref`: d = (signed value of largest magnitude) / -8, codes
-/// `min(15, (int8)(x/d + 8.5))`; element j in the low nibble of byte j, j + 16 in the high.
-fn q4_0_block(x: &[f32], y: &mut [u8]) {
+/// The signed value of largest magnitude, the first one on a tie (ggml's `if (amax <
+/// fabsf(v))` loop of `quantize_row_q4_0_ref` / `q5_0_ref`); 0 for an empty or all-zero block.
+pub(crate) fn signed_extreme(x: &[f32]) -> f32 {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         // Strict `<`: the first element of largest magnitude wins, as in ggml.
@@ -70,7 +70,28 @@ fn q4_0_block(x: &[f32], y: &mut [u8]) {
             max = v;
         }
     }
-    let d = max / -8.0;
+    max
+}
+
+/// The block's minimum and maximum as ggml's `quantize_row_q4_1_ref` / `q5_1_ref` find them
+/// (starting from `FLT_MAX` / `-FLT_MAX`, so NaNs are skipped).
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// ggml `quantize_row_q4_0_ref`: d = (signed value of largest magnitude) / -8, codes
+/// `min(15, (int8)(x/d + 8.5))`; element j in the low nibble of byte j, j + 16 in the high.
+fn q4_0_block(x: &[f32], y: &mut [u8]) {
+    let d = signed_extreme(x) / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     for j in 0..QK / 2 {
@@ -84,15 +105,7 @@ fn q4_0_block(x: &[f32], y: &mut [u8]) {
 /// ggml `quantize_row_q4_1_ref`: d = (max − min) / 15, m = min, codes
 /// `min(15, (int8)((x − min)/d + 0.5))`, same nibble order as Q4_0.
 fn q4_1_block(x: &[f32], y: &mut [u8]) {
-    let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in x {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
+    let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));

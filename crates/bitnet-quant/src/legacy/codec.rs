@@ -6,6 +6,7 @@
 //! `dequantize_row_q5_1` and `dequantize_row_iq4_nl`.
 
 use crate::blocks::{f16_at, f16_bytes, QK};
+use crate::quantize::{min_max, signed_extreme};
 
 use super::{iq4_nl_levels, q5_codes, KVALUES_IQ4NL};
 
@@ -38,14 +39,7 @@ fn store_q5(codes: &[u8; QK], qh: &mut [u8], qs: &mut [u8]) {
 /// ggml `quantize_row_q5_0_ref`: d = (signed value of largest magnitude, the first one wins)
 /// / −16, code = `min(31, (int8_t)(x/d + 16.5))`.
 pub(crate) fn q5_0_block(x: &[f32], y: &mut [u8]) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    let d = max / -16.0;
+    let d = signed_extreme(x) / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     let codes: [u8; QK] = std::array::from_fn(|j| (c_trunc(x[j] * id + 16.5) as i8).min(31) as u8);
@@ -56,15 +50,7 @@ pub(crate) fn q5_0_block(x: &[f32], y: &mut [u8]) {
 /// ggml `quantize_row_q5_1_ref`: d = (max − min) / 31, m = min, code =
 /// `(uint8_t)((x − min)/d + 0.5)` (no clamp in ggml; the values stay within 0..=31).
 pub(crate) fn q5_1_block(x: &[f32], y: &mut [u8]) {
-    let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in x {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
+    let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));

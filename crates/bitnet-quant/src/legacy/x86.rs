@@ -99,34 +99,49 @@ unsafe fn iq4_nl_values(table: __m256i, block: *const u8) -> __m256i {
     _mm256_shuffle_epi8(table, nibbles(block.add(2)))
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
+/// One accumulator over blocks of 32 signed values (`values` unpacks the block at a
+/// pointer) times Q8_0: `acc = fma(dx·dy, lanes, acc)`, then `hsum_float_8` — the operations
+/// of ggml's `ggml_vec_dot_q5_0_q8_0` and of tinyBLAS's `tinyBLAS_Q0_AVX` for Q5_0 and
+/// IQ4_NL. Inlined into each kernel's `target_feature` context.
+#[inline(always)]
+unsafe fn signed_blocks_dot(
+    w: &[u8],
+    a: &QuantizedActivation,
+    block_bytes: usize,
+    values: impl Fn(*const u8) -> __m256i,
+) -> f32 {
     let nb = a.len / QK;
-    assert!(w.len() >= nb * Q5_0_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
+    assert!(w.len() >= nb * block_bytes && a.qs.len() >= nb * QK && a.d.len() >= nb);
     let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
     let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
-        let d = _mm256_set1_ps(f16_at_ptr(wp.add(ib * Q5_0_BYTES)) * a.d[ib]);
-        let q = mul_sum_i8_pairs(
-            q5_0_values(wp.add(ib * Q5_0_BYTES)),
-            load256(yp.add(ib * QK)),
-        );
+        let x = wp.add(ib * block_bytes);
+        let d = _mm256_set1_ps(f16_at_ptr(x) * a.d[ib]);
+        let q = mul_sum_i8_pairs(values(x), load256(yp.add(ib * QK)));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
     }
     hsum_ps(acc)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
+/// [`signed_blocks_dot`] for four activations: each block unpacked once, then every token's
+/// own operations.
+#[inline(always)]
+unsafe fn signed_blocks_dot_x4(
+    w: &[u8],
+    a: [&QuantizedActivation; 4],
+    block_bytes: usize,
+    values: impl Fn(*const u8) -> __m256i,
+) -> [f32; 4] {
     let nb = check4(a, QK);
-    assert!(w.len() >= nb * Q5_0_BYTES);
+    assert!(w.len() >= nb * block_bytes);
     let wp = w.as_ptr();
     let yp = a.map(|act| act.qs.as_ptr() as *const u8);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
     for ib in 0..nb {
-        let dw = f16_at_ptr(wp.add(ib * Q5_0_BYTES));
-        let x = q5_0_values(wp.add(ib * Q5_0_BYTES));
+        let block = wp.add(ib * block_bytes);
+        let dw = f16_at_ptr(block);
+        let x = values(block);
         let ax = _mm256_sign_epi8(x, x);
         for t in 0..4 {
             let d = _mm256_set1_ps(dw * a[t].d[ib]);
@@ -136,6 +151,16 @@ unsafe fn q5_0_q8_0_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
         }
     }
     acc.map(|v| hsum_ps(v))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
+    signed_blocks_dot(w, a, Q5_0_BYTES, |x| q5_0_values(x))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_q8_0_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
+    signed_blocks_dot_x4(w, a, Q5_0_BYTES, |x| q5_0_values(x))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -228,41 +253,14 @@ unsafe fn iq4_nl_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
 /// tinyBLAS's IQ4_NL × Q8_0 order (one accumulator, then `hsum`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_nl_q8_0_tinyblas(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let nb = a.len / QK;
-    assert!(w.len() >= nb * IQ4_NL_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb);
-    let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
     let table = iq4_nl_table();
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
-        let d = _mm256_set1_ps(f16_at_ptr(wp.add(ib * IQ4_NL_BYTES)) * a.d[ib]);
-        let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
-        let q = mul_sum_i8_pairs(x, load256(yp.add(ib * QK)));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc);
-    }
-    hsum_ps(acc)
+    signed_blocks_dot(w, a, IQ4_NL_BYTES, |x| iq4_nl_values(table, x))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_nl_q8_0_tinyblas_x4(w: &[u8], a: [&QuantizedActivation; 4]) -> [f32; 4] {
-    let nb = check4(a, QK);
-    assert!(w.len() >= nb * IQ4_NL_BYTES);
-    let wp = w.as_ptr();
-    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
     let table = iq4_nl_table();
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for ib in 0..nb {
-        let dw = f16_at_ptr(wp.add(ib * IQ4_NL_BYTES));
-        let x = iq4_nl_values(table, wp.add(ib * IQ4_NL_BYTES));
-        let ax = _mm256_sign_epi8(x, x);
-        for t in 0..4 {
-            let d = _mm256_set1_ps(dw * a[t].d[ib]);
-            let y = load256(yp[t].add(ib * QK));
-            let q = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), ones);
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc[t]);
-        }
-    }
-    acc.map(|v| hsum_ps(v))
+    signed_blocks_dot_x4(w, a, IQ4_NL_BYTES, |x| iq4_nl_values(table, x))
 }
 
 /// The repacked order: per block the exact integer dot, then one scalar fused multiply-add.

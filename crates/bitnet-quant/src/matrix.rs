@@ -231,6 +231,7 @@ pub struct QuantizedMatrix<'a> {
     row_bytes: usize,
     /// I2_S: the per-tensor scale; 1 for the other types (unused).
     scale: f32,
+    /// Where the kernels come from (repacking takes its kernels from the same place).
     backend: Backend,
     /// One token (`vec_dot`).
     kernel: RowKernel,
@@ -282,6 +283,7 @@ impl<'a> QuantizedMatrix<'a> {
         } else {
             1.0
         };
+        let backend = Backend::detect();
         Ok(QuantizedMatrix {
             ty: wt,
             data,
@@ -289,10 +291,10 @@ impl<'a> QuantizedMatrix<'a> {
             cols,
             row_bytes: blocks::row_bytes(ty, cols),
             scale,
-            backend: Backend::detect(),
-            kernel: kernel(wt, Backend::detect()),
-            batch_kernel: batch_kernel(wt, Backend::detect()),
-            kernel4: kernel4(wt, Backend::detect()),
+            backend,
+            kernel: kernel(wt, backend),
+            batch_kernel: batch_kernel(wt, backend),
+            kernel4: kernel4(wt, backend),
         })
     }
 

@@ -464,8 +464,9 @@ fn same_bits(a: &[u32], b: &[u32]) -> bool {
 }
 
 proptest! {
-    /// SIMD == scalar, and every four-token form == the one-token kernel, on random blocks (odd and even block counts, extreme f16 scales) and random
-    /// full-range activation codes.
+    /// SIMD == scalar, and every four-token form == the one-token kernel, on random blocks
+    /// (odd and even block counts, extreme f16 scales) and random full-range activation
+    /// codes.
     #[test]
     fn simd_and_four_token_kernels_match_the_scalar_emulation(
         t in 0usize..3,
@@ -509,7 +510,6 @@ fn corrupt_scales_give_llama_cpps_non_finite_results() {
             b[nb * block..nb * block + 2].copy_from_slice(&bits.to_le_bytes());
             b
         };
-        let one_weight = |ty, b: &[u8]| decoded(ty, b, cols);
         for backend in backends() {
             let dots = |b: &[u8]| {
                 let m = QuantizedMatrix::new(ty, b, 1, cols).unwrap();
@@ -522,7 +522,7 @@ fn corrupt_scales_give_llama_cpps_non_finite_results() {
             );
             let nan = with_scale(1, 0x7e00);
             assert!(dots(&nan).iter().all(|v| v.is_nan()), "{ty} NaN scale");
-            assert!(one_weight(ty, &nan)[32..64].iter().all(|v| v.is_nan()));
+            assert!(decoded(ty, &nan, cols)[32..64].iter().all(|v| v.is_nan()));
             let pos_inf = with_scale(2, 0x7c00);
             let neg_inf = with_scale(2, 0xfc00);
             // The positive weights are code·d + m (Q5_1: codes ≥ 0) or value·d with the

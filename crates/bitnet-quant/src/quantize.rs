@@ -55,7 +55,21 @@ fn q8_0_block(x: &[f32], y: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     for (q, &v) in y[2..].iter_mut().zip(x) {
-        *q = (v * id).round() as i8 as u8;
+        // The assignment to `int8_t` converts as C does (code 0 for the ±∞ of a subnormal d).
+        *q = c_trunc((v * id).round()) as i8 as u8;
+    }
+}
+
+/// C's float → integer conversion as GCC emits it on x86-64 (`cvttss2si`): truncation toward
+/// zero, and the "integer indefinite" `i32::MIN` for NaN and values out of range. Casts to
+/// `int8_t` / `uint8_t` then keep the low byte. (Rust's `as` saturates instead, which differs
+/// for the infinite codes a subnormal scale produces.)
+#[inline(always)]
+pub(crate) fn c_trunc(v: f32) -> i32 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
     }
 }
 
@@ -95,9 +109,10 @@ fn q4_0_block(x: &[f32], y: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     for j in 0..QK / 2 {
-        // C's float → int8_t conversion truncates toward zero; the values are in [0, 16.5].
-        let lo = ((x[j] * id + 8.5) as i8).min(15) as u8;
-        let hi = ((x[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+        // `(int8_t)` truncates toward zero; the values are in [0, 16.5] unless a subnormal d
+        // made `id` infinite, where the C conversion's integer indefinite leaves code 0.
+        let lo = (c_trunc(x[j] * id + 8.5) as i8).min(15) as u8;
+        let hi = (c_trunc(x[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
         y[2 + j] = lo | (hi << 4);
     }
 }
@@ -111,17 +126,23 @@ fn q4_1_block(x: &[f32], y: &mut [u8]) {
     y[..2].copy_from_slice(&f16_bytes(d));
     y[2..4].copy_from_slice(&f16_bytes(min));
     for j in 0..QK / 2 {
-        let lo = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
-        let hi = (((x[j + QK / 2] - min) * id + 0.5) as i8).min(15) as u8;
+        let lo = (c_trunc((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+        let hi = (c_trunc((x[j + QK / 2] - min) * id + 0.5) as i8).min(15) as u8;
         y[4 + j] = lo | (hi << 4);
     }
 }
 
-/// Ternary code of `v` for scale inverse `id`: `lroundf(v * id) + 1` (ggml, TQ quantizers).
+/// Ternary code of `v` for scale inverse `id`: `int xi = lroundf(v * id) + 1` (ggml, TQ
+/// quantizers). A subnormal amax makes `id` infinite, and glibc's `lroundf` of ±∞ or NaN is
+/// `LONG_MIN`, whose `+ 1` truncates to the `int` 1: the zero trit, as the pinned llama.cpp
+/// writes. Finite products lie within ±1 (|v| ≤ amax); the clamp only guards the arithmetic.
 #[inline]
 fn trit(v: f32, id: f32) -> u8 {
-    // The clamp only matters for degenerate scales (subnormal amax makes `id` infinite).
-    (((v * id).round() as i32).clamp(-1, 1) + 1) as u8
+    let r = v * id;
+    if !r.is_finite() {
+        return 1;
+    }
+    ((r.round() as i32).clamp(-1, 1) + 1) as u8
 }
 
 /// ggml `quantize_row_tq1_0_ref`. d = amax (f16), trits t = round(x/d) + 1 packed base 3,

@@ -6,22 +6,9 @@
 //! `dequantize_row_q5_1` and `dequantize_row_iq4_nl`.
 
 use crate::blocks::{f16_at, f16_bytes, QK};
-use crate::quantize::{min_max, signed_extreme};
+use crate::quantize::{c_trunc, min_max, signed_extreme};
 
 use super::{iq4_nl_levels, q5_codes, KVALUES_IQ4NL};
-
-/// C's float → integer conversion as GCC emits it on x86-64 (`cvttss2si`): truncation toward
-/// zero, and the "integer indefinite" `i32::MIN` for NaN and values out of range. Casts to
-/// `int8_t` / `uint8_t` then keep the low byte. (Rust's `as` saturates instead, which differs
-/// for the infinite codes a subnormal scale produces.)
-#[inline(always)]
-fn c_trunc(v: f32) -> i32 {
-    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
-        i32::MIN
-    } else {
-        v as i32
-    }
-}
 
 /// Store 32 five-bit codes: low nibbles in `qs` (element j and j + 16 share byte j), fifth
 /// bits in `qh` (bit j for element j, little-endian).

@@ -25,6 +25,12 @@ pub enum WeightType {
     Q4_0,
     /// 4-bit with minimum, blocks of 32.
     Q4_1,
+    /// 5-bit symmetric, blocks of 32.
+    Q5_0,
+    /// 5-bit with minimum, blocks of 32.
+    Q5_1,
+    /// 4-bit indices into a non-linear table of 16 levels, blocks of 32.
+    IQ4_NL,
     /// Ternary, base-3 packed, blocks of 256.
     TQ1_0,
     /// Ternary, 2-bit codes, blocks of 256.
@@ -44,6 +50,37 @@ pub enum WeightType {
 }
 
 impl WeightType {
+    /// Every weight type, in ggml's type-id order: the one list of what the engine can
+    /// multiply (error messages name these).
+    pub const ALL: &'static [WeightType] = &[
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+        WeightType::Q2_K,
+        WeightType::Q3_K,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+        WeightType::IQ4_NL,
+        WeightType::BF16,
+        WeightType::TQ1_0,
+        WeightType::TQ2_0,
+        WeightType::I2_S,
+    ];
+
+    /// The names of [`WeightType::ALL`] (ggml's: `f32, f16, q4_0, …`), comma-separated.
+    pub fn names() -> String {
+        WeightType::ALL
+            .iter()
+            .map(|w| w.ggml().name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The supported weight type for a GGUF tensor type, if any.
     pub fn from_ggml(ty: GgmlType) -> Option<Self> {
         Some(match ty {
@@ -53,6 +90,9 @@ impl WeightType {
             GgmlType::Q8_0 => WeightType::Q8_0,
             GgmlType::Q4_0 => WeightType::Q4_0,
             GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::Q5_0 => WeightType::Q5_0,
+            GgmlType::Q5_1 => WeightType::Q5_1,
+            GgmlType::IQ4_NL => WeightType::IQ4_NL,
             GgmlType::TQ1_0 => WeightType::TQ1_0,
             GgmlType::TQ2_0 => WeightType::TQ2_0,
             GgmlType::I2_S => WeightType::I2_S,
@@ -74,6 +114,9 @@ impl WeightType {
             WeightType::Q8_0 => GgmlType::Q8_0,
             WeightType::Q4_0 => GgmlType::Q4_0,
             WeightType::Q4_1 => GgmlType::Q4_1,
+            WeightType::Q5_0 => GgmlType::Q5_0,
+            WeightType::Q5_1 => GgmlType::Q5_1,
+            WeightType::IQ4_NL => GgmlType::IQ4_NL,
             WeightType::TQ1_0 => GgmlType::TQ1_0,
             WeightType::TQ2_0 => GgmlType::TQ2_0,
             WeightType::I2_S => GgmlType::I2_S,
@@ -93,7 +136,8 @@ impl WeightType {
             WeightType::F16 => ActivationType::F16,
             WeightType::BF16 => ActivationType::BF16,
             WeightType::Q8_0 | WeightType::Q4_0 => ActivationType::Q8_0,
-            WeightType::Q4_1 => ActivationType::Q8_1,
+            WeightType::Q5_0 | WeightType::IQ4_NL => ActivationType::Q8_0,
+            WeightType::Q4_1 | WeightType::Q5_1 => ActivationType::Q8_1,
             WeightType::TQ1_0 | WeightType::TQ2_0 => ActivationType::Q8_K,
             WeightType::I2_S => ActivationType::I8_S,
             WeightType::Q2_K
@@ -109,6 +153,7 @@ impl WeightType {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => QK,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => QK,
             WeightType::TQ1_0 | WeightType::TQ2_0 => QK_K,
             WeightType::I2_S => QK_I2_S,
             WeightType::Q2_K
@@ -166,6 +211,8 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
             | WeightType::Q4_K
             | WeightType::Q5_K
             | WeightType::Q6_K => crate::kquants::x86::kernels(ty.ggml()).map(|k| k.1),
+            // IQ4_NL's four-token kernel has the batch order (its `BatchKernels`).
+            WeightType::Q5_0 | WeightType::Q5_1 => crate::legacy::kernel4(ty, backend),
             _ => None,
         },
     }
@@ -200,8 +247,18 @@ impl BatchKernels {
 }
 
 /// The batch kernels of a plain (not repacked) matrix: llama.cpp multiplies k-quants in
-/// batches of 8 tokens or more with its tiled matmul (`ggml_compute_forward_mul_mat_tiled`).
+/// batches of 8 tokens or more with its tiled matmul (`ggml_compute_forward_mul_mat_tiled`),
+/// and IQ4_NL in batches of two or more with tinyBLAS (`llamafile_sgemm` declines `n < 2`),
+/// whose order differs from `vec_dot`'s. (tinyBLAS also takes Q8_0, Q4_0 and Q5_0, with
+/// `vec_dot`'s bits.)
 fn batch_kernels(ty: WeightType, backend: Backend) -> Option<BatchKernels> {
+    if ty == WeightType::IQ4_NL {
+        return Some(BatchKernels {
+            rule: BatchRule::AllFrom(2),
+            kernel: crate::legacy::batch_kernel(ty, backend)?,
+            kernel4: crate::legacy::kernel4(ty, backend),
+        });
+    }
     let (kernel, kernel4) = match backend {
         Backend::Scalar => (crate::kquants::scalar_tiled_kernel(ty.ggml())?, None),
         #[cfg(target_arch = "x86_64")]
@@ -263,6 +320,9 @@ pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
             WeightType::TQ1_0 => |w, _, a| dot::tq1_0_q8_k(w, a),
             WeightType::TQ2_0 => |w, _, a| dot::tq2_0_q8_k(w, a),
             WeightType::I2_S => dot::i2_s_i8_s,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => {
+                crate::legacy::kernel(ty, backend)
+            }
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
@@ -354,11 +414,12 @@ impl<'a> QuantizedMatrix<'a> {
     }
 
     /// The same matrix summed the way llama.cpp sums it after repacking: on x86 with AVX2,
-    /// llama.cpp moves Q4_0 and Q4_K weights whose row count is a multiple of 8 into
-    /// interleaved 8×8 blocks (`GGML_CPU_REPACK`) and folds each row's integer sums into
-    /// scalar accumulators instead of eight lanes reduced at the end: Q4_0 block by block;
-    /// Q4_K every super-block for one token (`gemv`) but every 64 elements for the tokens of
-    /// a batch it takes in whole groups of four (`gemm`), which [`QuantizedMatrix::matmul`]
+    /// llama.cpp moves Q4_0, IQ4_NL and Q4_K weights whose row count is a multiple of 8 into
+    /// interleaved 8×8 blocks (`GGML_CPU_REPACK`, `ggml_repack_get_optimal_repack_type`) and
+    /// folds each row's integer sums into scalar accumulators instead of eight lanes reduced
+    /// at the end: Q4_0 and IQ4_NL block by block, for one token and a batch alike; Q4_K
+    /// every super-block for one token (`gemv`) but every 64 elements for the tokens of a
+    /// batch it takes in whole groups of four (`gemm`), which [`QuantizedMatrix::matmul`]
     /// reproduces. Other types and shapes are returned unchanged.
     pub fn repacked_like_llama_cpp(mut self) -> Self {
         if !self.rows.is_multiple_of(8) {
@@ -368,6 +429,13 @@ impl<'a> QuantizedMatrix<'a> {
             WeightType::Q4_0 => {
                 self.kernel = repacked_q4_0_kernel(self.backend);
                 self.kernel4 = None;
+            }
+            WeightType::IQ4_NL => {
+                let (kernel, kernel4) = crate::legacy::repacked_iq4_nl(self.backend);
+                self.kernel = kernel;
+                self.kernel4 = kernel4;
+                // The repacked kernels replace tinyBLAS for a batch too.
+                self.batch = None;
             }
             WeightType::Q4_K => {
                 let (gemv, gemm) = repacked_q4_k_kernels(self.backend);
@@ -455,8 +523,9 @@ impl<'a> QuantizedMatrix<'a> {
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
     /// ggml's `dst`) — except where llama.cpp sums a batch in another order than a lone
     /// token, which this reproduces: k-quants in batches of 8 or more tokens take its tiled
-    /// matmul; for repacked Q4_K the tokens in whole groups of four (all but the last
-    /// `acts.len() % 4`) take its gemm.
+    /// matmul; IQ4_NL (not repacked) in batches of two or more its tinyBLAS order; for
+    /// repacked Q4_K the tokens in whole groups of four (all but the last `acts.len() % 4`)
+    /// take its gemm.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
@@ -654,6 +723,17 @@ impl<'a> QuantizedMatrix<'a> {
             self.activation_type(),
             self.cols
         );
+    }
+
+    /// Row `i` times `act` in the order llama.cpp uses for a batch of two tokens (tests).
+    #[cfg(test)]
+    pub(crate) fn batch_dot_row(&self, i: usize, act: &QuantizedActivation) -> f32 {
+        self.check(act);
+        let k = self
+            .batch
+            .filter(|b| b.tokens(2) == 2)
+            .map_or(self.kernel, |b| b.kernel);
+        k(self.row(i), self.scale, act)
     }
 
     /// The same matrix using the given kernel backend (tests compare backends).

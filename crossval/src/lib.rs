@@ -25,6 +25,10 @@
 //! These three modules have no dependency on the engine, the tokenizers or the C++ client: they
 //! work on plain ids and `f32` slices, which keeps them easy to test exhaustively.
 //!
+//! [`runner`] drives the whole `crossval-per-token` flow over them, stage by stage, each stage
+//! with its own status and exit code ([`RunStatus::exit_code`]); [`vocab_check`] is its
+//! `--cpp-model` vocabulary gate, and [`bulk`] the engine of `crossval-tokenizer`.
+//!
 //! [`sampling`] hands the engine's sampling parameters to the reference in its protocol's
 //! form, so the sampler chains of both sides can be compared token for token.
 #![deny(missing_docs)]
@@ -35,6 +39,7 @@ pub mod receipt;
 pub mod runner;
 pub mod sampling;
 pub mod token_parity;
+pub mod vocab_check;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,

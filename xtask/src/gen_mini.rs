@@ -102,6 +102,7 @@ impl Args {
             ctx: self.ctx,
             rope_base: self.rope_base,
             seed: self.seed,
+            chat_template: None,
         }
     }
 }

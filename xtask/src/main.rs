@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// Chat templates come from model files: this allocator lets the renderer stop one that tries
+// to exhaust memory (bitnet_inference::template::jinja).
+#[global_allocator]
+static ALLOCATOR: bitnet_inference::template::BoundedAllocator =
+    bitnet_inference::template::BoundedAllocator;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "bitnet-rs developer tasks", version)]
 struct Cli {
@@ -42,7 +48,7 @@ fn main() -> ExitCode {
                     .to_string();
                 println!(
                     "{}",
-                    serde_json::json!({ "status": "error", "error": first })
+                    serde_json::json!({ "status": "usage_error", "error": first })
                 );
             }
             let _ = e.print();
@@ -77,8 +83,13 @@ fn main() -> ExitCode {
 }
 
 /// Whether the raw command line asks for JSON output (`--format json` or `--format=json`).
+/// Reads the arguments as `OsString`s: any argument may be invalid UTF-8 (that is often why
+/// parsing failed), and reading them as `String`s would panic.
 fn json_requested() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .collect();
     args.windows(2)
         .any(|w| w[0] == "--format" && w[1] == "json")
         || args.iter().any(|a| a == "--format=json")

@@ -39,7 +39,10 @@ pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
 pub use tap::{Observer, Tapped, TensorName};
-pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
+pub use template::{
+    format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
+    TemplateWarning,
+};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -127,6 +127,9 @@ pub struct Spec {
     pub rope_base: Option<f32>,
     /// Seed of the random weights.
     pub seed: u64,
+    /// A `tokenizer.chat_template` to write instead of the vocabulary's (for tests of the
+    /// template renderer; `Some("")` writes an empty one).
+    pub chat_template: Option<String>,
 }
 
 impl Spec {
@@ -145,6 +148,7 @@ impl Spec {
             ctx: None,
             rope_base: None,
             seed: 42,
+            chat_template: None,
         }
     }
     /// Apply the preset and the defaults, then check the shape is one the model can have.
@@ -406,9 +410,13 @@ pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
     w.add_metadata(format!("{a}.rope.freq_base"), Value::F32(shape.rope_base))?;
     w.add_metadata(format!("{a}.rope.dimension_count"), u32v(head_dim))?;
     for (k, v) in vocab.metadata() {
-        if k.starts_with("tokenizer.") {
+        let replaced = k == "tokenizer.chat_template" && args.chat_template.is_some();
+        if k.starts_with("tokenizer.") && !replaced {
             w.add_metadata(k.clone(), v.clone())?;
         }
+    }
+    if let Some(t) = &args.chat_template {
+        w.add_metadata("tokenizer.chat_template", Value::String(t.clone()))?;
     }
 
     let seed = args.seed;

@@ -5,15 +5,17 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 1.0.0
+//! # Schema 2.0.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"1.0.0"` |
-//! | `status` | string | `ok` (tokens match, every position within tolerance), `diverged` (tokens match, logits or decode differ), `token_mismatch` (the pre-gate failed: no logits were compared), `error` (runtime error) |
+//! | `schema_version` | string | `"2.0.0"` |
+//! | `status` | string | `ok` (tokens match, every position within tolerance; exit 0), `diverged` (tokens match, logits or decode differ; exit 1), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
+//! | `error` | string? | what went wrong; a string exactly when `status` is `vocab_mismatch`, `usage_error` or `error` |
+//! | `warnings[]` | array of strings | flags that had no effect, chat markers that are not single tokens (see [`bitnet_inference::TemplateWarning`]) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
 //! | `tool.version` | string | its version |
 //! | `timestamp` | string | when the run finished, RFC 3339 UTC: `YYYY-MM-DDTHH:MM:SSZ` |
@@ -23,17 +25,18 @@
 //! | `inputs.cpp_model_sha256` | string? | SHA-256 of `cpp_model_path` (`null` with it) |
 //! | `inputs.tokenizer_path` | string? | the HF tokenizer.json of the Rust side, `null` for the GGUF's embedded vocabulary |
 //! | `inputs.prompt` | string | the prompt as given |
-//! | `inputs.formatted_prompt` | string | the text both sides tokenized (after the template) |
+//! | `inputs.formatted_prompt` | string | the text both sides tokenized (after the template; empty when the run stopped before formatting) |
 //! | `inputs.system_prompt` | string? | `--system-prompt`, if any |
 //! | `inputs.template` | string | the template requested (`raw`, `instruct`, `llama3-chat`, `chatml`, `auto`, `jinja`) |
+//! | `inputs.template_used` | string? | the template applied (for `auto`: the one detected); `null` when the run stopped before formatting |
 //! | `inputs.add_bos` | bool | BOS added by the tokenizers (both sides) |
 //! | `inputs.parse_special` | bool | special-token text parsed into special ids (both sides) |
+//! | `token_parity` | object? | the pre-gate's result; `null` exactly when the pre-gate did not run (then `status` is `vocab_mismatch`, `usage_error` or `error`) |
 //! | `token_parity.status` | string | `ok` or `mismatch` |
 //! | `token_parity.rust_count` | integer | number of Rust token ids |
 //! | `token_parity.cpp_count` | integer | number of C++ token ids |
 //! | `token_parity.first_diff_idx` | integer? | first differing index; `null` exactly when `status` is `ok` |
-//! | `token_parity.template_used` | string | the template actually applied (for `auto`: the one detected) |
-//! | `positions[]` | array | one object per prompt position; empty when the pre-gate failed |
+//! | `positions[]` | array | one object per prompt position; empty when no logits were compared |
 //! | `positions[].position` | integer | 0-based position |
 //! | `positions[].cosine`, `.l2`, `.max_abs_diff`, `.nmse`, `.kl` | metric | see [`crate::logits_compare`] |
 //! | `positions[].rust_top1`, `.cpp_top1` | integer | arg-max ids |
@@ -45,7 +48,7 @@
 //! | `decode[].step` | integer | 0-based step |
 //! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose |
 //! | `decode[].match` | bool | the ids agree |
-//! | `summary` | object? | `null` when the pre-gate failed or on error, else: |
+//! | `summary` | object? | `null` when no logits were compared, else: |
 //! | `summary.n_positions` | integer | positions compared |
 //! | `summary.first_divergent_position` | integer? | first position not ok, `null` if none |
 //! | `summary.min_cosine`, `.max_kl`, `.mean_kl`, `.max_abs_diff` | metric | over all positions |
@@ -54,6 +57,7 @@
 //! | `summary.all_ok` | bool | every position ok |
 //! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
 //! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
+//! | `cpp_backend` | object? | the C++ reference; `null` when it was never started (then `status` is `vocab_mismatch`, `usage_error` or `error`) |
 //! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
 //! | `cpp_backend.library` | string | the library and its version/commit as the reference reports it |
 //! | `cpp_backend.build_info` | string | the reference's build description (compiler, flags) |
@@ -62,9 +66,17 @@
 //! | `environment.threads` | integer | threads used |
 //! | `environment.os`, `.arch` | string | `std::env::consts::{OS, ARCH}` |
 //!
-//! Consistency rules checked by [`validate_receipt`]: `token_parity.first_diff_idx` is `null`
-//! iff `token_parity.status` is `ok`; `status` is `token_mismatch` iff `token_parity.status` is
-//! `mismatch`; `summary` is an object when `status` is `ok` or `diverged`.
+//! Consistency rules checked by [`validate_receipt`]: `error` is a string iff `status` is
+//! `vocab_mismatch`, `usage_error` or `error`; `token_parity` and `cpp_backend` are objects
+//! whenever `status` is `ok`, `diverged` or `token_mismatch`;
+//! `token_parity.first_diff_idx` is `null` iff `token_parity.status` is `ok`; `status` is
+//! `token_mismatch` iff `token_parity.status` is `mismatch`; `summary` is an object when
+//! `status` is `ok` or `diverged`.
+//!
+//! Changes from 1.0.0: the statuses `vocab_mismatch` and `usage_error`; `error`, `warnings`
+//! and `inputs.template_used` (which replaces `token_parity.template_used`); `token_parity`
+//! and `cpp_backend` may be `null` (a 1.0.0 error receipt claimed a token parity `ok` that
+//! was never checked, and a backend `unavailable` outside its own schema).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -79,9 +91,9 @@ use sha2::{Digest, Sha256};
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
 
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "1.0.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "2.0.0";
 
-/// Outcome of the run.
+/// Outcome of the run. Each status has exactly one exit code ([`RunStatus::exit_code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -91,8 +103,45 @@ pub enum RunStatus {
     Diverged,
     /// The pre-gate failed.
     TokenMismatch,
-    /// A runtime error.
+    /// `--cpp-model` has a different vocabulary from `--model`: nothing was tokenized.
+    VocabMismatch,
+    /// The request cannot be run as given (bad flag values, a prompt longer than the context).
+    UsageError,
+    /// A runtime error: unreadable or malformed input, the C++ reference failed, I/O.
     Error,
+}
+
+impl RunStatus {
+    /// The process exit code of this status: 0 ok, 1 diverged, 2 token or vocabulary mismatch
+    /// and usage errors, 3 runtime errors.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Ok => 0,
+            RunStatus::Diverged => 1,
+            RunStatus::TokenMismatch | RunStatus::VocabMismatch | RunStatus::UsageError => 2,
+            RunStatus::Error => 3,
+        }
+    }
+
+    /// The name used in JSON (`token_mismatch`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Diverged => "diverged",
+            RunStatus::TokenMismatch => "token_mismatch",
+            RunStatus::VocabMismatch => "vocab_mismatch",
+            RunStatus::UsageError => "usage_error",
+            RunStatus::Error => "error",
+        }
+    }
+
+    /// Whether the run stopped with an error message (`vocab_mismatch`, `usage_error`, `error`).
+    pub fn has_error_message(self) -> bool {
+        matches!(
+            self,
+            RunStatus::VocabMismatch | RunStatus::UsageError | RunStatus::Error
+        )
+    }
 }
 
 /// The program that wrote the receipt.
@@ -125,6 +174,8 @@ pub struct Inputs {
     pub system_prompt: Option<String>,
     /// The template requested.
     pub template: String,
+    /// The template applied (`None`: the run stopped before formatting).
+    pub template_used: Option<String>,
     /// BOS added by the tokenizers.
     pub add_bos: bool,
     /// Special tokens parsed.
@@ -152,18 +203,11 @@ pub struct TokenParityBlock {
     pub cpp_count: usize,
     /// First differing index (`None` iff ok).
     pub first_diff_idx: Option<usize>,
-    /// The template actually applied.
-    pub template_used: String,
 }
 
 impl TokenParityBlock {
-    /// Builds the block from the two sequences and the pre-gate's answer.
-    pub fn new(
-        rust_count: usize,
-        cpp_count: usize,
-        first_diff_idx: Option<usize>,
-        template_used: impl Into<String>,
-    ) -> Self {
+    /// Builds the block from the two sequences' lengths and the pre-gate's answer.
+    pub fn new(rust_count: usize, cpp_count: usize, first_diff_idx: Option<usize>) -> Self {
         TokenParityBlock {
             status: if first_diff_idx.is_some() {
                 TokenParityStatus::Mismatch
@@ -173,7 +217,6 @@ impl TokenParityBlock {
             rust_count,
             cpp_count,
             first_diff_idx,
-            template_used: template_used.into(),
         }
     }
 }
@@ -246,14 +289,18 @@ pub struct Receipt {
     pub schema_version: String,
     /// Outcome.
     pub status: RunStatus,
+    /// What went wrong (`Some` exactly when [`RunStatus::has_error_message`]).
+    pub error: Option<String>,
+    /// Warnings: flags without effect, markers that are not single tokens.
+    pub warnings: Vec<String>,
     /// Who wrote it.
     pub tool: ToolInfo,
     /// RFC 3339 UTC time.
     pub timestamp: String,
     /// Inputs.
     pub inputs: Inputs,
-    /// The pre-gate's result.
-    pub token_parity: TokenParityBlock,
+    /// The pre-gate's result (`None`: the pre-gate did not run).
+    pub token_parity: Option<TokenParityBlock>,
     /// Per-position metrics.
     pub positions: Vec<PositionMetrics>,
     /// Greedy decode steps.
@@ -262,8 +309,8 @@ pub struct Receipt {
     pub summary: Option<LogitsSummary>,
     /// Tolerances.
     pub thresholds: Thresholds,
-    /// The C++ reference.
-    pub cpp_backend: CppBackendInfo,
+    /// The C++ reference (`None`: it was never started).
+    pub cpp_backend: Option<CppBackendInfo>,
     /// The machine.
     pub environment: Environment,
 }
@@ -516,23 +563,65 @@ fn is_rfc3339_utc(s: &str) -> bool {
         && b[19] == b'Z'
 }
 
+/// Checks the `token_parity` object; returns its status.
+fn token_parity(tp: &Obj) -> Result<String, String> {
+    let t = "token_parity";
+    let tp_status = one_of(tp, t, "status", &["ok", "mismatch"])?;
+    let rust_count = uint(tp, t, "rust_count")?;
+    let cpp_count = uint(tp, t, "cpp_count")?;
+    let diff = opt_uint(tp, t, "first_diff_idx")?;
+    match (tp_status.as_str(), diff) {
+        ("ok", Some(_)) => {
+            Err("token_parity.first_diff_idx: must be null when status is ok".into())
+        }
+        ("mismatch", None) => {
+            Err("token_parity.first_diff_idx: required when status is mismatch".into())
+        }
+        ("ok", None) if rust_count != cpp_count => {
+            Err("token_parity: status ok but rust_count != cpp_count".into())
+        }
+        _ => Ok(tp_status),
+    }
+}
+
 /// Checks a receipt against the documented schema (every required field, its type, and the
 /// consistency rules). Returns the first problem found, naming the field.
 pub fn validate_receipt(v: &Value) -> Result<(), String> {
     let root = v.as_object().ok_or("receipt: expected a JSON object")?;
     let r = "receipt";
     let version = string(root, r, "schema_version")?;
-    if version.split('.').next() != Some("1") || version.split('.').count() != 3 {
+    if version.split('.').next() != Some("2") || version.split('.').count() != 3 {
         return Err(format!(
-            "receipt.schema_version: {version:?} is not a 1.x.y version"
+            "receipt.schema_version: {version:?} is not a 2.x.y version"
         ));
     }
     let status = one_of(
         root,
         r,
         "status",
-        &["ok", "diverged", "token_mismatch", "error"],
+        &[
+            "ok",
+            "diverged",
+            "token_mismatch",
+            "vocab_mismatch",
+            "usage_error",
+            "error",
+        ],
     )?;
+    // The statuses of a run that got as far as the pre-gate.
+    let gated = matches!(status.as_str(), "ok" | "diverged" | "token_mismatch");
+    let error = opt_string(root, r, "error")?;
+    if error.is_some() == gated {
+        return Err(format!(
+            "receipt.error: must be a string exactly when status is vocab_mismatch, usage_error or error (status {status:?})"
+        ));
+    }
+    let warnings = field(root, r, "warnings")?
+        .as_array()
+        .ok_or("receipt.warnings: expected an array")?;
+    if warnings.iter().any(|w| !w.is_string()) {
+        return Err("receipt.warnings: expected an array of strings".into());
+    }
 
     let tool = obj(root, r, "tool")?;
     string(tool, "tool", "name")?;
@@ -566,29 +655,21 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     string(inputs, i, "formatted_prompt")?;
     opt_string(inputs, i, "system_prompt")?;
     string(inputs, i, "template")?;
+    opt_string(inputs, i, "template_used")?;
     boolean(inputs, i, "add_bos")?;
     boolean(inputs, i, "parse_special")?;
 
-    let tp = obj(root, r, "token_parity")?;
-    let t = "token_parity";
-    let tp_status = one_of(tp, t, "status", &["ok", "mismatch"])?;
-    let rust_count = uint(tp, t, "rust_count")?;
-    let cpp_count = uint(tp, t, "cpp_count")?;
-    let diff = opt_uint(tp, t, "first_diff_idx")?;
-    string(tp, t, "template_used")?;
-    match (tp_status.as_str(), diff) {
-        ("ok", Some(_)) => {
-            return Err("token_parity.first_diff_idx: must be null when status is ok".into())
+    let tp_status = match field(root, r, "token_parity")? {
+        Value::Null if gated => {
+            return Err(format!(
+                "receipt.token_parity: required when status is {status:?}"
+            ))
         }
-        ("mismatch", None) => {
-            return Err("token_parity.first_diff_idx: required when status is mismatch".into())
-        }
-        ("ok", None) if rust_count != cpp_count => {
-            return Err("token_parity: status ok but rust_count != cpp_count".into())
-        }
-        _ => {}
-    }
-    if (status == "token_mismatch") != (tp_status == "mismatch") {
+        Value::Null => None,
+        Value::Object(tp) => Some(token_parity(tp)?),
+        _ => return Err("receipt.token_parity: expected an object or null".into()),
+    };
+    if (status == "token_mismatch") != (tp_status.as_deref() == Some("mismatch")) {
         return Err(format!(
             "receipt.status: {status:?} inconsistent with token_parity.status {tp_status:?}"
         ));
@@ -660,11 +741,21 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     number(th, "thresholds", "cos_tol")?;
     uint(th, "thresholds", "max_tokens")?;
 
-    let be = obj(root, r, "cpp_backend")?;
-    one_of(be, "cpp_backend", "backend", &["llama", "bitnet"])?;
-    string(be, "cpp_backend", "library")?;
-    string(be, "cpp_backend", "build_info")?;
-    string(be, "cpp_backend", "system_info")?;
+    match field(root, r, "cpp_backend")? {
+        Value::Null if gated => {
+            return Err(format!(
+                "receipt.cpp_backend: required when status is {status:?}"
+            ))
+        }
+        Value::Null => {}
+        Value::Object(be) => {
+            one_of(be, "cpp_backend", "backend", &["llama", "bitnet"])?;
+            string(be, "cpp_backend", "library")?;
+            string(be, "cpp_backend", "build_info")?;
+            string(be, "cpp_backend", "system_info")?;
+        }
+        _ => return Err("receipt.cpp_backend: expected an object or null".into()),
+    }
 
     let env = obj(root, r, "environment")?;
     string(env, "environment", "cpu")?;
@@ -675,251 +766,4 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::logits_compare::{compare_logits, LogitsMatrix};
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "bitnet-crossval-{name}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        fs::create_dir_all(&d).expect("temp dir");
-        d
-    }
-
-    fn sample(dir: &Path) -> Receipt {
-        let model = dir.join("model.gguf");
-        fs::write(&model, b"GGUF fake model bytes").expect("model");
-        let rust = [1.0f32, 2.0, 3.0, 0.5, 0.25, 4.0];
-        let cpp = [1.0f32, 2.0, 3.0, 0.5, 0.25, f32::NAN];
-        let cmp = compare_logits(
-            LogitsMatrix::rust(&rust, 3).expect("shape"),
-            LogitsMatrix::cpp(&cpp, 3).expect("shape"),
-            0.999,
-        )
-        .expect("compare");
-        Receipt {
-            schema_version: RECEIPT_SCHEMA_VERSION.into(),
-            status: RunStatus::Diverged,
-            tool: ToolInfo {
-                name: "xtask crossval-per-token".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-            timestamp: now_rfc3339(),
-            inputs: Inputs {
-                model_path: model.to_string_lossy().into_owned(),
-                model_sha256: sha256_file(&model).expect("sha"),
-                cpp_model_path: None,
-                cpp_model_sha256: None,
-                tokenizer_path: Some("tokenizer.json".into()),
-                prompt: "What's 2+2?\n".into(),
-                formatted_prompt: "Q: What's 2+2?\n\nA:".into(),
-                system_prompt: None,
-                template: "instruct".into(),
-                add_bos: true,
-                parse_special: false,
-            },
-            token_parity: TokenParityBlock::new(2, 2, None, "instruct"),
-            positions: cmp.positions,
-            decode: vec![DecodeStep {
-                step: 0,
-                rust_token: 42,
-                cpp_token: 42,
-                matched: true,
-            }],
-            summary: Some(cmp.summary),
-            thresholds: Thresholds {
-                cos_tol: 0.999,
-                max_tokens: 4,
-            },
-            cpp_backend: CppBackendInfo {
-                backend: "llama".into(),
-                library: "llama.cpp b1234 (abcdef0)".into(),
-                build_info: "gcc 13 -O3".into(),
-                system_info: "AVX = 1 | AVX2 = 1".into(),
-            },
-            environment: Environment::detect(2),
-        }
-    }
-
-    #[test]
-    fn written_receipt_validates_and_round_trips() {
-        let dir = temp_dir("roundtrip");
-        let receipt = sample(&dir);
-        let path = dir.join("receipt.json");
-        receipt.write(&path).expect("write");
-        let leftovers: Vec<_> = fs::read_dir(&dir)
-            .expect("dir")
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
-            .collect();
-        assert!(leftovers.is_empty(), "temporary file left behind");
-        let text = fs::read_to_string(&path).expect("read");
-        let value: Value = serde_json::from_str(&text).expect("json");
-        validate_receipt(&value).expect("valid receipt");
-        assert_eq!(value["schema_version"], "1.0.0");
-        assert_eq!(value["status"], "diverged");
-        assert_eq!(value["token_parity"]["status"], "ok");
-        assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
-        assert_eq!(value["positions"][1]["cosine"], "NaN");
-        assert_eq!(value["decode"][0]["match"], true);
-        assert_eq!(value["summary"]["first_divergent_position"], 1);
-        let back = Receipt::read(&path).expect("read back");
-        assert!(back.positions[1].cosine.is_nan());
-        // NaN != NaN: compare the re-serialised documents instead.
-        assert_eq!(back.to_json(), receipt.to_json());
-        // Overwriting is atomic too.
-        receipt.write(&path).expect("rewrite");
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn validator_names_every_missing_required_field() {
-        let dir = temp_dir("missing");
-        let value = serde_json::to_value(sample(&dir)).expect("value");
-        fs::remove_dir_all(&dir).expect("cleanup");
-        let mut paths = Vec::new();
-        fn collect(v: &Value, prefix: &str, out: &mut Vec<String>) {
-            if let Value::Object(m) = v {
-                for (k, child) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}/{k}")
-                    };
-                    out.push(p.clone());
-                    collect(child, &p, out);
-                }
-            }
-        }
-        collect(&value, "", &mut paths);
-        // Fields inside arrays' elements too.
-        for (arr, _) in [("positions", 0), ("decode", 0)] {
-            for k in value[arr][0].as_object().expect("obj").keys() {
-                paths.push(format!("{arr}/0/{k}"));
-            }
-        }
-        assert!(paths.len() > 60, "{paths:?}");
-        for p in paths {
-            let mut v = value.clone();
-            let (parent, key) = p.rsplit_once('/').unwrap_or(("", &p));
-            let ptr = if parent.is_empty() {
-                String::new()
-            } else {
-                format!("/{parent}")
-            };
-            let removed = match v.pointer_mut(&ptr) {
-                Some(Value::Object(m)) => m.remove(key),
-                _ => None,
-            };
-            assert!(removed.is_some(), "{p}");
-            let err = validate_receipt(&v).expect_err(&p);
-            assert!(
-                err.contains(key),
-                "error for missing {p} does not name it: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn validator_rejects_wrong_types_and_inconsistencies() {
-        let dir = temp_dir("types");
-        let good = serde_json::to_value(sample(&dir)).expect("value");
-        fs::remove_dir_all(&dir).expect("cleanup");
-        let cases: Vec<(&str, Value)> = vec![
-            ("/schema_version", "2.0.0".into()),
-            ("/status", "fine".into()),
-            ("/timestamp", "2026-11-26 21:00:00".into()),
-            ("/inputs/model_sha256", "ABC".into()),
-            ("/inputs/add_bos", "yes".into()),
-            ("/inputs/cpp_model_path", "other.gguf".into()),
-            ("/token_parity/status", "mismatch".into()),
-            ("/token_parity/first_diff_idx", 3.into()),
-            ("/token_parity/rust_count", (-1).into()),
-            ("/positions/0/top5_overlap", 6.into()),
-            ("/positions/0/cosine", "big".into()),
-            ("/decode/0/match", 1.into()),
-            ("/summary", Value::Null),
-            ("/summary/top1_agreement_rate", 1.5.into()),
-            ("/thresholds/cos_tol", "0.999".into()),
-            ("/cpp_backend/backend", "onnx".into()),
-            ("/environment/threads", 2.5.into()),
-            ("/positions", Value::Object(Default::default())),
-        ];
-        for (ptr, bad) in cases {
-            let mut v = good.clone();
-            *v.pointer_mut(ptr).expect(ptr) = bad;
-            assert!(validate_receipt(&v).is_err(), "{ptr} accepted");
-        }
-        assert!(validate_receipt(&Value::Array(vec![])).is_err());
-        // A consistent token-mismatch receipt is valid with no summary and no positions.
-        let mut v = good.clone();
-        v["status"] = "token_mismatch".into();
-        v["token_parity"]["status"] = "mismatch".into();
-        v["token_parity"]["first_diff_idx"] = 1.into();
-        v["positions"] = Value::Array(vec![]);
-        v["decode"] = Value::Array(vec![]);
-        v["summary"] = Value::Null;
-        validate_receipt(&v).expect("token mismatch receipt");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        use std::time::Duration;
-        let at = |s: u64| rfc3339_utc(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
-        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
-        assert!(is_rfc3339_utc(&now_rfc3339()));
-        assert_eq!(
-            rfc3339_utc(UNIX_EPOCH - Duration::from_secs(5)),
-            "1970-01-01T00:00:00Z"
-        );
-    }
-
-    #[test]
-    fn sha256_of_known_content() {
-        let dir = temp_dir("sha");
-        let f = dir.join("abc");
-        fs::write(&f, b"abc").expect("write");
-        assert_eq!(
-            sha256_file(&f).expect("sha"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert!(sha256_file(&dir.join("missing")).is_err());
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn write_reports_unwritable_path() {
-        let dir = temp_dir("unwritable");
-        let receipt = sample(&dir);
-        let target = dir.join("no/such/dir/receipt.json");
-        let err = receipt.write(&target).expect_err("must fail");
-        assert!(
-            err.to_string().contains("no/such/dir/receipt.json"),
-            "{err}"
-        );
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn environment_and_parity_block() {
-        let env = Environment::detect(3);
-        assert_eq!(env.threads, 3);
-        assert!(!env.cpu.is_empty());
-        let b = TokenParityBlock::new(4, 5, Some(4), "raw");
-        assert_eq!(b.status, TokenParityStatus::Mismatch);
-        assert_eq!(
-            TokenParityBlock::new(4, 4, None, "raw").status,
-            TokenParityStatus::Ok
-        );
-    }
-}
+mod tests;

@@ -18,9 +18,14 @@ use std::ptr;
 
 use std::sync::Mutex;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts};
+use bitnet_cpp::protocol::{
+    self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts, WirePath,
+};
 use bitnet_cpp::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 use ffi as sys;
+
+/// What build.rs recorded about how bitnet-llm-sys built bitnet.cpp.
+const COMPILED_FACTS: &str = include_str!(concat!(env!("OUT_DIR"), "/build_facts.json"));
 
 struct Bitnet {
     model: *mut sys::llama_model,
@@ -64,6 +69,11 @@ fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
 }
 
+/// The path's bytes as C wants them (no UTF-8 requirement: a Unix file name is bytes).
+fn path_cstring(p: &WirePath) -> Result<CString, String> {
+    CString::new(p.as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
 impl Bitnet {
     fn need_vocab(&self) -> Result<(), String> {
         if self.model.is_null() {
@@ -79,8 +89,14 @@ impl Bitnet {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
-    fn decode(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
+    fn decode(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
         self.need_ctx()?;
         for &t in tokens {
             if t < 0 || t as u32 >= self.n_vocab {
@@ -92,8 +108,11 @@ impl Bitnet {
         }
         let n_vocab = self.n_vocab as usize;
         out.clear();
-        out.reserve(tokens.len() * n_vocab);
-        for chunk in tokens.chunks(self.n_batch as usize) {
+        out.reserve(outputs.len() * n_vocab);
+        let mut wanted = outputs.iter().map(|&i| i as usize).peekable();
+        for (c, chunk) in tokens.chunks(self.n_batch as usize).enumerate() {
+            let base = c * self.n_batch as usize;
+            let flagged = |i: usize| outputs.binary_search(&((base + i) as u32)).is_ok();
             // SAFETY: the batch is allocated for chunk.len() entries with one sequence id each
             // and freed below; every pointer written stays within those allocations.
             unsafe {
@@ -103,7 +122,7 @@ impl Bitnet {
                     *batch.pos.add(i) = self.n_past + i as i32;
                     *batch.n_seq_id.add(i) = 1;
                     *(*batch.seq_id.add(i)) = 0;
-                    *batch.logits.add(i) = 1;
+                    *batch.logits.add(i) = i8::from(flagged(i));
                 }
                 batch.n_tokens = chunk.len() as i32;
                 let rc = sys::llama_decode(self.ctx, batch);
@@ -111,7 +130,8 @@ impl Bitnet {
                 if rc != 0 {
                     return Err(format!("llama_decode failed with code {rc}"));
                 }
-                for i in 0..chunk.len() {
+                while let Some(i) = wanted.next_if(|&i| i < base + chunk.len()) {
+                    let i = i - base;
                     let row = sys::llama_get_logits_ith(self.ctx, i as i32);
                     if row.is_null() {
                         return Err(format!("llama_get_logits_ith({i}) returned no logits"));
@@ -132,7 +152,7 @@ impl Engine for Bitnet {
 
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         vocab_only: bool,
         run: &RunConfig,
@@ -145,7 +165,7 @@ impl Engine for Bitnet {
                 return Err(reason);
             }
         }
-        let path = cstring(model_path)?;
+        let path = path_cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
         unsafe {
             let mut mp = sys::llama_model_default_params();
@@ -153,7 +173,10 @@ impl Engine for Bitnet {
             mp.n_gpu_layers = 0;
             let model = sys::llama_load_model_from_file(path.as_ptr(), mp);
             if model.is_null() {
-                return Err(format!("bitnet.cpp could not load {model_path}"));
+                return Err(format!(
+                    "bitnet.cpp could not load {}",
+                    model_path.display()
+                ));
             }
             self.model = model;
             self.n_vocab = sys::llama_n_vocab(model) as u32;
@@ -321,16 +344,16 @@ impl Engine for Bitnet {
         Err("llama_token_to_piece kept asking for a larger buffer".into())
     }
 
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String> {
         self.reset()?;
         if tokens.is_empty() {
             return Err("nothing to evaluate: the token list is empty".into());
         }
-        self.decode(tokens, out)
+        self.decode(tokens, outputs, out)
     }
 
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
-        self.decode(&[token], out)
+        self.decode(&[token], &[0], out)
     }
 
     fn reset(&mut self) -> Result<(), String> {
@@ -392,12 +415,12 @@ impl Engine for Bitnet {
     fn build(&mut self) -> BuildFacts {
         // SAFETY: returns a static string.
         let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        BuildFacts {
-            backend: "bitnet".into(),
-            library: "Microsoft bitnet.cpp via crates.io bitnet-llm-sys =1.0.2 (CPU)".into(),
-            build: env!("REFERENCE_BUILD_INFO").to_string(),
-            system_info: info.to_string_lossy().trim().to_string(),
-        }
+        BuildFacts::from_recorded(
+            COMPILED_FACTS,
+            "bitnet",
+            "Microsoft bitnet.cpp",
+            info.to_string_lossy().trim().to_string(),
+        )
     }
 
     fn log_tail(&self) -> Vec<String> {

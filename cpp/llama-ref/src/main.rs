@@ -6,6 +6,14 @@
 //! large as the context so a prompt is one `llama_decode` with the logits flag on every
 //! position. The configuration llama.cpp actually runs — `auto` flash attention resolved —
 //! goes back in the `Loaded` answer.
+//!
+//! It also runs llama.cpp's own quantizer (`llama_model_quantize`) as a protocol request rather
+//! than as a subcommand of this binary: the client then gets the same typed errors, crash and
+//! hang detection as for every other request, the quantizer's per-tensor log lines arrive as
+//! progress frames, and bitnet.cpp's reference answers the same request with "unsupported".
+
+mod quantize;
+mod sampling;
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
@@ -13,9 +21,15 @@ use std::ptr;
 
 use std::sync::Mutex;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts};
+use bitnet_cpp::protocol::{
+    self, server, BuildFacts, ChatMessage, Engine, LoadFacts, QuantizeProgress, QuantizeReport,
+    QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
+};
 use bitnet_cpp::{EffectiveConfig, FlashAttn, RunConfig};
 use llama_cpp_sys_2 as sys;
+
+/// What build.rs recorded about how llama-cpp-sys-2 built llama.cpp.
+const COMPILED_FACTS: &str = include_str!(concat!(env!("OUT_DIR"), "/build_facts.json"));
 
 struct Llama {
     model: *mut sys::llama_model,
@@ -66,6 +80,11 @@ fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
 }
 
+/// The path's bytes as C wants them (no UTF-8 requirement: a Unix file name is bytes).
+fn path_cstring(p: &WirePath) -> Result<CString, String> {
+    CString::new(p.as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
 impl Llama {
     fn need_vocab(&self) -> Result<(), String> {
         if self.vocab.is_null() {
@@ -81,21 +100,33 @@ impl Llama {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
-    fn decode(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
-        self.need_ctx()?;
-        for &t in tokens {
-            if t < 0 || t as u32 >= self.n_vocab {
-                return Err(format!(
-                    "token id {t} is outside the vocabulary (0..{})",
-                    self.n_vocab
-                ));
-            }
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), String> {
+        match tokens.iter().find(|&&t| t < 0 || t as u32 >= self.n_vocab) {
+            Some(t) => Err(format!(
+                "token id {t} is outside the vocabulary (0..{})",
+                self.n_vocab
+            )),
+            None => Ok(()),
         }
+    }
+
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
+    fn decode(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.need_ctx()?;
+        self.check_tokens(tokens)?;
         let n_vocab = self.n_vocab as usize;
         out.clear();
-        out.reserve(tokens.len() * n_vocab);
-        for chunk in tokens.chunks(self.n_batch as usize) {
+        out.reserve(outputs.len() * n_vocab);
+        let mut wanted = outputs.iter().map(|&i| i as usize).peekable();
+        for (c, chunk) in tokens.chunks(self.n_batch as usize).enumerate() {
+            let base = c * self.n_batch as usize;
+            let flagged = |i: usize| outputs.binary_search(&((base + i) as u32)).is_ok();
             // SAFETY: the batch is allocated for chunk.len() entries with one sequence id each
             // and freed below; every pointer written stays within those allocations.
             unsafe {
@@ -105,7 +136,7 @@ impl Llama {
                     *batch.pos.add(i) = self.n_past + i as i32;
                     *batch.n_seq_id.add(i) = 1;
                     *(*batch.seq_id.add(i)) = 0;
-                    *batch.logits.add(i) = 1;
+                    *batch.logits.add(i) = i8::from(flagged(i));
                 }
                 batch.n_tokens = chunk.len() as i32;
                 let rc = sys::llama_decode(self.ctx, batch);
@@ -113,7 +144,8 @@ impl Llama {
                 if rc != 0 {
                     return Err(format!("llama_decode failed with code {rc}"));
                 }
-                for i in 0..chunk.len() {
+                while let Some(i) = wanted.next_if(|&i| i < base + chunk.len()) {
+                    let i = i - base;
                     let row = sys::llama_get_logits_ith(self.ctx, i as i32);
                     if row.is_null() {
                         return Err(format!("llama_get_logits_ith({i}) returned no logits"));
@@ -125,6 +157,63 @@ impl Llama {
         }
         Ok(())
     }
+
+    /// [`Engine::sample`]: the chain on the client's rows of logits.
+    fn sample_rows(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        self.need_vocab()?;
+        self.check_tokens(accepted)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in accepted {
+            chain.accept(t);
+        }
+        let tokens = rows
+            .chunks(self.n_vocab as usize)
+            .map(|row| chain.sample_row(row))
+            .collect::<Result<Vec<i32>, String>>()?;
+        Ok((tokens, chain.seed()))
+    }
+
+    /// [`Engine::generate`]: llama-completion's loop.
+    fn generate_tokens(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        if prompt.is_empty() {
+            return Err("nothing to evaluate: the prompt is empty".into());
+        }
+        self.reset()?;
+        // As llama-completion decodes a prompt: logits for its last token only (the row also
+        // stays in the context, where llama_sampler_sample reads it).
+        let mut row = Vec::new();
+        self.decode(prompt, &[prompt.len() as u32 - 1], &mut row)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in prompt {
+            chain.accept(t);
+        }
+        let mut tokens = Vec::new();
+        while tokens.len() < n_predict as usize {
+            // SAFETY: the last decode asked for logits of its last token.
+            let t = unsafe { chain.sample_context(self.ctx) };
+            tokens.push(t);
+            // SAFETY: vocab belongs to the loaded model.
+            if unsafe { sys::llama_vocab_is_eog(self.vocab, t) }
+                || tokens.len() == n_predict as usize
+            {
+                break;
+            }
+            self.decode(&[t], &[0], &mut row)?;
+        }
+        Ok((tokens, chain.seed()))
+    }
 }
 
 impl Engine for Llama {
@@ -134,7 +223,7 @@ impl Engine for Llama {
 
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         vocab_only: bool,
         run: &RunConfig,
@@ -142,7 +231,7 @@ impl Engine for Llama {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
         }
-        let path = cstring(model_path)?;
+        let path = path_cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
         unsafe {
             let mut mp = sys::llama_model_default_params();
@@ -150,7 +239,7 @@ impl Engine for Llama {
             mp.n_gpu_layers = 0;
             let model = sys::llama_model_load_from_file(path.as_ptr(), mp);
             if model.is_null() {
-                return Err(format!("llama.cpp could not load {model_path}"));
+                return Err(format!("llama.cpp could not load {}", model_path.display()));
             }
             self.model = model;
             self.vocab = sys::llama_model_get_vocab(model);
@@ -316,16 +405,16 @@ impl Engine for Llama {
         Err("llama_token_to_piece kept asking for a larger buffer".into())
     }
 
-    fn eval(&mut self, tokens: &[i32], out: &mut Vec<f32>) -> Result<(), String> {
+    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String> {
         self.reset()?;
         if tokens.is_empty() {
             return Err("nothing to evaluate: the token list is empty".into());
         }
-        self.decode(tokens, out)
+        self.decode(tokens, outputs, out)
     }
 
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
-        self.decode(&[token], out)
+        self.decode(&[token], &[0], out)
     }
 
     fn reset(&mut self) -> Result<(), String> {
@@ -390,24 +479,43 @@ impl Engine for Llama {
     }
 
     fn build(&mut self) -> BuildFacts {
-        // SAFETY: the three return static strings.
-        let (info, version, commit) = unsafe {
-            (
-                CStr::from_ptr(sys::llama_print_system_info()),
-                CStr::from_ptr(sys::ggml_version()),
-                CStr::from_ptr(sys::ggml_commit()),
-            )
-        };
-        BuildFacts {
-            backend: "llama".into(),
-            library: format!(
-                "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU), ggml {} (commit {})",
-                version.to_string_lossy(),
-                commit.to_string_lossy()
-            ),
-            build: env!("REFERENCE_BUILD_INFO").to_string(),
-            system_info: info.to_string_lossy().trim().to_string(),
+        // SAFETY: returns a static string.
+        let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
+        BuildFacts::from_recorded(
+            COMPILED_FACTS,
+            "llama",
+            "llama.cpp",
+            info.to_string_lossy().trim().to_string(),
+        )
+    }
+
+    fn type_traits(&mut self) -> Option<Vec<TypeTrait>> {
+        let mut types = Vec::new();
+        for id in 0..sys::GGML_TYPE_COUNT {
+            // SAFETY: ggml's static table has an entry for every id below GGML_TYPE_COUNT.
+            let t = unsafe { &*sys::ggml_get_type_traits(id) };
+            // Retired ids keep a placeholder entry with a block size of 0.
+            if t.blck_size == 0 || t.type_name.is_null() {
+                continue;
+            }
+            // SAFETY: a static NUL-terminated name.
+            let name = unsafe { CStr::from_ptr(t.type_name) };
+            types.push(TypeTrait {
+                id,
+                name: name.to_string_lossy().into_owned(),
+                block_size: t.blck_size as u64,
+                type_size: t.type_size as u64,
+            });
         }
+        Some(types)
+    }
+
+    fn quantize(
+        &mut self,
+        request: &QuantizeRequest,
+        progress: &mut dyn FnMut(QuantizeProgress),
+    ) -> Option<Result<QuantizeReport, String>> {
+        Some(quantize::run(request, progress))
     }
 
     fn log_tail(&self) -> Vec<String> {
@@ -416,6 +524,24 @@ impl Engine for Llama {
 
     fn n_vocab(&self) -> u32 {
         self.n_vocab
+    }
+
+    fn sample(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.sample_rows(spec, accepted, rows))
+    }
+
+    fn generate(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.generate_tokens(spec, prompt, n_predict))
     }
 }
 

@@ -34,6 +34,7 @@
 pub mod inspect;
 pub mod run;
 pub mod run_config;
+pub mod sampling_args;
 pub mod tokenize;
 
 /// Process exit codes shared by every `bitnet` subcommand.

@@ -247,6 +247,23 @@ mod tests {
         assert!("maybe".parse::<FlashAttn>().is_err());
     }
 
+    /// The ids and names sent to the references are ggml's, as the GGUF reader's table of
+    /// ggml types has them.
+    #[cfg(feature = "client")]
+    #[test]
+    fn cache_types_are_ggml_types() {
+        for t in [
+            CacheType::F32,
+            CacheType::F16,
+            CacheType::Bf16,
+            CacheType::Q8_0,
+        ] {
+            let g = bitnet_gguf::GgmlType::from_id(t.ggml_id() as u32).unwrap();
+            assert_eq!(g.name(), t.name());
+            assert_eq!(g.is_quantized(), t.is_quantized());
+        }
+    }
+
     #[test]
     fn defaults_are_llama_cpps() {
         let d = RunConfig::default();

@@ -1,17 +1,17 @@
-//! Upstream llama.cpp's `bitnet` layer: like llama, plus an RMSNorm of the attention output
-//! before `wo` (attn_sub_norm) and of the gated FFN activation before `down` (ffn_sub_norm);
-//! each matmul may be followed by a scalar scale (applied inside `linear`).
+//! Upstream llama.cpp's `bitnet` layer: like `llama`, with RMSNorm sub-norms before the
+//! attention output projection and before the FFN down projection, and optional scalar
+//! scales on every matmul (applied inside `Ctx::linear`).
 
-use crate::model::{add, Ctx, LayerCache, Scratch};
+use crate::model::{add, Ctx, LayerCache, LayerIo, Scratch};
 use crate::ops;
+use crate::tap::names;
 use crate::weights::LayerWeights;
 
-/// One layer over `x` (n tokens × dim), starting at position `pos0`.
+/// One layer over `io.x` (one row per token), as llama.cpp's `llm_build_bitnet` builds it.
 pub(crate) fn layer(
     ctx: &Ctx,
     w: &LayerWeights,
-    x: &mut [f32],
-    pos0: usize,
+    io: &mut LayerIo,
     cache: &mut LayerCache,
     s: &mut Scratch,
 ) {
@@ -21,19 +21,30 @@ pub(crate) fn layer(
     };
 
     // attention: x += wo · sub_norm(attn(norm(x)))
-    ctx.self_attention(w, x, pos0, cache, s);
+    ctx.self_attention(w, io, cache, s);
     sub_norm(&mut s.att, &w.attn_sub_norm);
+    io.tap(names::ATTN_SUB_NORM, &s.att);
     ctx.linear(&w.wo, &s.att, &mut s.mm, &mut s.proj);
-    add(x, &s.proj);
+    io.tap(names::ATTN_OUT, &s.proj);
+    io.keep_output_rows(&mut s.proj);
+    add(&mut io.x, &s.proj);
+    io.tap_residual(names::FFN_INP);
 
     // feed-forward: x += down · sub_norm(silu(gate · h) * (up · h)), h = norm(x)
     s.h.clear();
-    s.h.extend_from_slice(x);
+    s.h.extend_from_slice(&io.x);
     ops::rms_norm(&mut s.h, &w.ffn_norm, eps);
-    ctx.linear(&w.gate, &s.h, &mut s.mm, &mut s.gate);
+    io.tap(names::FFN_NORM, &s.h);
     ctx.linear(&w.up, &s.h, &mut s.mm, &mut s.up);
+    io.tap(names::FFN_UP, &s.up);
+    ctx.linear(&w.gate, &s.h, &mut s.mm, &mut s.gate);
+    io.tap(names::FFN_GATE, &s.gate);
     ops::silu_mul(&mut s.gate, &s.up);
+    io.tap(names::FFN_SUB_OUT, &s.gate);
     sub_norm(&mut s.gate, &w.ffn_sub_norm);
+    io.tap(names::FFN_SUB_NORM, &s.gate);
     ctx.linear(&w.down, &s.gate, &mut s.mm, &mut s.proj);
-    add(x, &s.proj);
+    io.tap(names::FFN_DOWN, &s.proj);
+    add(&mut io.x, &s.proj);
+    io.tap_residual(names::L_OUT);
 }

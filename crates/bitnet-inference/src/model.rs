@@ -1,6 +1,8 @@
-//! The model, its per-sequence state (KV cache, scratch buffers), and the parts of a layer
-//! every architecture shares. The layer itself is written out once per architecture
-//! (`llama.rs`, `bitnet.rs`, `bitnet_b158.rs`).
+//! The model, its per-sequence state (KV cache, scratch buffers), the evaluation request every
+//! caller goes through ([`Eval`]: tokens in, the logits of chosen positions out, an optional
+//! observer of intermediate tensors), and the parts of a layer every architecture shares. The
+//! layer itself is written out once per architecture (`llama.rs`, `bitnet.rs`,
+//! `bitnet_b158.rs`).
 
 use std::path::Path;
 
@@ -14,6 +16,7 @@ use crate::config::{Architecture, ModelConfig};
 use crate::numerics::Numerics;
 use crate::ops;
 use crate::run::{self, ResolvedRun};
+use crate::tap::{names, Observer, Tap, TensorName};
 use crate::weights::{LayerWeights, MatmulScratch, MatrixRef, Weights};
 use crate::InferenceError;
 
@@ -73,6 +76,76 @@ impl State {
     }
 }
 
+/// Which evaluated positions return logits: llama.cpp's per-token `logits` flags. Asking for
+/// fewer positions is faster (the last layer's feed-forward block and the output head run on
+/// those rows only, as in llama.cpp) and gives the logits the reference gives when asked for
+/// the same positions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Outputs {
+    /// Every position (cross-validation).
+    #[default]
+    All,
+    /// The last position only (generation, benchmarks).
+    Last,
+    /// These indices into the evaluated tokens, strictly ascending.
+    Positions(Vec<usize>),
+}
+
+impl Outputs {
+    /// The indices into `n` evaluated tokens whose logits are returned.
+    ///
+    /// # Errors
+    /// [`InferenceError::BadOutputs`] when `Positions` is not strictly ascending or reaches
+    /// past the tokens.
+    pub fn rows(&self, n: usize) -> Result<Vec<usize>, InferenceError> {
+        match self {
+            Outputs::All => Ok((0..n).collect()),
+            Outputs::Last => Ok(n.checked_sub(1).into_iter().collect()),
+            Outputs::Positions(p) => {
+                let ascending = p.windows(2).all(|w| w[0] < w[1]);
+                if !ascending || p.last().is_some_and(|&i| i >= n) {
+                    return Err(InferenceError::BadOutputs(format!(
+                        "output positions {p:?} must be strictly ascending indices below {n}"
+                    )));
+                }
+                Ok(p.clone())
+            }
+        }
+    }
+}
+
+/// One evaluation request: the tokens, which positions return logits, and an optional
+/// observer of the intermediate tensors ([`crate::tap`]). Every caller — generation,
+/// benchmarks, cross-validation, divergence location — goes through this one request.
+pub struct Eval<'a> {
+    tokens: &'a [u32],
+    outputs: Outputs,
+    observer: Option<&'a mut dyn Observer>,
+}
+
+impl<'a> Eval<'a> {
+    /// Evaluate `tokens`, returning the logits of every position, observed by nobody.
+    pub fn new(tokens: &'a [u32]) -> Self {
+        Eval {
+            tokens,
+            outputs: Outputs::All,
+            observer: None,
+        }
+    }
+
+    /// Return the logits of `outputs` only.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
+    /// Show the intermediate tensors to `observer` as they are produced.
+    pub fn observe(mut self, observer: &'a mut dyn Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+}
+
 /// What a layer needs besides its weights and cache: the file's bytes, the config, and
 /// whose attention kernels to reproduce.
 pub(crate) struct Ctx<'a> {
@@ -88,22 +161,23 @@ impl Ctx<'_> {
         w.forward(self.bytes, self.numerics, x, mm, out);
     }
 
-    /// Pre-norm self-attention for `n` tokens starting at `pos0`: RMSNorm, Q/K/V, RoPE,
-    /// append K/V to the cache, causal attention. Leaves the heads' outputs (before the
-    /// output projection) in `s.att`.
+    /// Pre-norm self-attention for the tokens of `io` (starting at position `io.pos0`):
+    /// RMSNorm, Q/K/V, RoPE, append K/V to the cache, causal attention. Leaves the heads'
+    /// outputs (before the output projection) in `s.att`.
     pub fn self_attention(
         &self,
         lw: &LayerWeights,
-        x: &[f32],
-        pos0: usize,
+        io: &mut LayerIo,
         cache: &mut LayerCache,
         s: &mut Scratch,
     ) {
         let c = self.c;
-        let n = x.len() / c.dim;
+        let n = io.x.len() / c.dim;
+        let pos0 = io.pos0;
         s.h.clear();
-        s.h.extend_from_slice(x);
+        s.h.extend_from_slice(&io.x);
         ops::rms_norm(&mut s.h, &lw.attn_norm, c.rms_eps);
+        io.tap(names::ATTN_NORM, &s.h);
         self.linear(&lw.wq, &s.h, &mut s.mm, &mut s.q);
         self.linear(&lw.wk, &s.h, &mut s.mm, &mut s.k);
         self.linear(&lw.wv, &s.h, &mut s.mm, &mut s.v);
@@ -125,6 +199,9 @@ impl Ctx<'_> {
                 &s.rope,
             );
         }
+        io.tap(names::QCUR, &s.q);
+        io.tap(names::KCUR, &s.k);
+        io.tap(names::VCUR, &s.v);
         s.att.clear();
         s.att.resize(n * c.dim, 0.0);
         attention::append_and_attend(
@@ -137,7 +214,81 @@ impl Ctx<'_> {
             &mut s.attention,
             &mut s.att,
         );
+        // llama.cpp names the heads' output `kqv_out` before it undoes a quantized V cache's
+        // rotation (`build_attn`), so the observer sees it there too.
+        io.tap(names::KQV_OUT, &s.att);
+        attention::unrotate_output(&self.attention, &mut s.att);
     }
+}
+
+/// What a layer reads and writes besides its weights and cache: the residual stream, the
+/// positions of its rows, and which rows the layer keeps for the output.
+pub(crate) struct LayerIo<'t, 'o> {
+    /// The layer's index.
+    pub il: usize,
+    /// The residual stream: one row of `dim` per entry of `positions`.
+    pub x: Vec<f32>,
+    /// Position of the first evaluated token.
+    pub pos0: usize,
+    /// The sequence position of each row of `x`.
+    pub positions: Vec<usize>,
+    /// In the last layer, the rows (indices into the evaluated tokens) whose logits were
+    /// asked for; `None` elsewhere.
+    pub keep: Option<&'t [usize]>,
+    tap: &'t mut Tap<'o>,
+}
+
+impl LayerIo<'_, '_> {
+    /// Show `data` (one row per current position) to the observer as this layer's `op`.
+    #[inline]
+    pub fn tap(&mut self, op: &'static str, data: &[f32]) {
+        let row_len = data.len() / self.positions.len().max(1);
+        self.tap.emit(
+            TensorName::layer(op, self.il),
+            &self.positions,
+            row_len,
+            data,
+        );
+    }
+
+    /// Show the residual stream to the observer as this layer's `op`.
+    #[inline]
+    pub fn tap_residual(&mut self, op: &'static str) {
+        let row_len = self.x.len() / self.positions.len().max(1);
+        self.tap.emit(
+            TensorName::layer(op, self.il),
+            &self.positions,
+            row_len,
+            &self.x,
+        );
+    }
+
+    /// Between the attention block and the feed-forward block of the last layer, keep only
+    /// the rows whose logits were asked for, in the residual stream and in `block_out` (the
+    /// attention block's output): llama.cpp does the same (`inp_out_ids`), so the last
+    /// feed-forward block and the output head run on the output rows only — which also
+    /// decides which of ggml's kernels they use.
+    pub fn keep_output_rows(&mut self, block_out: &mut Vec<f32>) {
+        let Some(keep) = self.keep else { return };
+        if keep.len() == self.positions.len() {
+            return;
+        }
+        let dim = self.x.len() / self.positions.len();
+        gather_rows(&mut self.x, dim, keep);
+        gather_rows(block_out, dim, keep);
+        let kept: Vec<usize> = keep.iter().map(|&i| self.positions[i]).collect();
+        self.positions = kept;
+    }
+}
+
+/// Keep rows `keep` (ascending indices) of `rows` (rows of `width`), in order, in place.
+fn gather_rows(rows: &mut Vec<f32>, width: usize, keep: &[usize]) {
+    for (to, &from) in keep.iter().enumerate() {
+        if to != from {
+            rows.copy_within(from * width..(from + 1) * width, to * width);
+        }
+    }
+    rows.truncate(keep.len() * width);
 }
 
 /// `x += y`.
@@ -211,22 +362,39 @@ impl Model {
     /// logits of every new position (`tokens.len()` rows of `n_vocab`).
     ///
     /// # Errors
-    /// [`InferenceError::TokenOutOfRange`] for an id outside the vocabulary,
-    /// [`InferenceError::ContextFull`] past the trained context length.
+    /// As [`Model::eval`].
     pub fn forward(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, InferenceError> {
+        self.eval(state, Eval::new(tokens))
+    }
+
+    /// Evaluate a request after the positions already in `state`, in one batch (split into
+    /// micro-batches of the state's `n_ubatch`, as the reference splits it): every token
+    /// enters the KV cache; the logits of the positions `request` asks for come back, in
+    /// order (`rows × n_vocab`), computed as the reference computes them when it is asked for
+    /// the same positions; the observer, if any, sees each intermediate tensor it wants.
+    ///
+    /// # Errors
+    /// [`InferenceError::TokenOutOfRange`] for an id outside the vocabulary,
+    /// [`InferenceError::ContextFull`] past the trained context length,
+    /// [`InferenceError::BadOutputs`] for output positions that are not ascending indices
+    /// into the tokens.
+    pub fn eval(&self, state: &mut State, request: Eval<'_>) -> Result<Vec<f32>, InferenceError> {
         let c = &self.config;
+        let tokens = request.tokens;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(InferenceError::TokenOutOfRange {
                 token: t,
                 n_vocab: c.n_vocab,
             });
         }
-        if state.pos + tokens.len() > c.context_length {
+        let needed = state.pos.checked_add(tokens.len());
+        if needed.is_none_or(|n| n > c.context_length) {
             return Err(InferenceError::ContextFull {
-                needed: state.pos + tokens.len(),
+                needed: needed.unwrap_or(usize::MAX),
                 context: c.context_length,
             });
         }
+        let keep = request.outputs.rows(tokens.len())?;
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
@@ -248,20 +416,44 @@ impl Model {
                 threads: run.effective.threads as usize,
             },
         };
-        // The reference evaluates a batch in micro-batches and picks its kernels for each.
-        let mut logits = Vec::with_capacity(tokens.len() * c.n_vocab);
-        for ubatch in tokens.chunks(run.effective.n_ubatch as usize) {
-            logits.extend(self.forward_ubatch(&ctx, state, ubatch));
+        let mut tap = Tap::new(request.observer);
+        // The reference evaluates a batch in micro-batches and picks its kernels for each;
+        // each micro-batch keeps its own output rows through the last layer.
+        let n_ubatch = run.effective.n_ubatch as usize;
+        let mut logits = Vec::with_capacity(keep.len() * c.n_vocab);
+        for (u, ubatch) in tokens.chunks(n_ubatch).enumerate() {
+            let base = u * n_ubatch;
+            let keep_here: Vec<usize> = keep
+                .iter()
+                .filter(|&&i| (base..base + ubatch.len()).contains(&i))
+                .map(|&i| i - base)
+                .collect();
+            logits.extend(self.forward_ubatch(&ctx, state, ubatch, &keep_here, &mut tap));
         }
         Ok(logits)
     }
 
-    /// One micro-batch through every layer and the output head.
-    fn forward_ubatch(&self, ctx: &Ctx, state: &mut State, tokens: &[u32]) -> Vec<f32> {
+    /// One micro-batch through every layer and the output head; the logits of the rows
+    /// `keep` (indices into `tokens`).
+    fn forward_ubatch(
+        &self,
+        ctx: &Ctx,
+        state: &mut State,
+        tokens: &[u32],
+        keep: &[usize],
+        tap: &mut Tap<'_>,
+    ) -> Vec<f32> {
         let c = ctx.c;
         let w = &self.weights;
-        let mut x = vec![0f32; tokens.len() * c.dim];
-        for (row, &t) in x.chunks_exact_mut(c.dim).zip(tokens) {
+        let mut io = LayerIo {
+            il: 0,
+            x: vec![0f32; tokens.len() * c.dim],
+            pos0: state.pos,
+            positions: (state.pos..state.pos + tokens.len()).collect(),
+            keep: None,
+            tap,
+        };
+        for (row, &t) in io.x.chunks_exact_mut(c.dim).zip(tokens) {
             w.token_embd.row(ctx.bytes, t as usize, row);
         }
         let layer = match c.arch {
@@ -269,12 +461,33 @@ impl Model {
             Architecture::Bitnet => crate::bitnet::layer,
             Architecture::BitnetB158 => crate::bitnet_b158::layer,
         };
-        for (lw, cache) in w.layers.iter().zip(&mut state.layers) {
-            layer(ctx, lw, &mut x, state.pos, cache, &mut state.scratch);
+        let last = w.layers.len().saturating_sub(1);
+        for (il, (lw, cache)) in w.layers.iter().zip(&mut state.layers).enumerate() {
+            io.il = il;
+            io.keep = (il == last).then_some(keep);
+            layer(ctx, lw, &mut io, cache, &mut state.scratch);
         }
+        let LayerIo {
+            mut x,
+            positions,
+            tap,
+            ..
+        } = io;
         ops::rms_norm(&mut x, &w.output_norm, c.rms_eps);
+        tap.emit(
+            TensorName::output(names::RESULT_NORM),
+            &positions,
+            c.dim,
+            &x,
+        );
         let mut logits = Vec::new();
         ctx.linear(&w.output, &x, &mut state.scratch.mm, &mut logits);
+        tap.emit(
+            TensorName::output(names::RESULT_OUTPUT),
+            &positions,
+            c.n_vocab,
+            &logits,
+        );
         state.pos += tokens.len();
         logits
     }
@@ -317,8 +530,8 @@ impl Model {
     ) -> Result<Vec<u32>, InferenceError> {
         let v = self.config.n_vocab;
         let mut state = self.new_state_with(run)?;
-        let logits = self.forward(&mut state, prompt)?;
-        let mut next = ops::argmax(&logits[logits.len() - v..]);
+        let logits = self.eval(&mut state, Eval::new(prompt).outputs(Outputs::Last))?;
+        let mut next = ops::argmax(&logits[logits.len().saturating_sub(v)..]);
         let mut out = Vec::new();
         for i in 0..n {
             if stop(next) {

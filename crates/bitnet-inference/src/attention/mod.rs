@@ -79,9 +79,11 @@ pub struct AttentionScratch {
 
 /// Append the keys `k` and values `v` of `n` new positions `pos0..pos0 + n` to `cache` and
 /// attend with their queries `q` (rows of `n_heads × head_dim`), into `out`: what ggml's graph
-/// does from the RoPE'd Q, K and V of a micro-batch to the heads' outputs, llama.cpp's
-/// Hadamard rotation for quantized caches included ([`rotation`]). `q`, `k` and `v` are
-/// rotated in place when the plan says so.
+/// does from the RoPE'd Q, K and V of a micro-batch to the heads' outputs (llama.cpp's
+/// `kqv_out`), llama.cpp's Hadamard rotation for quantized caches included ([`rotation`]).
+/// `q`, `k` and `v` are rotated in place when the plan says so; with a rotated V cache `out`
+/// is still rotated — [`unrotate_output`] finishes it, as llama.cpp does after naming
+/// `kqv_out`.
 #[allow(clippy::too_many_arguments)]
 pub fn append_and_attend(
     plan: &AttentionPlan,
@@ -103,7 +105,12 @@ pub fn append_and_attend(
     }
     cache.append(k, v, plan.shape.kv_dim(), plan.keys, plan.values);
     attend(plan, q, cache, pos0, scratch, out);
-    if let Some(n) = rot_v {
+}
+
+/// Undo a quantized V cache's rotation on the heads' outputs of [`append_and_attend`]
+/// (nothing to do for other caches).
+pub fn unrotate_output(plan: &AttentionPlan, out: &mut [f32]) {
+    if let (_, Some(n)) = rotation::sizes(plan) {
         rotation::fwht(out, n);
     }
 }

@@ -208,6 +208,7 @@ fn q8_0_caches_with_rotation_agree_with_a_plain_f64_attention() {
             append_and_attend(
                 &plan, &mut qq, &mut kk, &mut vv, &mut c, pos, &mut s, &mut out,
             );
+            unrotate_output(&plan, &mut out);
             for t in [0, n - 1] {
                 for h in 0..2 {
                     for d in 0..64 {

@@ -16,8 +16,6 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use std::sync::Mutex;
-
 use bitnet_cpp::protocol::{
     self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts, WirePath,
 };
@@ -35,19 +33,9 @@ struct Bitnet {
     n_past: i32,
 }
 
-/// bitnet.cpp's log while a context is created, kept whole: it states the flash-attention
-/// setting in effect (`flash_attn = 0|1`) after its own rules have run.
-static CONTEXT_LOG: Mutex<Option<String>> = Mutex::new(None);
-
 unsafe extern "C" fn on_log(_level: i32, text: *const c_char, _user: *mut c_void) {
     if !text.is_null() {
-        let text = CStr::from_ptr(text).to_string_lossy();
-        if let Ok(mut capture) = CONTEXT_LOG.lock() {
-            if let Some(log) = capture.as_mut() {
-                log.push_str(&text);
-            }
-        }
-        server::log_text(&text);
+        server::log_text(&CStr::from_ptr(text).to_string_lossy());
     }
 }
 
@@ -202,36 +190,21 @@ impl Engine for Bitnet {
                 cp.n_batch = n_ctx;
             }
             cp.n_ubatch = run.n_ubatch;
-            if let Ok(mut capture) = CONTEXT_LOG.lock() {
-                *capture = Some(String::new());
-            }
+            // What the library logs while it creates the context is where it says how it
+            // configured it (it has no API for that) or why it refused.
+            let tap = server::LogTap::start();
             let ctx = sys::llama_new_context_with_model(model, cp);
-            let log = CONTEXT_LOG
-                .lock()
-                .ok()
-                .and_then(|mut c| c.take())
-                .unwrap_or_default();
+            let log = tap.drain();
+            drop(tap);
             if ctx.is_null() {
-                let reason: Vec<&str> = log
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .rev()
-                    .take(3)
-                    .collect();
-                let reason: Vec<&str> = reason.into_iter().rev().collect();
-                return Err(format!(
-                    "bitnet.cpp refused to create a context with {}, {}, flash attention {}: {}",
-                    run.cache_type_k,
-                    run.cache_type_v,
-                    run.flash_attn,
-                    reason.join(" / ")
-                ));
+                return Err(server::context_refused("bitnet.cpp", run, &log));
             }
             self.ctx = ctx;
             // bitnet.cpp logs the setting in effect after its own rules (`flash_attn = 1`).
-            let flash_attn = if log.contains("flash_attn = 1") {
+            let said = |text: &str| log.iter().any(|line| line.contains(text));
+            let flash_attn = if said("flash_attn = 1") {
                 true
-            } else if log.contains("flash_attn = 0") {
+            } else if said("flash_attn = 0") {
                 false
             } else {
                 return Err("bitnet.cpp did not report its flash-attention setting".into());

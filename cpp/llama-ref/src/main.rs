@@ -19,8 +19,6 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use std::sync::Mutex;
-
 use bitnet_cpp::protocol::{
     self, server, BuildFacts, ChatMessage, Engine, LoadFacts, QuantizeProgress, QuantizeReport,
     QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
@@ -40,34 +38,23 @@ struct Llama {
     n_past: i32,
 }
 
-/// llama.cpp's log while a context is created, kept whole: it is where llama.cpp says how it
-/// resolved `auto` flash attention (it has no API for that).
-static CONTEXT_LOG: Mutex<Option<String>> = Mutex::new(None);
-
 unsafe extern "C" fn on_log(_level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
     if !text.is_null() {
-        let text = CStr::from_ptr(text).to_string_lossy();
-        if let Ok(mut capture) = CONTEXT_LOG.lock() {
-            if let Some(log) = capture.as_mut() {
-                log.push_str(&text);
-            }
-        }
-        server::log_text(&text);
+        server::log_text(&CStr::from_ptr(text).to_string_lossy());
     }
 }
 
 /// Whether a context created with `asked` runs flash attention, from llama.cpp's log of its
 /// creation (`resolve_fused_ops` reports how `auto` was resolved).
-fn flash_attention_in_effect(asked: FlashAttn, log: &str) -> Result<bool, String> {
+fn flash_attention_in_effect(asked: FlashAttn, log: &[String]) -> Result<bool, String> {
+    let said = |text: &str| log.iter().any(|line| line.contains(text));
     match asked {
         FlashAttn::On => Ok(true),
         FlashAttn::Off => Ok(false),
         FlashAttn::Auto => {
-            if log.contains("enabling flash_attn since it is required")
-                || log.contains("Flash Attention enabled")
-            {
+            if said("enabling flash_attn since it is required") || said("Flash Attention enabled") {
                 Ok(true)
-            } else if log.contains("Flash Attention not supported, set to disabled") {
+            } else if said("Flash Attention not supported, set to disabled") {
                 Ok(false)
             } else {
                 Err("llama.cpp did not report how it resolved flash attention `auto`".into())
@@ -269,31 +256,14 @@ impl Engine for Llama {
                 cp.n_batch = n_ctx;
             }
             cp.n_ubatch = run.n_ubatch;
-            if let Ok(mut capture) = CONTEXT_LOG.lock() {
-                *capture = Some(String::new());
-            }
+            // What the library logs while it creates the context is where it says how it
+            // configured it (it has no API for that) or why it refused.
+            let tap = server::LogTap::start();
             let ctx = sys::llama_init_from_model(model, cp);
-            let log = CONTEXT_LOG
-                .lock()
-                .ok()
-                .and_then(|mut c| c.take())
-                .unwrap_or_default();
+            let log = tap.drain();
+            drop(tap);
             if ctx.is_null() {
-                // llama.cpp says why (e.g. a quantized V cache without flash attention).
-                let reason: Vec<&str> = log
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .rev()
-                    .take(3)
-                    .collect();
-                let reason: Vec<&str> = reason.into_iter().rev().collect();
-                return Err(format!(
-                    "llama.cpp refused to create a context with {}, {}, flash attention {}: {}",
-                    run.cache_type_k,
-                    run.cache_type_v,
-                    run.flash_attn,
-                    reason.join(" / ")
-                ));
+                return Err(server::context_refused("llama.cpp", run, &log));
             }
             self.ctx = ctx;
             let flash_attn = flash_attention_in_effect(run.flash_attn, &log)?;

@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 
+use crate::run::RunConfig;
+
 /// Lines of the C++ library's log kept for attaching to errors.
 const LOG_LINES: usize = 64;
 
@@ -35,6 +37,27 @@ impl LogTap {
     pub fn lines(&self) -> &Receiver<String> {
         &self.lines
     }
+
+    /// The lines completed so far, in order, without waiting: what a call that has returned
+    /// logged (llama.cpp reports how it configured a context, and why it refused one, only
+    /// there).
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+/// Why `library` refused to create a context configured by `run`: the last lines it logged
+/// while trying, which state the rule that failed (e.g. "quantized V cache was requested, but
+/// this requires Flash Attention").
+pub fn context_refused(library: &str, run: &RunConfig, log: &[String]) -> String {
+    let reason = &log[log.len().saturating_sub(3)..];
+    format!(
+        "{library} refused to create a context with {}, {}, flash attention {}: {}",
+        run.cache_type_k,
+        run.cache_type_v,
+        run.flash_attn,
+        reason.join(" / ")
+    )
 }
 
 impl Drop for LogTap {
@@ -98,5 +121,28 @@ pub fn take_stdout_for_frames() -> std::io::Result<std::fs::File> {
             return Err(std::io::Error::last_os_error());
         }
         Ok(std::fs::File::from_raw_fd(frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{CacheType, FlashAttn};
+
+    #[test]
+    fn a_refused_context_names_the_configuration_and_the_librarys_last_words() {
+        let run = RunConfig {
+            cache_type_v: CacheType::Q8_0,
+            flash_attn: FlashAttn::Off,
+            ..RunConfig::default()
+        };
+        let log: Vec<String> = ["a", "b", "c", "quantized V cache was requested"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            context_refused("llama.cpp", &run, &log),
+            "llama.cpp refused to create a context with f16, q8_0, flash attention off: b / c / quantized V cache was requested"
+        );
+        assert!(context_refused("bitnet.cpp", &run, &[]).ends_with("flash attention off: "));
     }
 }

@@ -384,11 +384,13 @@ fn errors_have_exit_codes_and_one_line_reasons() {
 /// as llama.cpp does by default (F16 caches, flash attention on) and continues SmolLM2's prompt
 /// as llama.cpp then does; `--exact-reference` (F32 caches, no flash attention) continues it
 /// the other way llama.cpp does in that configuration. The statistics line states which.
+/// (Greedy, `--temp 0`: by default `bitnet run` samples as llama.cpp does.)
 #[test]
 fn run_configuration_flags_choose_which_llama_cpp_to_match() {
     let continuation = |flags: &[&str]| {
         let out = bitnet()
             .args(["run", "--prompt", "The capital of France is", "-n", "12"])
+            .args(["--temp", "0"])
             .args(flags)
             .arg("--model")
             .arg(bitnet_fixtures::smollm2())

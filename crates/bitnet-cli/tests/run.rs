@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_cpp::{BackendChoice, CacheType, RunConfig, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
 use bitnet_inference::sampling::SamplingParams;
 use bitnet_minimodel::{Arch, Spec};
@@ -192,7 +192,8 @@ fn sampled_text_equals_llama_cpp_generation() {
 fn smollm2_in_every_llama_quantize_mix_continues_as_llama_cpp_does_greedily() {
     // Issue 10: the files users have. Each of llama-quantize's mixes of SmolLM2 (made by
     // llama.cpp's own quantizer, `bitnet_cpp::test_models`) continues a prompt greedily
-    // exactly as the reference's generation loop does, in the same configuration.
+    // exactly as the reference's generation loop does, in the same configuration: llama.cpp's
+    // defaults (both sides' default) and the exact one (`--exact-reference`).
     use bitnet_cpp::test_models::{self, Base};
     let params = SamplingParams {
         seed: 1,
@@ -200,27 +201,39 @@ fn smollm2_in_every_llama_quantize_mix_continues_as_llama_cpp_does_greedily() {
         ..SamplingParams::default()
     };
     let prompt = "The three primary colours are";
+    let configurations = [
+        (SessionOptions::default(), None),
+        (
+            SessionOptions {
+                run: RunConfig::exact(CacheType::F32),
+                ..SessionOptions::default()
+            },
+            Some("--exact-reference"),
+        ),
+    ];
     for &ftype in Base::Smollm2.mixes() {
         let model = test_models::path(Base::Smollm2, ftype).unwrap();
-        let mut cpp =
-            Session::open(&model, BackendChoice::Llama, &SessionOptions::default()).unwrap();
-        let expected = reference_text(&mut cpp, prompt, &params, 16);
-        let got = bitnet()
-            .args([
-                "run", "--prompt", prompt, "-n", "16", "--temp", "0", "--seed", "1",
-            ])
-            .arg("--model")
-            .arg(&model)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&expected),
-            "SmolLM2 {ftype}"
-        );
+        for (opts, flag) in &configurations {
+            let mut cpp = Session::open(&model, BackendChoice::Llama, opts).unwrap();
+            let expected = reference_text(&mut cpp, prompt, &params, 16);
+            let got = bitnet()
+                .args([
+                    "run", "--prompt", prompt, "-n", "16", "--temp", "0", "--seed", "1",
+                ])
+                .args(flag)
+                .arg("--model")
+                .arg(&model)
+                .assert()
+                .success()
+                .get_output()
+                .stdout
+                .clone();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "SmolLM2 {ftype} {flag:?}"
+            );
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
 pub mod sampling;
+pub mod stats;
 pub mod token_parity;
 
 pub use logits_compare::{

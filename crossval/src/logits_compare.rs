@@ -639,6 +639,31 @@ fn kl_body(a: &[f32], b: &[f32], max_a: f32, max_b: f32) -> f64 {
     (weighted / zb - lse_b + lse_a).max(0.0)
 }
 
+/// `ln Σ exp(rowᵢ)` for a finite, non-empty row, stable (the maximum is subtracted first) and
+/// accumulated in `f64` with the same `exp` as the KL above; −∞ for an empty row. The
+/// statistics ([`crate::stats`]) turn a logit into a log-probability with it.
+pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
+    dispatch_avx2!(lse_avx2, lse_body, (row: &[f32]) -> f64)
+}
+
+#[inline(always)]
+fn lse_body(row: &[f32]) -> f64 {
+    const LANES: usize = 4;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = f64::from(max);
+    let mut z = [0f64; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            z[l] += exp_non_positive(f64::from(c[l]) - m);
+        }
+    }
+    for (l, &x) in chunks.remainder().iter().enumerate() {
+        z[l] += exp_non_positive(f64::from(x) - m);
+    }
+    m + z.iter().sum::<f64>().ln()
+}
+
 /// `exp(x)` for finite `x ≤ 0` (a logit minus its row maximum), to within 2 ulp, written without
 /// branches or library calls so that the compiler can vectorise the softmax loops.
 ///

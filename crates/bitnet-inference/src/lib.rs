@@ -30,6 +30,7 @@ mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod perplexity;
 pub mod sampling;
 pub mod tap;
 pub mod template;

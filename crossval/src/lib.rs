@@ -30,11 +30,13 @@
 #![deny(missing_docs)]
 
 pub mod bulk;
+pub mod comparison;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
 pub mod sampling;
 pub mod stats;
+pub mod suite;
 pub mod token_parity;
 
 pub use logits_compare::{

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod crossval;
 pub mod fixtures;
 pub mod gen_mini;
+pub mod progress;
+pub mod quantize;
 pub mod suite;
 
 /// Exit code for a failed task (DESIGN.md): usage problems are 2, everything else is a

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use bitnet_cli::{exit, inspect, tokenize, CommandOutput};
 use clap::{Args, Parser, Subcommand};
 
+// Chat templates come from model files: this allocator lets the renderer stop one that tries
+// to exhaust memory (bitnet_inference::template::jinja).
+#[global_allocator]
+static ALLOCATOR: bitnet_inference::template::BoundedAllocator =
+    bitnet_inference::template::BoundedAllocator;
+
 /// Inspect GGUF models and tokenize prompts for the bitnet-rs inference engine.
 ///
 /// Exit codes: 0 success, 2 usage error, 3 runtime error (unreadable or corrupt file).
@@ -50,8 +56,10 @@ enum Command {
     /// --temp 0 is greedy.
     ///
     /// Exit codes: 0 success; 2 usage error (empty prompt, a sampling value llama.cpp would
-    /// refuse, unknown sampler or template); 3 the model cannot be read, is corrupt or is not
-    /// supported.
+    /// refuse, unknown sampler or template, jinja on a model without a chat template, a prompt
+    /// and --n-predict that do not fit the model's context); 3 the model cannot be read, is
+    /// corrupt or is not supported, or its chat template is malformed (empty, fails to render,
+    /// hits a limit).
     // Boxed: the sampling flags make it far larger than the other variants.
     Run(Box<bitnet_cli::run::RunArgs>),
 

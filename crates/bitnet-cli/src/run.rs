@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bitnet_inference::{format_prompt, Eval, Model, ModelChatInfo, Outputs, TemplateType};
+use bitnet_inference::{
+    format_prompt, template_warnings, Eval, Model, ModelChatInfo, Outputs, TemplateType,
+};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 use crate::sampling_args::{build_sampler, SamplingArgs};
@@ -22,20 +24,27 @@ pub struct RunArgs {
     /// The GGUF model (llama, bitnet or bitnet-b1.58).
     #[arg(long)]
     pub model: PathBuf,
-    /// The prompt (must not be empty).
-    #[arg(long)]
+    /// The prompt (must not be empty; may start with '-').
+    #[arg(long, allow_hyphen_values = true)]
     pub prompt: String,
-    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn).
-    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn). The prompt
+    /// and these tokens must fit the model's context.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
     pub n_predict: usize,
     /// Threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Prompt template: raw, instruct, llama3-chat, chatml, auto or jinja.
     #[arg(long, default_value = "raw")]
     pub prompt_template: TemplateType,
-    /// System prompt for the templates that have one.
-    #[arg(long)]
+    /// System prompt for the templates that have one (a warning says so when the template
+    /// ignores it, e.g. raw).
+    #[arg(long, allow_hyphen_values = true)]
     pub system_prompt: Option<String>,
     /// How the next token is chosen.
     #[command(flatten)]
@@ -45,9 +54,13 @@ pub struct RunArgs {
 /// Run the model on the prompt, writing the prompt and the continuation to `out` as it is
 /// generated and the statistics to `err`.
 ///
+/// Warnings (a flag the template ignores, chat markers the vocabulary lacks) go to `err`.
+///
 /// # Errors
-/// [`UsageError`] for an empty prompt or a bad sampling parameter; runtime errors
-/// (unreadable or unsupported model, tokenizer failure) otherwise.
+/// [`UsageError`] for an empty prompt, a bad sampling parameter, `jinja` on a model without
+/// a chat template, or a prompt and `--n-predict` that do not fit the model's context;
+/// runtime errors (unreadable or unsupported model, a malformed chat template, tokenizer
+/// failure) otherwise.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
         return Err(UsageError("--prompt must not be empty".into()).into());
@@ -58,6 +71,14 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     args.sampling.check()?;
     let path = args.model.display();
     let model = Model::load(&args.model).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let context = model.config().context_length;
+    if args.n_predict >= context {
+        return Err(UsageError(format!(
+            "--n-predict {} leaves no room for a prompt: the model's context is {context} tokens",
+            args.n_predict
+        ))
+        .into());
+    }
     let tokenizer = GgufTokenizer::from_header(model.file(), &args.model)
         .map_err(|e| anyhow::anyhow!("{path}: tokenizer: {e}"))?;
     let info = ModelChatInfo::from_gguf(model.file());
@@ -67,9 +88,47 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         args.system_prompt.as_deref(),
         &info,
         tokenizer.add_bos_default(),
-    )?;
+    )
+    .map_err(|e| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            anyhow::anyhow!("{path}: {e}")
+        }
+    })?;
     if let Some(why) = &formatted.detected_from {
         writeln!(err, "template: {} (auto: {why})", formatted.template.name())?;
+    }
+    let warnings = template_warnings(&formatted, args.system_prompt.as_deref(), |marker| {
+        tokenizer
+            .encode(marker, false, true)
+            .map_or(0, |ids| ids.len())
+    });
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    // No token covers more text than the longest token text: refuse text that cannot fit
+    // before tokenizing it (a chat template may render megabytes).
+    let longest = tokenizer.longest_token_bytes();
+    let at_least = formatted.text.len().div_ceil(longest);
+    if at_least.saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the formatted prompt is {} bytes, at least {at_least} tokens; with --n-predict {} \
+             that exceeds the model's context of {context} tokens: shorten the prompt",
+            formatted.text.len(),
+            args.n_predict
+        ))
+        .into());
+    }
+    let prompt = tokenizer.encode(&formatted.text, formatted.add_bos, formatted.parse_special)?;
+    if prompt.len().saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the prompt is {} tokens and --n-predict asks for {} more: they exceed the model's \
+             context of {context} tokens; lower --n-predict or shorten the prompt",
+            prompt.len(),
+            args.n_predict
+        ))
+        .into());
     }
     // What fails from here on is the model's doing (its sampling metadata, its vocabulary):
     // name the file, except for usage errors.
@@ -86,7 +145,6 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     if sampling.params.temp > 0.0 {
         writeln!(err, "sampler seed: {}", sampler.seed())?;
     }
-    let prompt = tokenizer.encode(&formatted.text, formatted.add_bos, formatted.parse_special)?;
     // Every end-of-generation token stops, as in llama.cpp (llama_vocab_is_eog).
     let stops = tokenizer.eog_ids().to_vec();
     let threads = args

@@ -1,9 +1,13 @@
 //! `bitnet run`: prompt then continuation on stdout, statistics on stderr, exit codes, and
 //! sampled text equal to what llama.cpp's own generation loop produces.
 
+use std::path::{Path, PathBuf};
+
 use assert_cmd::Command;
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
+use bitnet_gguf::GgmlType;
 use bitnet_inference::sampling::SamplingParams;
+use bitnet_minimodel::{Arch, Spec};
 use predicates::prelude::*;
 
 fn bitnet() -> Command {
@@ -338,4 +342,120 @@ fn errors_have_exit_codes_and_one_line_reasons() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("llama3-chat"));
+}
+
+/// A tiny llama model on the llama-spm vocabulary, with `template` as its chat template when
+/// given (in its own subdirectory `name`).
+fn tiny(dir: &Path, template: Option<&str>, name: &str) -> PathBuf {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let spec = Spec {
+        chat_template: template.map(str::to_string),
+        ..Spec::new(Arch::Llama, GgmlType::F32)
+    };
+    bitnet_minimodel::write_tiny(&sub, &spec, &bitnet_fixtures::vocab("llama-spm")).unwrap()
+}
+
+/// Issue 15, items 16, 21, 22: `run` treats a chat template exactly as crossval does: a
+/// malformed or hostile one is a runtime error (3) naming the cause; `jinja` on a model without
+/// one is a usage error (2).
+#[test]
+fn malformed_chat_templates_exit_3_like_crossval() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, template, needle) in [
+        (
+            "raises",
+            "{{ raise_exception('roles must alternate') }}",
+            "roles must alternate",
+        ),
+        ("empty", "", "tokenizer.chat_template is empty"),
+        (
+            "loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "instruction limit",
+        ),
+        (
+            "doubling",
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "memory limit",
+        ),
+    ] {
+        let model = tiny(dir.path(), Some(template), name);
+        bitnet()
+            .args(["run", "--prompt", "Hi", "-n", "2", "--prompt-template", "jinja", "--model"])
+            .arg(&model)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(needle));
+    }
+    let plain = tiny(dir.path(), None, "plain");
+    bitnet()
+        .args([
+            "run",
+            "--prompt",
+            "Hi",
+            "--prompt-template",
+            "jinja",
+            "--model",
+        ])
+        .arg(&plain)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no tokenizer.chat_template"));
+}
+
+/// Issue 15, items 7 and 11 for `run`: a request that cannot fit the context is a usage error
+/// (2) with the numbers, decided before generating anything.
+#[test]
+fn requests_that_cannot_fit_the_context_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), None, "plain");
+    let long = "word ".repeat(600);
+    for (args, needle) in [
+        (
+            vec!["--prompt", long.as_str(), "-n", "2"],
+            "exceed the model's context of 512",
+        ),
+        (
+            vec!["--prompt", "Hi", "-n", "18446744073709551615"],
+            "context is 512 tokens",
+        ),
+        (vec!["--prompt", "Hi", "-n", "-1"], "invalid value '-1'"),
+    ] {
+        bitnet()
+            .arg("run")
+            .args(&args)
+            .arg("--model")
+            .arg(&model)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(predicate::str::contains(needle));
+    }
+}
+
+/// Issue 15, items 6 and 9 for `run`: a system prompt the template ignores is named in a
+/// warning; a prompt may start with '-'.
+#[test]
+fn ignored_flags_are_warned_about_and_prompts_may_start_with_a_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), None, "plain");
+    bitnet()
+        .args([
+            "run",
+            "--prompt",
+            "-Hi",
+            "-n",
+            "2",
+            "--system-prompt",
+            "Be brief.",
+            "--model",
+        ])
+        .arg(&model)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("-Hi"))
+        .stderr(predicate::str::contains(
+            "warning: --system-prompt has no effect: the raw template",
+        ));
 }

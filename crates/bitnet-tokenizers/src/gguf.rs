@@ -736,6 +736,18 @@ impl GgufTokenizer {
         ((id as usize) < self.vocab.len()).then(|| self.vocab.text(id))
     }
 
+    /// The longest token text of the vocabulary in bytes (at least 1). No token stands for more
+    /// input text than its stored text (`▁` is 3 bytes for 1 space, a GPT-2 byte character 1–2
+    /// bytes for 1 byte, `<0x0A>` 6 for 1), so `ceil(len / longest)` tokens is a lower bound on
+    /// the tokenization of `len` bytes: a context check that needs no tokenizing.
+    pub fn longest_token_bytes(&self) -> usize {
+        (0..self.vocab.len())
+            .map(|id| self.vocab.text(id as u32).len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
     /// llama.cpp's `tokenizer_st_partition`: cut `text` at special tokens.
     fn partition(&self, text: &str, parse_special: bool) -> Vec<Frag> {
         let mut frags = vec![Frag::Text(0, text.len())];

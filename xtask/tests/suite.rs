@@ -2,6 +2,8 @@
 //! suites that match, a reference on other weights, a wrong tokenizer that shows on one item,
 //! shards merged into the single run's summary, `--resume`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -10,17 +12,27 @@ use bitnet_minimodel::{Arch, Spec};
 use predicates::prelude::*;
 use serde_json::Value;
 
-/// A tiny random-weight model on a real vocabulary; `ctx` long enough for the failure-classes
-/// suite's longest prompt.
-fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str, seed: u64) -> PathBuf {
+use common::one_json;
+
+/// A Llama-3-style chat template, so that the suite's `jinja` and `auto` items run on tiny
+/// models too (the vocabulary GGUFs carry none).
+const LLAMA3_JINJA: &str =
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}\
+<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}\
+<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+
+/// A tiny random-weight model on the Llama-3 vocabulary (`llama-bpe`) with a chat template and
+/// a context long enough for the failure-classes suite's longest prompt.
+fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, seed: u64) -> PathBuf {
     let spec = Spec {
         seed,
         ctx: Some(2048),
+        chat_template: Some(LLAMA3_JINJA.to_string()),
         ..Spec::new(arch, qtype)
     };
-    let sub = dir.join(format!("{}-{qtype:?}-{vocab}-{seed}", arch.name()));
+    let sub = dir.join(format!("{}-{qtype:?}-{seed}", arch.name()));
     std::fs::create_dir_all(&sub).unwrap();
-    bitnet_minimodel::write_tiny(&sub, &spec, &bitnet_fixtures::vocab(vocab)).unwrap()
+    bitnet_minimodel::write_tiny(&sub, &spec, &bitnet_fixtures::vocab("llama-bpe")).unwrap()
 }
 
 /// The repository's prompt suite of known failure classes.
@@ -32,21 +44,19 @@ fn failure_classes() -> PathBuf {
         .join("failure-classes.jsonl")
 }
 
-/// The failure-classes suite for a tiny model: its vocabulary GGUF carries no
-/// `tokenizer.chat_template`, so the `jinja` item (a usage error there) is left out, and so are
-/// the items named in `without`.
-fn failure_classes_for_tiny(dir: &Path, without: &[&str]) -> PathBuf {
+/// The failure-classes suite without the items named in `without`, written into `dir`.
+fn failure_classes_without(dir: &Path, without: &[&str]) -> PathBuf {
     let kept: Vec<String> = std::fs::read_to_string(failure_classes())
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
         .filter(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            v["template"] != "jinja" && !without.iter().any(|id| v["id"] == *id)
+            !without.iter().any(|id| v["id"] == *id)
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let path = dir.join("failure-classes-tiny.jsonl");
+    let path = dir.join("failure-classes-subset.jsonl");
     std::fs::write(&path, kept.concat()).unwrap();
     path
 }
@@ -61,18 +71,6 @@ fn suite(model: &Path, extra: &[&str]) -> Command {
     let mut c = xtask("crossval-suite");
     c.arg("--model").arg(model).args(extra);
     c
-}
-
-/// stdout must be exactly one JSON document.
-fn one_json(out: &[u8]) -> Value {
-    let text = std::str::from_utf8(out).unwrap();
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    let doc = stream.next().expect("a JSON document").expect("valid JSON");
-    assert!(
-        stream.next().is_none(),
-        "more than one JSON document: {text}"
-    );
-    doc
 }
 
 fn stdout_of(c: &mut Command, code: i32) -> Vec<u8> {
@@ -160,14 +158,14 @@ fn smollm2_failure_classes_suite_matches_llama_cpp_and_streams_one_line_per_item
 #[test]
 fn tiny_ternary_suites_match_both_references() {
     let dir = tempfile::tempdir().unwrap();
-    let prompts = failure_classes_for_tiny(dir.path(), &[]);
+    let prompts = failure_classes();
     let n = n_prompts(&prompts);
     // Upstream llama.cpp's bitnet with TQ2_0, and Microsoft's bitnet-b1.58 with I2_S.
     for (arch, qtype) in [
         (Arch::Bitnet, GgmlType::TQ2_0),
         (Arch::BitnetB158, GgmlType::I2_S),
     ] {
-        let model = tiny(dir.path(), arch, qtype, "llama-bpe", 1);
+        let model = tiny(dir.path(), arch, qtype, 1);
         let doc = one_json(&stdout_of(
             suite(&model, &["--format", "json", "--prompts"]).arg(&prompts),
             0,
@@ -179,10 +177,10 @@ fn tiny_ternary_suites_match_both_references() {
 #[test]
 fn a_reference_on_other_weights_diverges_on_every_item_exit_1() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-bpe", 1);
-    let other = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-bpe", 2);
+    let ours = tiny(dir.path(), Arch::Llama, GgmlType::F32, 1);
+    let other = tiny(dir.path(), Arch::Llama, GgmlType::F32, 2);
     // Divergence shows on every item; the long one would only cost CI time.
-    let prompts = failure_classes_for_tiny(dir.path(), &["long-near-context-limit"]);
+    let prompts = failure_classes_without(dir.path(), &["long-near-context-limit"]);
     let n = n_prompts(&prompts);
     let doc = one_json(&stdout_of(
         suite(
@@ -218,7 +216,7 @@ fn a_reference_on_other_weights_diverges_on_every_item_exit_1() {
 #[test]
 fn one_item_with_a_wrong_tokenizer_exits_2_and_the_summary_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-bpe", 1);
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, 1);
     let prompts = dir.path().join("p.jsonl");
     std::fs::write(
         &prompts,
@@ -251,7 +249,7 @@ fn one_item_with_a_wrong_tokenizer_exits_2_and_the_summary_names_it() {
 #[test]
 fn three_shards_merged_equal_the_single_run_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path(), Arch::Llama, GgmlType::Q8_0, "llama-spm", 3);
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::Q8_0, 3);
     let text = bitnet_fixtures::require(bitnet_fixtures::ALICE29_TXT);
     let base = ["--ctx", "64", "--chunks", "7"];
     let run = |out: &Path, extra: &[&str], format: &str| {
@@ -335,7 +333,7 @@ fn help_documents_the_exit_codes_and_bad_shards_are_usage_errors() {
             .stdout(predicate::str::contains("3 runtime error"));
     }
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, 1);
     for bad in ["0/3", "4/3", "1/0", "x"] {
         suite(&model, &["--shard", bad, "--prompts"])
             .arg(failure_classes())

@@ -320,7 +320,7 @@ fn the_bitnet_reference_says_it_has_no_sampler_chain() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("does not run llama.cpp's sampler chain"),
+            .contains("the bitnet reference cannot do sample: use the llama reference"),
         "{err}"
     );
 }

@@ -342,3 +342,38 @@ fn help_documents_the_exit_codes_and_bad_shards_are_usage_errors() {
             .stderr(predicate::str::contains("--shard"));
     }
 }
+
+/// A flag an item's template ignores is never ignored in silence: each such item is named.
+#[test]
+fn flags_an_items_template_ignores_are_warned_about_item_by_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, 1);
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        concat!(
+            "{\"id\": \"raw\", \"prompt\": \"Hello world\"}\n",
+            "{\"id\": \"chat\", \"prompt\": \"Hello world\", \"template\": \"llama3-chat\"}\n",
+        ),
+    )
+    .unwrap();
+    let out = suite(
+        &model,
+        &["--system-prompt", "Be brief.", "--no-bos", "--prompts"],
+    )
+    .arg(&prompts)
+    .assert()
+    .code(0)
+    .get_output()
+    .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("warning: item \"raw\": --system-prompt has no effect"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: item \"chat\": --no-bos has no effect"),
+        "{err}"
+    );
+    assert!(!err.contains("item \"chat\": --system-prompt"), "{err}");
+}

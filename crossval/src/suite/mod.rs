@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use bitnet_cpp::{BackendChoice, SessionOptions};
 use bitnet_inference::perplexity::Plan;
-use bitnet_inference::{format_prompt, Model, ModelChatInfo, TemplateType};
+use bitnet_inference::{format_prompt, template_warnings, Model, ModelChatInfo, TemplateType};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 use crate::comparison::ComparisonSession;
@@ -300,23 +300,39 @@ fn read_text(path: &Path) -> Result<String, Failure> {
     })
 }
 
-/// Stage 3 in prompts mode: format and tokenize every item with the engine's tokenizer.
+/// Stage 3 in prompts mode: format and tokenize every item with the engine's tokenizer. What
+/// a template ignores (a system prompt, `--no-bos`) or cannot express (chat markers that are
+/// not single tokens of the model's vocabulary) is told to `warn`, item by item, as
+/// crossval-per-token tells it: a flag is never ignored in silence.
 fn prepare_prompts(
     cfg: &SuiteConfig,
     path: &Path,
     model: &Model,
-    vocab_add_bos: bool,
+    model_vocab: &GgufTokenizer,
     tokenizer: &dyn Tokenizer,
+    warn: &mut dyn FnMut(String),
 ) -> Result<Vec<PreparedPrompt>, Failure> {
     let text = read_text(path)?;
     let list = items::parse_prompts(&text, path).map_err(usage)?;
     let info = ModelChatInfo::from_gguf(model.file());
+    let vocab_add_bos = model_vocab.add_bos_default();
     list.into_iter()
         .map(|item| {
             let template = item.template.unwrap_or(cfg.template);
             let system = item.system.as_deref().or(cfg.system_prompt.as_deref());
             let f = format_prompt(template, &item.prompt, system, &info, vocab_add_bos)
                 .map_err(|e| usage(format!("item {:?}: {e}", item.id)))?;
+            let marker_tokens = |m: &str| model_vocab.encode(m, false, true).map_or(0, |t| t.len());
+            for w in template_warnings(&f, system, marker_tokens) {
+                warn(format!("item {:?}: {w}", item.id));
+            }
+            if cfg.no_bos && !f.add_bos {
+                warn(format!(
+                    "item {:?}: --no-bos has no effect: the {} template adds no BOS here",
+                    item.id,
+                    f.template.name()
+                ));
+            }
             let add_bos = f.add_bos && !cfg.no_bos;
             let tokens = tokenizer
                 .encode(&f.text, add_bos, f.parse_special)
@@ -470,12 +486,12 @@ fn flow(
     let vocab_add_bos = model_vocab.add_bos_default();
     let vocab_bos = model_vocab.bos_id();
     let vocab_adds_eos = model_vocab.add_eos_default();
-    let tokenizer: Box<dyn Tokenizer> = match &cfg.tokenizer {
-        Some(p) => {
-            bitnet_tokenizers::load(p).map_err(|e| runtime(format!("{}: {e}", p.display())))?
-        }
-        None => Box::new(model_vocab),
-    };
+    let hf_tokenizer: Option<Box<dyn Tokenizer>> = cfg
+        .tokenizer
+        .as_ref()
+        .map(|p| bitnet_tokenizers::load(p).map_err(|e| runtime(format!("{}: {e}", p.display()))))
+        .transpose()?;
+    let tokenizer: &dyn Tokenizer = hf_tokenizer.as_deref().unwrap_or(&model_vocab);
 
     // Stage 3: the items, and the context.
     events(SuiteEvent::Stage("tokenizing the items (Rust engine)"));
@@ -485,8 +501,9 @@ fn flow(
                 cfg,
                 path,
                 &model,
-                vocab_add_bos,
-                &*tokenizer,
+                &model_vocab,
+                tokenizer,
+                &mut |warning| events(SuiteEvent::Stage(&format!("warning: {warning}"))),
             )?),
             path,
             "prompts",
@@ -620,7 +637,7 @@ fn flow(
                     rust_tokens: &p.tokens,
                     max_tokens: p.max_tokens,
                 };
-                eval::run_prompt(&mut session, &*tokenizer, &job, cfg.cos_tol)
+                eval::run_prompt(&mut session, tokenizer, &job, cfg.cos_tol)
             }
             Items::Text {
                 plan, tokens, bos, ..
@@ -633,7 +650,7 @@ fn flow(
                     cpp_tokens: &cpp_text_tokens,
                     bos: *bos,
                 };
-                eval::run_window(&mut session, &*tokenizer, &job, k, cfg.cos_tol)
+                eval::run_window(&mut session, tokenizer, &job, k, cfg.cos_tol)
             }
         };
         let (mut record, block) = match result {

@@ -34,11 +34,15 @@
 #![deny(missing_docs)]
 
 pub mod bulk;
+pub mod config_gate;
+pub mod locate;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
 pub mod sampling;
+pub mod steps;
 pub mod token_parity;
+pub mod verdict;
 pub mod vocab_check;
 
 pub use logits_compare::{

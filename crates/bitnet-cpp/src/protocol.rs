@@ -21,8 +21,18 @@ use std::io::{self, Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub mod callback;
+pub mod capture;
+pub mod facts;
+
+pub use capture::{Capture, TensorFrame};
+pub use facts::{FactSource, ModelFacts, Sourced};
+
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 3: `Sample` and `Generate` (llama.cpp's sampler chain). 4: `Eval` may capture
+/// intermediate tensors (streamed as `Tensor` frames before the logits); `ModelFacts` asks
+/// for the reference's view of the model's configuration.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -125,12 +135,19 @@ pub enum Request {
     },
     /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
     /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
+    /// With `capture`, the intermediate tensors of those graph names come first, one
+    /// [`Response::Tensor`] frame each, in graph order ([`capture`]).
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
         /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outputs: Option<Vec<u32>>,
+        /// llama.cpp graph base names to capture (`attn_norm`, `kq_soft_max`,
+        /// `result_output`): a node is sent when its name is one of them, alone or followed
+        /// by `-<layer>`. Empty: nothing is captured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capture: Vec<String>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -150,6 +167,9 @@ pub enum Request {
     },
     /// Backend name, library version and `llama_print_system_info`.
     BuildInfo,
+    /// The reference's view of the loaded model's configuration ([`ModelFacts`]); evaluates
+    /// one token (then clears the cache) to read the graph's op parameters.
+    ModelFacts,
     /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
     /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
     /// position's logits only), a one-token warm-up, then `repetitions` generation runs
@@ -264,6 +284,10 @@ pub enum Response {
     },
     /// Answer to [`Request::BuildInfo`].
     Build(BuildFacts),
+    /// One captured tensor of a capturing [`Request::Eval`]; its values in the payload.
+    Tensor(TensorFrame),
+    /// Answer to [`Request::ModelFacts`].
+    Facts(Box<ModelFacts>),
     /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
         /// One entry per prompt run.
@@ -398,6 +422,35 @@ pub trait Engine {
     /// # Errors
     /// The reason, for the client.
     fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
+    /// As [`Engine::eval`], showing every graph node to `capture` through ggml's eval
+    /// callback (`wants` before computing it, `offer` after, for the wanted ones).
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference cannot capture tensors.
+    fn eval_capture(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        capture: &mut Capture<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        let _ = (tokens, outputs, capture, out);
+        Err(format!(
+            "the {} reference cannot capture intermediate tensors",
+            self.backend()
+        ))
+    }
+    /// The reference's view of the model ([`facts`]).
+    ///
+    /// # Errors
+    /// The reason, for the client (a vocabulary-only load has no graph); by default, that
+    /// this reference cannot report it.
+    fn model_facts(&mut self) -> Result<ModelFacts, String> {
+        Err(format!(
+            "the {} reference cannot report the model's configuration",
+            self.backend()
+        ))
+    }
     /// Evaluate one more token; one row of logits.
     ///
     /// # Errors
@@ -545,10 +598,18 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Ok(bytes) => Response::Piece { bytes },
                 Err(m) => fail(engine, m),
             },
-            Request::Eval { tokens, outputs } => {
+            Request::Eval {
+                tokens,
+                outputs,
+                capture,
+            } => {
                 let rows = output_rows(tokens.len(), outputs);
                 match rows.and_then(|rows| {
-                    engine.eval(&tokens, &rows, &mut logits)?;
+                    if capture.is_empty() {
+                        engine.eval(&tokens, &rows, &mut logits)?;
+                    } else {
+                        eval_capture(engine, &tokens, &rows, capture, &mut logits, output)?;
+                    }
                     Ok(rows.len())
                 }) {
                     Ok(n) => {
@@ -584,6 +645,10 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Err(m) => fail(engine, m),
             },
             Request::BuildInfo => Response::Build(engine.build()),
+            Request::ModelFacts => match engine.model_facts() {
+                Ok(f) => Response::Facts(Box::new(f)),
+                Err(m) => fail(engine, m),
+            },
             Request::Bench {
                 prompt,
                 gen,
@@ -599,6 +664,27 @@ pub fn serve<E: Engine, R: Read, W: Write>(
         write_frame(output, &response, payload)?;
     }
     Ok(())
+}
+
+/// A capturing evaluation: each captured tensor is written as a [`Response::Tensor`] frame
+/// while the reference computes (the logits frame follows in [`serve`]).
+fn eval_capture<E: Engine, W: Write>(
+    engine: &mut E,
+    tokens: &[i32],
+    rows: &[u32],
+    wanted: Vec<String>,
+    logits: &mut Vec<f32>,
+    output: &mut W,
+) -> Result<(), String> {
+    let mut sink = |frame: &TensorFrame, data: &[f32]| {
+        write_frame(output, &Response::Tensor(frame.clone()), data)
+    };
+    let mut capture = Capture::new(wanted, &mut sink);
+    let evaluated = engine.eval_capture(tokens, rows, &mut capture, logits);
+    let sent = capture.finish();
+    evaluated?;
+    sent.map(|_| ())
+        .map_err(|e| format!("cannot send the captured tensors: {e}"))
 }
 
 /// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, VocabFacts,
-    PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, ModelFacts, Request, Response, SamplerChainSpec, TensorFrame,
+    VocabFacts, PROTOCOL_VERSION,
 };
 
 /// A C++ reference implementation.
@@ -444,7 +444,9 @@ impl Session {
                 }
             }
         });
-        let (tx, rx) = mpsc::channel();
+        // One frame in flight: a reference streaming tensors faster than the client compares
+        // them waits on the pipe instead of filling this process's memory.
+        let (tx, rx) = mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, stdout);
             loop {
@@ -658,6 +660,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: None,
+                capture: Vec::new(),
             },
             "eval",
             tokens.len(),
@@ -676,6 +679,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: Some(outputs.to_vec()),
+                capture: Vec::new(),
             },
             "eval",
             outputs.len(),
@@ -722,6 +726,52 @@ impl Session {
             (Response::Text { text }, _) => Ok(text),
             (other, _) => Err(self.unexpected("apply_chat_template", &other)),
         }
+    }
+
+    /// The reference's view of the loaded model's configuration: `llama.h` getters, the GGUF
+    /// metadata as loaded, and the op parameters and shapes of the graph it builds (it
+    /// evaluates one token, then clears the cache).
+    ///
+    /// # Errors
+    /// Any [`CppError`] from the exchange (a vocabulary-only session has no graph).
+    pub fn model_facts(&mut self) -> Result<ModelFacts, CppError> {
+        match self.ask(&Request::ModelFacts, "model_facts")? {
+            (Response::Facts(f), _) => Ok(*f),
+            (other, _) => Err(self.unexpected("model_facts", &other)),
+        }
+    }
+
+    /// Clear the KV cache and evaluate `tokens` in one batch (logits for every position),
+    /// capturing the intermediate tensors whose graph base names are in `capture`: they
+    /// stream back in graph order, one at a time, through the returned [`CaptureStream`],
+    /// and the logits come last. One frame is in flight at a time, so memory stays bounded
+    /// whatever the model's size.
+    ///
+    /// # Errors
+    /// Any [`CppError`] sending the request.
+    pub fn eval_capture(
+        &mut self,
+        tokens: &[i32],
+        capture: &[String],
+    ) -> Result<CaptureStream<'_>, CppError> {
+        let request = Request::Eval {
+            tokens: tokens.to_vec(),
+            outputs: None,
+            capture: capture.to_vec(),
+        };
+        let sent = match self.stdin.as_mut() {
+            Some(w) => protocol::write_frame(w, &request, &[]).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.died("eval_capture"));
+        }
+        Ok(CaptureStream {
+            session: self,
+            rows: tokens.len(),
+            logits: None,
+            done: false,
+        })
     }
 
     /// Backend, library version and system info.
@@ -820,6 +870,102 @@ impl Session {
     /// The process id of the reference (tests use it to kill the process).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// The answer to [`Session::eval_capture`], read frame by frame: the captured tensors, then
+/// the logits. Dropping it before the end reads and discards the rest, so the session stays
+/// usable.
+pub struct CaptureStream<'s> {
+    session: &'s mut Session,
+    rows: usize,
+    logits: Option<Logits>,
+    done: bool,
+}
+
+impl CaptureStream<'_> {
+    /// The next captured tensor and its values (f32, logical order), or `None` once the
+    /// logits have arrived.
+    ///
+    /// # Errors
+    /// Any [`CppError`]: the reference failed the evaluation, died, or answered nonsense.
+    pub fn next_tensor(&mut self) -> Result<Option<(TensorFrame, Vec<f32>)>, CppError> {
+        if self.done {
+            return Ok(None);
+        }
+        let s = &mut *self.session;
+        let frame = s.receive("eval_capture");
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        match frame {
+            (Response::Tensor(t), data) => {
+                let expected = if t.readable { t.n_elements() } else { 0 };
+                if data.len() as u64 != expected {
+                    self.done = true;
+                    return Err(CppError::Unexpected {
+                        backend: s.backend,
+                        during: "eval_capture".into(),
+                        answer: format!(
+                            "tensor {} of shape {:?} with {} values",
+                            t.name,
+                            t.ne,
+                            data.len()
+                        ),
+                    });
+                }
+                Ok(Some((t, data)))
+            }
+            (Response::Logits { n_tokens, n_vocab }, data)
+                if n_tokens as usize == self.rows && data.len() == self.rows * n_vocab as usize =>
+            {
+                self.done = true;
+                self.logits = Some(Logits {
+                    n_tokens: self.rows,
+                    n_vocab: n_vocab as usize,
+                    data,
+                });
+                Ok(None)
+            }
+            (Response::Error { message, log }, _) => {
+                self.done = true;
+                Err(CppError::Request {
+                    backend: s.backend,
+                    message,
+                    log,
+                })
+            }
+            (other, _) => {
+                self.done = true;
+                Err(s.unexpected("eval_capture", &other))
+            }
+        }
+    }
+
+    /// Read the remaining tensors (discarding them) and return the logits.
+    ///
+    /// # Errors
+    /// As [`CaptureStream::next_tensor`].
+    pub fn finish(mut self) -> Result<Logits, CppError> {
+        while self.next_tensor()?.is_some() {}
+        match self.logits.take() {
+            Some(l) => Ok(l),
+            None => Err(CppError::Unexpected {
+                backend: self.session.backend,
+                during: "eval_capture".into(),
+                answer: "the stream ended without logits".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for CaptureStream<'_> {
+    fn drop(&mut self) {
+        while let Ok(Some(_)) = self.next_tensor() {}
     }
 }
 

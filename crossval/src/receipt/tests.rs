@@ -58,11 +58,14 @@ fn sample(dir: &Path) -> Receipt {
             rust_token: 42,
             cpp_token: 42,
             matched: true,
+            fed_token: 42,
+            label: Verdict::Match,
         }],
         summary: Some(cmp.summary),
         thresholds: Thresholds {
             cos_tol: 0.999,
             max_tokens: 4,
+            tie_margin: crate::verdict::TIE_MARGIN,
         },
         cpp_backend: Some(CppBackendInfo {
             backend: "llama".into(),
@@ -71,6 +74,8 @@ fn sample(dir: &Path) -> Receipt {
             system_info: "AVX = 1 | AVX2 = 1".into(),
         }),
         environment: Environment::detect(2),
+        config_gate: None,
+        locate: None,
     }
 }
 
@@ -89,7 +94,7 @@ fn written_receipt_validates_and_round_trips() {
     let text = fs::read_to_string(&path).expect("read");
     let value: Value = serde_json::from_str(&text).expect("json");
     validate_receipt(&value).expect("valid receipt");
-    assert_eq!(value["schema_version"], "2.0.0");
+    assert_eq!(value["schema_version"], "2.1.0");
     assert_eq!(value["status"], "diverged");
     assert_eq!(value["token_parity"]["status"], "ok");
     assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
@@ -182,6 +187,12 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         ("/cpp_backend/backend", "onnx".into()),
         ("/environment/threads", 2.5.into()),
         ("/positions", Value::Object(Default::default())),
+        ("/positions/0/label", "fine".into()),
+        ("/positions/0/label", "drift".into()),
+        ("/decode/0/label", "close".into()),
+        ("/status", "config_mismatch".into()),
+        ("/config_gate", "ok".into()),
+        ("/locate", 3.into()),
     ];
     for (ptr, bad) in cases {
         let mut v = good.clone();
@@ -212,6 +223,21 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         v["error"] = Value::Null;
         assert!(validate_receipt(&v).is_err(), "{status} without a message");
     }
+    // A configuration mismatch: the reference started, its gate failed, no token parity.
+    let mut v = good.clone();
+    v["status"] = "config_mismatch".into();
+    v["token_parity"] = Value::Null;
+    v["positions"] = Value::Array(vec![]);
+    v["decode"] = Value::Array(vec![]);
+    v["summary"] = Value::Null;
+    v["config_gate"] =
+        serde_json::json!({ "ok": false, "facts": [], "tensor_types": [], "hints": [] });
+    validate_receipt(&v).expect("config mismatch receipt");
+    v["config_gate"]["ok"] = true.into();
+    assert!(
+        validate_receipt(&v).is_err(),
+        "a passed gate with config_mismatch"
+    );
     // An error after the pre-gate passed keeps its token parity block.
     let mut v = good.clone();
     v["status"] = "error".into();

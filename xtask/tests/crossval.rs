@@ -450,3 +450,54 @@ fn a_tokenizer_json_without_the_models_bos_is_caught_and_no_bos_fixes_it() {
     .assert()
     .code(0);
 }
+
+/// `--locate` through the binary: one JSON document with the report; its flags are checked.
+#[test]
+fn locate_flags_reach_the_report_and_bad_values_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    let out = crossval(
+        &model,
+        &[
+            "--prompt",
+            PROMPT,
+            "--format",
+            "json",
+            "--locate",
+            "all",
+            "--locate-tol",
+            "max-abs=0.5",
+        ],
+    )
+    .assert()
+    .code(0)
+    .get_output()
+    .stdout
+    .clone();
+    let doc = one_json(&out);
+    assert_eq!(doc["locate"]["mode"], "all");
+    assert_eq!(doc["locate"]["tolerance"]["measure"], "max-abs");
+    assert_eq!(doc["locate"]["tolerance"]["bound"], 0.5);
+    assert_eq!(doc["locate"]["tensors_compared"], 2 * 14 + 2);
+    assert_eq!(doc["config_gate"]["ok"], true);
+    crossval(&model, &["--prompt", PROMPT, "--locate"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "locate: the first tensor beyond nmse ≤ 1e-6",
+        ))
+        .stdout(predicate::str::contains("✓ no tensor beyond"));
+    for bad in [
+        vec!["--locate-tol", "nmse=1e-3"],
+        vec!["--locate", "everything"],
+        vec!["--locate", "--locate-tol", "kl"],
+        vec!["--locate", "--locate-tol", "cos=2"],
+    ] {
+        let mut args = vec!["--prompt", PROMPT];
+        args.extend(bad.iter().copied());
+        crossval(&model, &args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("locate"));
+    }
+}

@@ -797,6 +797,45 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut r).unwrap().is_none());
     }
 
+    /// The capture and facts messages of protocol 3 round-trip; an `Eval` without a capture
+    /// list reads as one capturing nothing.
+    #[test]
+    fn capture_and_facts_messages_round_trip() {
+        let eval = Request::Eval {
+            tokens: vec![1, 2],
+            outputs: None,
+            capture: vec!["attn_norm".into(), "result_output".into()],
+        };
+        let frame = TensorFrame {
+            name: "attn_norm-0".into(),
+            op: "MUL".into(),
+            dtype: "f16".into(),
+            ne: [2, 1, 1, 1],
+            readable: true,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &eval, &[]).unwrap();
+        write_frame(&mut buf, &Response::Tensor(frame.clone()), &[0.5, -1.0]).unwrap();
+        write_frame(&mut buf, &Request::ModelFacts, &[]).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<_, Request>(&mut r).unwrap().unwrap().0, eval);
+        let (t, values): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!((t, values), (Response::Tensor(frame), vec![0.5, -1.0]));
+        assert_eq!(
+            read_frame::<_, Request>(&mut r).unwrap().unwrap().0,
+            Request::ModelFacts
+        );
+        let old: Request = serde_json::from_str(r#"{"op":"eval","tokens":[3]}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Eval {
+                tokens: vec![3],
+                outputs: None,
+                capture: vec![]
+            }
+        );
+    }
+
     #[test]
     fn corrupt_streams_are_errors_not_allocations() {
         let mut r = &[0xff, 0xff, 0xff, 0x7f][..];

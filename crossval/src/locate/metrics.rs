@@ -44,6 +44,8 @@ struct Sums {
     dot: f64,
     max_abs: f64,
     mismatch: bool,
+    /// Some pair of values differs (an identical row has cosine exactly 1, not 1 − ε).
+    differs: bool,
 }
 
 fn inf_or_max(v: f32) -> bool {
@@ -60,6 +62,7 @@ impl Sums {
             {
                 self.mismatch = true;
             }
+            self.differs |= x != y;
             let d = x - y;
             self.diff_sq += (d * d) as f64;
             self.engine_sq += (x * x) as f64;
@@ -83,7 +86,8 @@ impl Sums {
     }
 
     fn cosine(&self) -> f64 {
-        if self.engine_sq == 0.0 && self.reference_sq == 0.0 {
+        let identical = !self.differs && !self.mismatch;
+        if identical || (self.engine_sq == 0.0 && self.reference_sq == 0.0) {
             1.0
         } else if self.engine_sq == 0.0 || self.reference_sq == 0.0 {
             0.0
@@ -124,6 +128,7 @@ pub fn tensor_metrics(
         total.reference_sq += s.reference_sq;
         total.dot += s.dot;
         total.mismatch |= s.mismatch;
+        total.differs |= s.differs;
         if s.max_abs > total.max_abs || s.max_abs.is_nan() {
             total.max_abs = s.max_abs;
         }
@@ -164,6 +169,9 @@ mod tests {
         assert!(m.finite_match);
         let same = row_metrics(&[0.5, -2.0, 3.0], &[0.5, -2.0, 3.0]);
         assert_eq!((same.nmse, same.max_abs_diff, same.cosine), (0.0, 0.0, 1.0));
+        // Identical rows have cosine exactly 1, however their sums round.
+        let v: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 1.7).collect();
+        assert_eq!(row_metrics(&v, &v).cosine, 1.0);
         assert_eq!(row_metrics(&[0.0], &[0.0]).nmse, 0.0);
         assert_eq!(row_metrics(&[0.0], &[1.0]).nmse, f64::INFINITY);
     }

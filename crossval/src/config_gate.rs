@@ -74,7 +74,46 @@ pub struct ConfigGate {
     pub hints: Vec<String>,
 }
 
-fn row<T: ToString + PartialEq>(
+/// How a fact's value is shown.
+trait FactText {
+    fn text(&self) -> String;
+}
+
+impl FactText for u64 {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FactText for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+/// Both sides' floats are f32 values (the engine's config, the reference's op parameters):
+/// shown as the shortest f32 that reads back exactly (`1e-5`, not `0.000009999999747…`).
+impl FactText for f64 {
+    fn text(&self) -> String {
+        let narrow = *self as f32;
+        if narrow as f64 == *self {
+            shortest_f32(narrow)
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+/// `1e-5`, `10000`, `500000`, `0.5`: plain notation between 1e-3 and 1e7, else scientific.
+fn shortest_f32(v: f32) -> String {
+    if v == 0.0 || (1e-3..1e7).contains(&v.abs()) {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+fn row<T: FactText + PartialEq>(
     name: &str,
     engine: T,
     reference: &Sourced<T>,
@@ -88,8 +127,8 @@ fn row<T: ToString + PartialEq>(
     };
     FactRow {
         name: name.to_string(),
-        engine: engine.to_string(),
-        reference: reference.value.as_ref().map(T::to_string),
+        engine: engine.text(),
+        reference: reference.value.as_ref().map(T::text),
         source: reference.source,
         note: reference.note.clone(),
         status,
@@ -294,6 +333,14 @@ mod tests {
         let r = row("b", 1.0, &unknown, false);
         assert_eq!(r.status, FactStatus::Unknown);
         assert_eq!(r.note.as_deref(), Some("no RoPE node"));
+    }
+
+    #[test]
+    fn floats_show_as_the_f32_they_are() {
+        assert_eq!((1e-5f32 as f64).text(), "1e-5");
+        assert_eq!((10_000f32 as f64).text(), "10000");
+        assert_eq!((500_000f32 as f64).text(), "500000");
+        assert_eq!(0.1f64.text(), "0.1");
     }
 
     #[test]

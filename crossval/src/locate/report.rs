@@ -99,11 +99,23 @@ pub struct LocateReport {
     pub stopped_early: bool,
 }
 
+/// A cosine, with the distance from 1 shown when six decimals would round it away (a
+/// per-row scale error leaves the cosine at 1 − 1e-9 while the NMSE sees it).
+fn cosine_text(c: f64) -> String {
+    if c != 1.0 && c > 0.999_999_5 {
+        format!("1−{:.1e}", 1.0 - c)
+    } else {
+        format!("{c:.6}")
+    }
+}
+
 fn metrics_text(r: &TensorResult) -> String {
     match &r.metrics {
         Some(m) => format!(
-            "nmse {:.2e}  max |Δ| {:.2e}  cos {:.6}",
-            m.nmse, m.max_abs_diff, m.min_cosine
+            "nmse {:.2e}  max |Δ| {:.2e}  cos {}",
+            m.nmse,
+            m.max_abs_diff,
+            cosine_text(m.min_cosine)
         ),
         None => format!("not compared: {}", r.note.as_deref().unwrap_or("no values")),
     }
@@ -195,13 +207,13 @@ pub fn render_text(r: &LocateReport) -> String {
     for l in &r.layers {
         let _ = writeln!(
             s,
-            "    {} {:<8} nmse {:.2e} ({})  max |Δ| {:.2e}  min cos {:.6}  {}/{} beyond",
+            "    {} {:<8} nmse {:.2e} ({})  max |Δ| {:.2e}  min cos {}  {}/{} beyond",
             mark(l.beyond == 0),
             layer_name(l.layer),
             l.max_nmse,
             l.worst_tensor,
             l.max_abs_diff,
-            l.min_cosine,
+            cosine_text(l.min_cosine),
             l.beyond,
             l.tensors
         );
@@ -233,4 +245,16 @@ pub fn render_text(r: &LocateReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosines_close_to_one_show_their_distance() {
+        assert_eq!(cosine_text(1.0), "1.000000");
+        assert_eq!(cosine_text(0.999_999_99), "1−1.0e-8");
+        assert_eq!(cosine_text(0.99995), "0.999950");
+    }
 }

@@ -2,73 +2,12 @@
 //! (the bindings' layout), and the model facts read from `llama.h` getters, the loaded GGUF
 //! metadata and a one-token graph.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, CString};
 
-use bitnet_cpp::protocol::callback::{EvalCallback, GraphTensor};
 use bitnet_cpp::protocol::facts::{graph_facts, FactSource, ModelFacts, Sourced};
 use llama_cpp_sys_2 as sys;
 
-/// A graph node of this pin's ggml.
-pub struct Node(*mut sys::ggml_tensor);
-
-fn text(p: *const c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: ggml returns NUL-terminated static or tensor-owned strings.
-    unsafe { CStr::from_ptr(p).to_string_lossy().into_owned() }
-}
-
-impl GraphTensor for Node {
-    fn name(&self) -> String {
-        // SAFETY: the node is live for the callback; its name is NUL-terminated.
-        unsafe { text((*self.0).name.as_ptr()) }
-    }
-    fn op(&self) -> String {
-        // SAFETY: a live node.
-        text(unsafe { sys::ggml_op_desc(self.0) })
-    }
-    fn ne(&self) -> [i64; 4] {
-        // SAFETY: a live node.
-        unsafe { (*self.0).ne }
-    }
-    fn nb(&self) -> [usize; 4] {
-        // SAFETY: a live node.
-        unsafe { (*self.0).nb }
-    }
-    fn ggml_type(&self) -> i32 {
-        // SAFETY: a live node.
-        unsafe { (*self.0).type_ as i32 }
-    }
-    fn type_name(&self) -> String {
-        // SAFETY: a live node; the type name is static.
-        text(unsafe { sys::ggml_type_name((*self.0).type_) })
-    }
-    fn data(&self) -> *const u8 {
-        // SAFETY: a live node (the CPU backend keeps its data in host memory).
-        unsafe { (*self.0).data as *const u8 }
-    }
-    fn op_params(&self) -> [i32; 16] {
-        // SAFETY: a live node.
-        unsafe { (*self.0).op_params }
-    }
-    fn src(&self, i: usize) -> Option<Node> {
-        // SAFETY: a live node; sources are null or live.
-        let p = unsafe { (*self.0).src.get(i).copied().unwrap_or(std::ptr::null_mut()) };
-        (!p.is_null()).then_some(Node(p))
-    }
-}
-
-/// ggml's eval callback: `user` is the context's [`EvalCallback`].
-///
-/// # Safety
-/// Called by ggml with a live node and the pointer given as `cb_eval_user_data`.
-pub unsafe extern "C" fn on_eval(t: *mut sys::ggml_tensor, ask: bool, user: *mut c_void) -> bool {
-    if t.is_null() || user.is_null() {
-        return false;
-    }
-    (*(user as *mut EvalCallback)).on_node(&Node(t), ask)
-}
+bitnet_cpp::ggml_eval_callback!(sys);
 
 /// `llama_model_meta_val_str`, or `None` when the key is absent.
 fn meta(model: *const sys::llama_model, key: &str) -> Option<String> {

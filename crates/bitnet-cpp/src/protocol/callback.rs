@@ -8,6 +8,10 @@
 //! each of them and stop to show it — the same kernels on the same values, only in more
 //! pieces; a probe ([`EvalCallback::probing`]) records the metadata of the nodes of layer 0
 //! and of the output head, which [`super::facts::graph_facts`] turns into facts.
+//!
+//! Both references' `ggml_tensor` structs (bindgen's for llama.cpp, a hand-written one for
+//! bitnet.cpp's older layout) use ggml's field names, so [`ggml_eval_callback!`] writes the
+//! adapter and the `extern "C"` callback for either.
 
 use super::capture::{float_type_name, read_tensor, split_layer, Capture, TensorFrame};
 use super::facts::{GraphNode, GraphSource};
@@ -32,6 +36,85 @@ pub trait GraphTensor: Sized {
     fn op_params(&self) -> [i32; 16];
     /// Source `i`, if any.
     fn src(&self, i: usize) -> Option<Self>;
+}
+
+/// A C string from ggml (a tensor name, an op or type name), or empty for null.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string alive for the call.
+pub unsafe fn c_text(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+}
+
+/// In a reference process: `Node`, a [`GraphTensor`] over `$sys::ggml_tensor` (a struct with
+/// ggml's field names `name`, `ne`, `nb`, `type_`, `data`, `op_params`, `src`), and
+/// `on_eval`, ggml's eval callback (`cb_eval`), whose user data is the context's
+/// [`EvalCallback`]. `$sys` is the module of the bindings, which also declares
+/// `ggml_op_desc` and `ggml_type_name`.
+#[macro_export]
+macro_rules! ggml_eval_callback {
+    ($sys:ident) => {
+        /// A graph node of this reference's ggml.
+        pub struct Node(*mut $sys::ggml_tensor);
+
+        impl $crate::protocol::callback::GraphTensor for Node {
+            fn name(&self) -> String {
+                // SAFETY: the node is live for the callback; its name is NUL-terminated.
+                unsafe { $crate::protocol::callback::c_text((*self.0).name.as_ptr()) }
+            }
+            fn op(&self) -> String {
+                // SAFETY: a live node; the description is a static string.
+                unsafe { $crate::protocol::callback::c_text($sys::ggml_op_desc(self.0)) }
+            }
+            fn ne(&self) -> [i64; 4] {
+                // SAFETY: a live node.
+                unsafe { (*self.0).ne }
+            }
+            fn nb(&self) -> [usize; 4] {
+                // SAFETY: a live node.
+                unsafe { (*self.0).nb.map(|b| b as usize) }
+            }
+            fn ggml_type(&self) -> i32 {
+                // SAFETY: a live node.
+                unsafe { (*self.0).type_ as i32 }
+            }
+            fn type_name(&self) -> String {
+                // SAFETY: a live node; the type name is a static string.
+                unsafe { $crate::protocol::callback::c_text($sys::ggml_type_name((*self.0).type_)) }
+            }
+            fn data(&self) -> *const u8 {
+                // SAFETY: a live node (the CPU backend keeps its data in host memory).
+                unsafe { (*self.0).data as *const u8 }
+            }
+            fn op_params(&self) -> [i32; 16] {
+                // SAFETY: a live node.
+                unsafe { (*self.0).op_params }
+            }
+            fn src(&self, i: usize) -> Option<Node> {
+                // SAFETY: a live node; its sources are null or live.
+                let p = unsafe { (*self.0).src.get(i).copied() };
+                p.filter(|p| !p.is_null()).map(Node)
+            }
+        }
+
+        /// ggml's eval callback: `user` is the context's `EvalCallback`.
+        ///
+        /// # Safety
+        /// Called by ggml with a live node and the pointer given as `cb_eval_user_data`.
+        pub unsafe extern "C" fn on_eval(
+            t: *mut $sys::ggml_tensor,
+            ask: bool,
+            user: *mut std::ffi::c_void,
+        ) -> bool {
+            if t.is_null() || user.is_null() {
+                return false;
+            }
+            (*(user as *mut $crate::protocol::callback::EvalCallback)).on_node(&Node(t), ask)
+        }
+    };
 }
 
 enum Mode {

@@ -50,8 +50,9 @@ pub use logits_compare::{
     LogitsSummary, PositionMetrics, Side,
 };
 pub use receipt::{
-    validate_receipt, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt, ReceiptError,
-    RunStatus, Thresholds, TokenParityBlock, TokenParityStatus, ToolInfo, RECEIPT_SCHEMA_VERSION,
+    validate_receipt, CompilerInfo, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt,
+    ReceiptError, RunStatus, Thresholds, TokenParityBlock, TokenParityStatus, ToolInfo,
+    RECEIPT_SCHEMA_VERSION,
 };
 pub use token_parity::{
     first_difference, shell_quote, should_colour, validate_token_parity, Hint, ReportContext,

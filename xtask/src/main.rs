@@ -31,6 +31,9 @@ enum Task {
     /// Bulk tokenizer parity: many texts (a file, or random ones covering known failure
     /// classes) through the Rust tokenizer and llama.cpp's.
     CrossvalTokenizer(xtask::crossval::TokenizerArgs),
+    /// Quantize a GGUF model with llama.cpp's own quantizer (llama-quantize's mixes and
+    /// defaults), run in the llama.cpp reference.
+    Quantize(xtask::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Task::CrossvalTokenizer(args) => return ExitCode::from(xtask::crossval::tokenizer(&args)),
         Task::GenMiniGguf(args) => xtask::gen_mini::run(&args),
         Task::Fixtures(args) => xtask::fixtures::run(&args),
+        Task::Quantize(args) => xtask::quantize::run(&args),
         Task::Bench(args) => xtask::bench::run(&args).and_then(|r| {
             match args.format {
                 xtask::bench::Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),

@@ -6,8 +6,7 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
-
-use bitnet_gguf::GgmlType;
+use bitnet_gguf::{GgmlType, GgufFile, GgufWriter};
 use bitnet_minimodel::Arch;
 use common::{crossval, one_json, tiny};
 use predicates::prelude::*;
@@ -449,6 +448,115 @@ fn a_tokenizer_json_without_the_models_bos_is_caught_and_no_bos_fixes_it() {
     .arg(&tok)
     .assert()
     .code(0);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_model_path_reaches_the_reference() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(OsStr::from_bytes(b"mod\xe8le-\xff.gguf"));
+    std::fs::rename(
+        tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1),
+        &model,
+    )
+    .unwrap();
+    crossval(&model, &["--prompt", PROMPT]).assert().code(0);
+    let out = crossval(&model, &["--prompt", PROMPT, "--format", "json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(one_json(&out)["status"], "ok");
+}
+
+#[test]
+fn an_unsupported_tensor_type_is_exit_3_naming_type_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    // MXFP4: a type llama.cpp multiplies and the engine never will.
+    let tensor = "blk.0.attn_q.weight";
+    let file =
+        GgufFile::open(tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1)).unwrap();
+    let dims = &file.tensor(tensor).unwrap().dims;
+    let zeros = vec![0; GgmlType::MXFP4.tensor_bytes(dims).unwrap() as usize];
+    let mut w = GgufWriter::from_file(&file).unwrap();
+    w.replace_tensor(tensor, GgmlType::MXFP4, zeros).unwrap();
+    let model = dir.path().join("llama-with-mxfp4.gguf");
+    w.write_file(&model).unwrap();
+    let out = crossval(&model, &["--prompt", PROMPT])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(tensor) && err.contains("mxfp4"), "{err}");
+    let out = crossval(&model, &["--prompt", PROMPT, "--format", "json"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let doc = one_json(&out);
+    assert_eq!(doc["status"], "error");
+    let msg = doc["error"].as_str().unwrap();
+    assert!(msg.contains(tensor) && msg.contains("mxfp4"), "{msg}");
+}
+
+#[test]
+fn json_and_receipt_carry_the_references_real_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    let receipt = dir.path().join("receipt.json");
+    let out = crossval(
+        &model,
+        &["--prompt", PROMPT, "--format", "json", "--receipt"],
+    )
+    .arg(&receipt)
+    .assert()
+    .code(0)
+    .get_output()
+    .stdout
+    .clone();
+    let doc = one_json(&out);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    bitnet_crossval::receipt::validate_receipt(&saved).unwrap();
+    assert_eq!(saved["schema_version"], "2.2.0");
+    for be in [&doc["cpp_backend"], &saved["cpp_backend"]] {
+        let id = be["compiler"]["id"].as_str().unwrap();
+        let version = be["compiler"]["version"].as_str().unwrap();
+        assert!(!id.is_empty() && version.contains('.'), "{be}");
+        let has = |key: &str, item: &str| {
+            be[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_str() == Some(item))
+        };
+        assert!(has("cpu_flags", "-mavx2") && has("simd", "AVX2"), "{be}");
+        let version_line = be["version"].as_str().unwrap();
+        assert!(version_line.contains("llama-cpp-sys-2 0.1.161"), "{be}");
+        let line = be["build_info"].as_str().unwrap();
+        assert!(
+            line.contains(id) && line.contains(version) && line.contains("AVX2"),
+            "{line}"
+        );
+        assert!(be["system_info"].as_str().unwrap().contains("AVX2"), "{be}");
+    }
+    assert_eq!(doc["cpp_backend"], saved["cpp_backend"]);
+    let text = crossval(&model, &["--prompt", PROMPT])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(text).unwrap();
+    let build = text
+        .lines()
+        .find_map(|l| l.strip_prefix("C++ build: "))
+        .unwrap_or_else(|| panic!("no build line in:\n{text}"));
+    assert_eq!(build, doc["cpp_backend"]["build_info"].as_str().unwrap());
 }
 
 /// `--locate` through the binary: one JSON document with the report; its flags are checked.

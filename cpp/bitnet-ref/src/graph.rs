@@ -5,8 +5,8 @@
 
 use std::ffi::{c_char, CString};
 
-use bitnet_cpp::protocol::facts::{graph_facts, FactSource, ModelFacts, Sourced};
 use crate::ffi as sys;
+use bitnet_cpp::protocol::facts::{graph_facts, FactSource, ModelFacts, Sourced};
 
 bitnet_cpp::ggml_eval_callback!(sys);
 
@@ -16,7 +16,12 @@ fn meta(model: *const sys::llama_model, key: &str) -> Option<String> {
     let mut buf = vec![0u8; 256];
     // SAFETY: the buffer holds buf.len() bytes; the model is loaded.
     let n = unsafe {
-        sys::llama_model_meta_val_str(model, key.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len())
+        sys::llama_model_meta_val_str(
+            model,
+            key.as_ptr(),
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+        )
     };
     if n < 0 {
         return None;

@@ -15,7 +15,12 @@ fn meta(model: *const sys::llama_model, key: &str) -> Option<String> {
     let mut buf = vec![0u8; 256];
     // SAFETY: the buffer holds buf.len() bytes; the model is loaded.
     let n = unsafe {
-        sys::llama_model_meta_val_str(model, key.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len())
+        sys::llama_model_meta_val_str(
+            model,
+            key.as_ptr(),
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+        )
     };
     if n < 0 {
         return None;

@@ -16,23 +16,42 @@
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
+//!
+//! Most requests get exactly one answer. [`Request::Quantize`] is the exception: the
+//! reference streams [`Response::QuantizeProgress`] frames (one per tensor) before its final
+//! answer, so the client can show progress on a model that takes minutes.
+//!
+//! File paths cross as [`WirePath`]: bytes, because a Unix file name need not be UTF-8 and a
+//! lossy conversion would make the reference open a different (usually missing) file.
 
 use std::io::{self, Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
+pub use capture::{Capture, TensorFrame};
+pub use engine::{serve, Engine};
+pub use facts::{FactSource, ModelFacts, Sourced};
+pub use wire_path::WirePath;
+
 pub mod callback;
 pub mod capture;
+mod engine;
 pub mod facts;
-
-pub use capture::{Capture, TensorFrame};
-pub use facts::{FactSource, ModelFacts, Sourced};
+pub mod server;
+mod wire_path;
 
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-/// 3: `Sample` and `Generate` (llama.cpp's sampler chain). 4: `Eval` may capture
-/// intermediate tensors (streamed as `Tensor` frames before the logits); `ModelFacts` asks
-/// for the reference's view of the model's configuration.
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// 2: [`Request::Eval`] carries the output positions; [`Request::Bench`] measures as
+/// llama-bench does. 3: [`Request::Sample`] and [`Request::Generate`] (llama.cpp's sampler
+/// chain). 4: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
+/// [`Request::TypeTraits`]; [`Response::Unsupported`] for every request a backend cannot
+/// serve (the quantizer, the type table, the sampler chain); typed build facts in
+/// [`BuildFacts`]. 5: [`Request::Eval`] may capture intermediate tensors (streamed as
+/// [`Response::Tensor`] frames before the logits); [`Request::ModelFacts`] asks for the
+/// reference's view of the model's configuration.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -107,7 +126,7 @@ pub enum Request {
     /// Load a model (once per process). `n_ctx` 0 means the model's own context length.
     Load {
         /// Path of the GGUF file (already validated by the client).
-        model_path: String,
+        model_path: WirePath,
         /// Context size; also the batch size, so one batch covers any prompt that fits.
         n_ctx: u32,
         /// Threads for evaluation; 0 = all available.
@@ -165,8 +184,14 @@ pub enum Request {
         /// Template to use instead of the model's `tokenizer.chat_template`.
         template: Option<String>,
     },
-    /// Backend name, library version and `llama_print_system_info`.
+    /// How the library was built (version, compiler, SIMD flags) and
+    /// `llama_print_system_info`.
     BuildInfo,
+    /// ggml's table of tensor types as the library knows them.
+    TypeTraits,
+    /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
+    /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
+    Quantize(QuantizeRequest),
     /// The reference's view of the loaded model's configuration ([`ModelFacts`]); evaluates
     /// one token (then clears the cache) to read the graph's op parameters.
     ModelFacts,
@@ -229,15 +254,126 @@ pub struct VocabFacts {
     pub vocab_type: String,
 }
 
-/// Build facts of a reference.
+/// Build facts of a reference: what it is, how it was compiled, what the CPU offers.
+///
+/// Everything in `compiled` is recorded when the reference is built (its build script reads
+/// the C++ library's CMake configuration; see [`crate::build_facts`]); `system_info` is asked
+/// of the library at run time. On the wire `compiled`'s fields sit beside the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildFacts {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Which library, at which version (`llama-cpp-sys-2 =0.1.161`).
+    /// Which library, through which crate (`llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)`).
     pub library: String,
-    /// `llama_print_system_info()`.
+    /// Versions, compiler, build type, the CPU kernels' flags and SIMD extensions, options.
+    #[serde(flatten)]
+    pub compiled: CompiledFacts,
+    /// `llama_print_system_info()`: what the running CPU offers and the library uses.
     pub system_info: String,
+}
+
+impl BuildFacts {
+    /// A reference's facts: what its build script recorded (`compiled_json`, the
+    /// `build_facts.json` of [`CompiledFacts::record_for_build_script`]), the library's name
+    /// and `llama_print_system_info()`.
+    pub fn from_recorded(
+        compiled_json: &str,
+        backend: &str,
+        library: &str,
+        system_info: String,
+    ) -> BuildFacts {
+        // The build script wrote and checked the JSON; an unreadable one (impossible) would
+        // show as empty fields, which the tests catch.
+        let compiled = CompiledFacts::from_json(compiled_json).unwrap_or_default();
+        BuildFacts {
+            backend: backend.to_string(),
+            library: format!(
+                "{library} via crates.io {} ={} (CPU)",
+                compiled.version.crate_name, compiled.version.crate_version
+            ),
+            compiled,
+            system_info,
+        }
+    }
+
+    /// One line for reports: version, compiler, build type and the kernels' SIMD flags.
+    pub fn summary(&self) -> String {
+        let c = &self.compiled;
+        format!(
+            "{}; {} {} {}; CPU kernels built with {} ({})",
+            c.version,
+            c.compiler.id,
+            c.compiler.version,
+            c.build_type,
+            c.cpu_flags.join(" "),
+            c.simd.join(", ")
+        )
+    }
+}
+
+/// One entry of ggml's type table ([`Request::TypeTraits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeTrait {
+    /// `ggml_type` id.
+    pub id: u32,
+    /// `ggml_type_name` (`q4_K`, `tq2_0`, …).
+    pub name: String,
+    /// Elements per block (`ggml_blck_size`).
+    pub block_size: u64,
+    /// Bytes per block (`ggml_type_size`).
+    pub type_size: u64,
+}
+
+/// What to quantize, as `llama-quantize IN OUT FTYPE` with its default parameters
+/// (`llama_model_quantize_default_params()`: no importance matrix, no overrides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeRequest {
+    /// The model to read.
+    pub input: WirePath,
+    /// Where to write the result (the client passes a temporary name and renames it).
+    pub output: WirePath,
+    /// `llama_ftype` id (`LLAMA_FTYPE_MOSTLY_Q4_K_M` = 15, …).
+    pub ftype: u32,
+    /// Allow requantizing tensors that are already quantized (`--allow-requantize`).
+    pub allow_requantize: bool,
+    /// Threads; 0 = llama.cpp's default (all hardware threads).
+    pub n_threads: u32,
+}
+
+/// One tensor written by the quantizer, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeProgress {
+    /// 1-based index of the tensor.
+    pub index: u32,
+    /// Number of tensors in the model.
+    pub total: u32,
+    /// Tensor name.
+    pub tensor: String,
+    /// Its type in the input (`f32`, `q4_1`).
+    pub from: String,
+    /// Its type in the output (equal to `from` when copied unchanged).
+    pub to: String,
+}
+
+/// A tensor whose row length does not fit the mix's type, so llama.cpp chose another
+/// (`llama-quant.cpp`, `tensor_type_fallback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeFallback {
+    /// Tensor name.
+    pub tensor: String,
+    /// The type the mix asked for.
+    pub wanted: String,
+    /// The type used instead.
+    pub used: String,
+}
+
+/// The quantizer finished and wrote the output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeReport {
+    /// Tensors written.
+    pub tensors: u32,
+    /// Tensors that needed a fallback type.
+    pub fallbacks: Vec<QuantizeFallback>,
 }
 
 /// What a reference answers.
@@ -282,8 +418,24 @@ pub enum Response {
         /// The formatted conversation.
         text: String,
     },
-    /// Answer to [`Request::BuildInfo`].
-    Build(BuildFacts),
+    /// Answer to [`Request::BuildInfo`] (boxed: it is much larger than the other answers).
+    Build(Box<BuildFacts>),
+    /// Answer to [`Request::TypeTraits`]: every type id the library knows (retired ids
+    /// left out).
+    TypeTraits {
+        /// The table, by id.
+        types: Vec<TypeTrait>,
+    },
+    /// One tensor of a [`Request::Quantize`] is done; more frames follow.
+    QuantizeProgress(QuantizeProgress),
+    /// [`Request::Quantize`] succeeded.
+    Quantized(QuantizeReport),
+    /// This backend cannot do what was asked (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
+    Unsupported {
+        /// The request, by name (`quantize`, `type_traits`, `sample`, `generate`).
+        request: String,
+    },
     /// One captured tensor of a capturing [`Request::Eval`]; its values in the payload.
     Tensor(TensorFrame),
     /// Answer to [`Request::ModelFacts`].
@@ -380,362 +532,6 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     Ok(Some((header, payload)))
 }
 
-/// A C++ library behind the protocol: each reference process implements this over its own
-/// FFI, and [`serve`] does the rest (framing, dispatch, errors), identically for both.
-pub trait Engine {
-    /// `llama` or `bitnet`.
-    fn backend(&self) -> &'static str;
-    /// Load the model.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn load(
-        &mut self,
-        model_path: &str,
-        n_ctx: u32,
-        n_threads: u32,
-        vocab_only: bool,
-    ) -> Result<(u32, u32), String>;
-    /// Vocabulary facts.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn vocab(&mut self) -> Result<VocabFacts, String>;
-    /// Tokenize.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn tokenize(
-        &mut self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<i32>, String>;
-    /// One token's piece.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String>;
-    /// Clear the cache, evaluate `tokens` in one batch with the logits flag set on the
-    /// positions `outputs` (ascending indices, already validated), return those rows.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
-    /// As [`Engine::eval`], showing every graph node to `capture` through ggml's eval
-    /// callback (`wants` before computing it, `offer` after, for the wanted ones).
-    ///
-    /// # Errors
-    /// The reason, for the client; by default, that this reference cannot capture tensors.
-    fn eval_capture(
-        &mut self,
-        tokens: &[i32],
-        outputs: &[u32],
-        capture: &mut Capture<'_>,
-        out: &mut Vec<f32>,
-    ) -> Result<(), String> {
-        let _ = (tokens, outputs, capture, out);
-        Err(format!(
-            "the {} reference cannot capture intermediate tensors",
-            self.backend()
-        ))
-    }
-    /// The reference's view of the model ([`facts`]).
-    ///
-    /// # Errors
-    /// The reason, for the client (a vocabulary-only load has no graph); by default, that
-    /// this reference cannot report it.
-    fn model_facts(&mut self) -> Result<ModelFacts, String> {
-        Err(format!(
-            "the {} reference cannot report the model's configuration",
-            self.backend()
-        ))
-    }
-    /// Evaluate one more token; one row of logits.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String>;
-    /// Clear the cache.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn reset(&mut self) -> Result<(), String>;
-    /// Format a conversation with a chat template.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn apply_chat_template(
-        &mut self,
-        messages: &[ChatMessage],
-        add_assistant: bool,
-        template: Option<&str>,
-    ) -> Result<String, String>;
-    /// Build facts.
-    fn build(&mut self) -> BuildFacts;
-    /// The last lines of the library's log, attached to errors.
-    fn log_tail(&self) -> Vec<String>;
-    /// Vocabulary size of the loaded model (0 before load).
-    fn n_vocab(&self) -> u32;
-    /// Run the sampler chain on `rows` (whole rows of `n_vocab` logits) after accepting
-    /// `accepted`; the chosen tokens and the chain's seed. See [`Request::Sample`].
-    ///
-    /// # Errors
-    /// The reason, for the client; by default, that this reference has no sampler chain.
-    fn sample(
-        &mut self,
-        chain: &SamplerChainSpec,
-        accepted: &[i32],
-        rows: &[f32],
-    ) -> Result<(Vec<i32>, u32), String> {
-        let _ = (chain, accepted, rows);
-        Err(no_sampler(self.backend()))
-    }
-    /// Generate with the sampler chain; the tokens and the chain's seed. See
-    /// [`Request::Generate`].
-    ///
-    /// # Errors
-    /// The reason, for the client; by default, that this reference has no sampler chain.
-    fn generate(
-        &mut self,
-        chain: &SamplerChainSpec,
-        prompt: &[i32],
-        n_predict: u32,
-    ) -> Result<(Vec<i32>, u32), String> {
-        let _ = (chain, prompt, n_predict);
-        Err(no_sampler(self.backend()))
-    }
-}
-
-fn no_sampler(backend: &str) -> String {
-    format!(
-        "the {backend} reference does not run llama.cpp's sampler chain (use the llama reference)"
-    )
-}
-
-/// Serve requests from `input` on `output` until shutdown or end of input.
-///
-/// # Errors
-/// I/O errors on the pipes (the client is gone) or an undecodable request.
-pub fn serve<E: Engine, R: Read, W: Write>(
-    engine: &mut E,
-    input: &mut R,
-    output: &mut W,
-) -> io::Result<()> {
-    write_frame(
-        output,
-        &Response::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            backend: engine.backend().to_string(),
-        },
-        &[],
-    )?;
-    let mut logits = Vec::new();
-    while let Some((request, request_payload)) = read_frame::<_, Request>(input)? {
-        let fail = |e: &E, message: String| Response::Error {
-            message,
-            log: e.log_tail(),
-        };
-        let mut payload: &[f32] = &[];
-        let response = match request {
-            Request::Shutdown => {
-                write_frame(output, &Response::Done, &[])?;
-                return Ok(());
-            }
-            Request::Sample {
-                chain,
-                accepted,
-                n_rows,
-            } => {
-                let expected = n_rows as usize * engine.n_vocab() as usize;
-                if engine.n_vocab() == 0 || request_payload.len() != expected {
-                    fail(
-                        engine,
-                        format!(
-                            "sample: the payload holds {} logits, expected {n_rows} rows of {} (the loaded vocabulary)",
-                            request_payload.len(),
-                            engine.n_vocab()
-                        ),
-                    )
-                } else {
-                    match engine.sample(&chain, &accepted, &request_payload) {
-                        Ok((tokens, seed)) => Response::Sampled { tokens, seed },
-                        Err(m) => fail(engine, m),
-                    }
-                }
-            }
-            Request::Generate {
-                chain,
-                prompt,
-                n_predict,
-            } => match engine.generate(&chain, &prompt, n_predict) {
-                Ok((tokens, seed)) => Response::Sampled { tokens, seed },
-                Err(m) => fail(engine, m),
-            },
-            Request::Load {
-                model_path,
-                n_ctx,
-                n_threads,
-                vocab_only,
-            } => match engine.load(&model_path, n_ctx, n_threads, vocab_only) {
-                Ok((n_vocab, n_ctx)) => Response::Loaded { n_vocab, n_ctx },
-                Err(m) => fail(engine, m),
-            },
-            Request::VocabInfo => match engine.vocab() {
-                Ok(v) => Response::Vocab(v),
-                Err(m) => fail(engine, m),
-            },
-            Request::Tokenize {
-                text,
-                add_special,
-                parse_special,
-            } => match engine.tokenize(&text, add_special, parse_special) {
-                Ok(tokens) => Response::Tokens { tokens },
-                Err(m) => fail(engine, m),
-            },
-            Request::TokenToPiece { token, special } => match engine.token_to_piece(token, special)
-            {
-                Ok(bytes) => Response::Piece { bytes },
-                Err(m) => fail(engine, m),
-            },
-            Request::Eval {
-                tokens,
-                outputs,
-                capture,
-            } => {
-                let rows = output_rows(tokens.len(), outputs);
-                match rows.and_then(|rows| {
-                    if capture.is_empty() {
-                        engine.eval(&tokens, &rows, &mut logits)?;
-                    } else {
-                        eval_capture(engine, &tokens, &rows, capture, &mut logits, output)?;
-                    }
-                    Ok(rows.len())
-                }) {
-                    Ok(n) => {
-                        payload = &logits;
-                        Response::Logits {
-                            n_tokens: n as u32,
-                            n_vocab: engine.n_vocab(),
-                        }
-                    }
-                    Err(m) => fail(engine, m),
-                }
-            }
-            Request::DecodeNext { token } => match engine.decode_next(token, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: 1,
-                        n_vocab: engine.n_vocab(),
-                    }
-                }
-                Err(m) => fail(engine, m),
-            },
-            Request::Reset => match engine.reset() {
-                Ok(()) => Response::Done,
-                Err(m) => fail(engine, m),
-            },
-            Request::ApplyChatTemplate {
-                messages,
-                add_assistant,
-                template,
-            } => match engine.apply_chat_template(&messages, add_assistant, template.as_deref()) {
-                Ok(text) => Response::Text { text },
-                Err(m) => fail(engine, m),
-            },
-            Request::BuildInfo => Response::Build(engine.build()),
-            Request::ModelFacts => match engine.model_facts() {
-                Ok(f) => Response::Facts(Box::new(f)),
-                Err(m) => fail(engine, m),
-            },
-            Request::Bench {
-                prompt,
-                gen,
-                repetitions,
-            } => match bench(engine, &prompt, &gen, repetitions, &mut logits) {
-                Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
-                    prompt_seconds,
-                    gen_seconds,
-                },
-                Err(m) => fail(engine, m),
-            },
-        };
-        write_frame(output, &response, payload)?;
-    }
-    Ok(())
-}
-
-/// A capturing evaluation: each captured tensor is written as a [`Response::Tensor`] frame
-/// while the reference computes (the logits frame follows in [`serve`]).
-fn eval_capture<E: Engine, W: Write>(
-    engine: &mut E,
-    tokens: &[i32],
-    rows: &[u32],
-    wanted: Vec<String>,
-    logits: &mut Vec<f32>,
-    output: &mut W,
-) -> Result<(), String> {
-    let mut sink = |frame: &TensorFrame, data: &[f32]| {
-        write_frame(output, &Response::Tensor(frame.clone()), data)
-    };
-    let mut capture = Capture::new(wanted, &mut sink);
-    let evaluated = engine.eval_capture(tokens, rows, &mut capture, logits);
-    let sent = capture.finish();
-    evaluated?;
-    sent.map(|_| ())
-        .map_err(|e| format!("cannot send the captured tensors: {e}"))
-}
-
-/// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.
-fn output_rows(n: usize, outputs: Option<Vec<u32>>) -> Result<Vec<u32>, String> {
-    let Some(rows) = outputs else {
-        return Ok((0..n as u32).collect());
-    };
-    if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&i| i as usize >= n) {
-        return Err(format!(
-            "output positions must be strictly ascending indices below {n}"
-        ));
-    }
-    Ok(rows)
-}
-
-/// llama-bench's method inside the reference process (so no pipe transfer is timed): a
-/// warm-up run, then each timed run from an empty cache; prompt runs output the last
-/// position's logits only, generation runs decode one token at a time.
-fn bench<E: Engine>(
-    engine: &mut E,
-    prompt: &[i32],
-    gen: &[i32],
-    repetitions: u32,
-    logits: &mut Vec<f32>,
-) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let mut prompt_seconds = Vec::new();
-    if let Some(last) = prompt.len().checked_sub(1) {
-        let last = [last as u32];
-        engine.eval(prompt, &last, logits)?;
-        for _ in 0..repetitions {
-            let t = std::time::Instant::now();
-            engine.eval(prompt, &last, logits)?;
-            prompt_seconds.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let mut gen_seconds = Vec::new();
-    if let Some(&first) = gen.first() {
-        engine.reset()?;
-        engine.decode_next(first, logits)?;
-        for _ in 0..repetitions {
-            engine.reset()?;
-            let t = std::time::Instant::now();
-            for &token in gen {
-                engine.decode_next(token, logits)?;
-            }
-            gen_seconds.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok((prompt_seconds, gen_seconds))
-}
-
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
 pub fn argmax(row: &[f32]) -> i32 {
     let mut best = 0;
@@ -749,6 +545,8 @@ pub fn argmax(row: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -797,7 +595,7 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut r).unwrap().is_none());
     }
 
-    /// The capture and facts messages of protocol 3 round-trip; an `Eval` without a capture
+    /// The capture and facts messages of protocol 5 round-trip; an `Eval` without a capture
     /// list reads as one capturing nothing.
     #[test]
     fn capture_and_facts_messages_round_trip() {
@@ -848,201 +646,52 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut r).is_err());
     }
 
-    /// An engine with a 3-token vocabulary and no sampler chain.
-    struct NoChain;
-
-    impl Engine for NoChain {
-        fn backend(&self) -> &'static str {
-            "bitnet"
-        }
-        fn load(&mut self, _: &str, _: u32, _: u32, _: bool) -> Result<(u32, u32), String> {
-            Ok((3, 0))
-        }
-        fn vocab(&mut self) -> Result<VocabFacts, String> {
-            Err("none".into())
-        }
-        fn tokenize(&mut self, _: &str, _: bool, _: bool) -> Result<Vec<i32>, String> {
-            Ok(vec![])
-        }
-        fn token_to_piece(&mut self, _: i32, _: bool) -> Result<Vec<u8>, String> {
-            Ok(vec![])
-        }
-        fn eval(&mut self, _: &[i32], _: &[u32], _: &mut Vec<f32>) -> Result<(), String> {
-            Ok(())
-        }
-        fn decode_next(&mut self, _: i32, _: &mut Vec<f32>) -> Result<(), String> {
-            Ok(())
-        }
-        fn reset(&mut self) -> Result<(), String> {
-            Ok(())
-        }
-        fn apply_chat_template(
-            &mut self,
-            _: &[ChatMessage],
-            _: bool,
-            _: Option<&str>,
-        ) -> Result<String, String> {
-            Ok(String::new())
-        }
-        fn build(&mut self) -> BuildFacts {
-            BuildFacts {
-                backend: "bitnet".into(),
-                library: String::new(),
-                system_info: String::new(),
-            }
-        }
-        fn log_tail(&self) -> Vec<String> {
-            vec![]
-        }
-        fn n_vocab(&self) -> u32 {
-            3
-        }
-    }
-
-    fn chain() -> SamplerChainSpec {
-        SamplerChainSpec {
-            seed: 42,
-            samplers: vec!["top_k".into(), "temperature".into()],
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            xtc_probability: 0.0,
-            xtc_threshold: 0.1,
-            typical_p: 1.0,
-            temp: 0.8,
-            dynatemp_range: 0.0,
-            dynatemp_exponent: 1.0,
-            penalty_last_n: 64,
-            penalty_repeat: 1.0,
-            penalty_freq: 0.0,
-            penalty_present: 0.0,
-            dry_multiplier: 0.0,
-            dry_base: 1.75,
-            dry_allowed_length: 2,
-            dry_penalty_last_n: 64,
-            dry_sequence_breakers: vec!["\n".into()],
-            top_n_sigma: -1.0,
-            min_keep: 0,
-        }
-    }
-
-    /// Serve `requests` (with payloads) to `NoChain`; the answers after the hello.
-    fn answers(requests: &[(Request, Vec<f32>)]) -> Vec<Response> {
-        let mut input = Vec::new();
-        for (r, payload) in requests {
-            write_frame(&mut input, r, payload).unwrap();
-        }
-        let mut output = Vec::new();
-        serve(&mut NoChain, &mut &input[..], &mut output).unwrap();
-        let mut r = &output[..];
-        let mut out = Vec::new();
-        while let Some((resp, _)) = read_frame::<_, Response>(&mut r).unwrap() {
-            out.push(resp);
-        }
-        out.remove(0);
-        out
-    }
-
     #[test]
-    fn sample_requests_carry_their_logits_and_are_checked() {
-        let sample = |n_rows| Request::Sample {
-            chain: chain(),
-            accepted: vec![1, 2],
-            n_rows,
-        };
-        let got = answers(&[
-            (sample(2), vec![0.0; 5]),
-            (sample(2), vec![0.0; 6]),
-            (
-                Request::Generate {
-                    chain: chain(),
-                    prompt: vec![1],
-                    n_predict: 4,
-                },
-                vec![],
-            ),
-        ]);
-        let messages: Vec<String> = got
-            .iter()
-            .map(|r| match r {
-                Response::Error { message, .. } => message.clone(),
-                other => panic!("expected an error, got {other:?}"),
-            })
-            .collect();
-        assert!(
-            messages[0].contains("5 logits, expected 2 rows of 3"),
-            "{}",
-            messages[0]
-        );
-        assert!(messages[1].contains("does not run llama.cpp's sampler chain"));
-        assert!(messages[2].contains("does not run llama.cpp's sampler chain"));
+    fn quantize_requests_and_streamed_answers_round_trip() {
+        let mut buf = Vec::new();
+        let q = Request::Quantize(QuantizeRequest {
+            input: WirePath::new(Path::new("in.gguf")).unwrap(),
+            output: WirePath::new(Path::new("out.gguf")).unwrap(),
+            ftype: 15,
+            allow_requantize: true,
+            n_threads: 2,
+        });
+        let answers = [
+            Response::QuantizeProgress(QuantizeProgress {
+                index: 1,
+                total: 2,
+                tensor: "token_embd.weight".into(),
+                from: "f32".into(),
+                to: "q4_K".into(),
+            }),
+            Response::Quantized(QuantizeReport {
+                tensors: 2,
+                fallbacks: vec![QuantizeFallback {
+                    tensor: "x".into(),
+                    wanted: "q4_K".into(),
+                    used: "q5_0".into(),
+                }],
+            }),
+            Response::Unsupported {
+                request: "quantize".into(),
+            },
+        ];
+        write_frame(&mut buf, &q, &[]).unwrap();
+        for a in &answers {
+            write_frame(&mut buf, a, &[]).unwrap();
+        }
+        let mut r = &buf[..];
+        let (back, _): (Request, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(back, q);
+        for a in &answers {
+            let (back, _): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+            assert_eq!(&back, a);
+        }
     }
 
     #[test]
     fn argmax_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
         assert_eq!(argmax(&[5.0]), 0);
-    }
-}
-
-/// Helpers for the reference processes themselves.
-pub mod server {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    /// Lines of the C++ library's log kept for attaching to errors.
-    const LOG_LINES: usize = 64;
-
-    static LOG: Mutex<(VecDeque<String>, String)> = Mutex::new((VecDeque::new(), String::new()));
-
-    /// Record a piece of the C++ log (ggml sends partial lines); echo it to stderr when
-    /// `BITNET_CPP_VERBOSE` is set.
-    pub fn log_text(text: &str) {
-        if std::env::var_os("BITNET_CPP_VERBOSE").is_some() {
-            eprint!("{text}");
-        }
-        let Ok(mut guard) = LOG.lock() else { return };
-        let (lines, partial) = &mut *guard;
-        partial.push_str(text);
-        while let Some(nl) = partial.find('\n') {
-            let line: String = partial.drain(..=nl).collect();
-            let line = line.trim_end().to_string();
-            if !line.is_empty() {
-                if lines.len() == LOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        }
-    }
-
-    /// The recorded log lines, oldest first.
-    pub fn log_tail() -> Vec<String> {
-        LOG.lock()
-            .map(|g| g.0.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Take the process's stdout for protocol frames and point file descriptor 1 at stderr,
-    /// so nothing the C++ library prints can corrupt the frame stream.
-    ///
-    /// # Errors
-    /// When the descriptors cannot be duplicated.
-    #[cfg(unix)]
-    pub fn take_stdout_for_frames() -> std::io::Result<std::fs::File> {
-        use std::os::fd::FromRawFd;
-        extern "C" {
-            fn dup(fd: i32) -> i32;
-            fn dup2(from: i32, to: i32) -> i32;
-        }
-        // SAFETY: plain POSIX calls on the standard descriptors; the duplicate is owned by
-        // the returned File and nothing else.
-        unsafe {
-            let frames = dup(1);
-            if frames < 0 || dup2(2, 1) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(std::fs::File::from_raw_fd(frames))
-        }
     }
 }

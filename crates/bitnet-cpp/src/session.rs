@@ -1,163 +1,22 @@
-//! The client: backend choice, finding or building a reference, and [`Session`].
+//! The client: [`Session`], one running reference process, and [`CppError`].
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitnet_gguf::{GgmlType, GgufError, GgufFile};
+use bitnet_gguf::{GgufError, GgufFile};
+
+use crate::backend::{Backend, BackendChoice};
+use crate::binaries::reference_binary;
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, ModelFacts, Request, Response, SamplerChainSpec, TensorFrame,
-    VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, TypeTrait, VocabFacts,
+    WirePath, PROTOCOL_VERSION,
 };
-
-/// A C++ reference implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// Upstream llama.cpp (`cpp/llama-ref`): `llama`, upstream `bitnet` (TQ1_0/TQ2_0), ...
-    Llama,
-    /// Microsoft's bitnet.cpp (`cpp/bitnet-ref`): `bitnet-b1.58` with I2_S and relu².
-    Bitnet,
-}
-
-impl Backend {
-    /// `llama` or `bitnet`, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Llama => "llama",
-            Backend::Bitnet => "bitnet",
-        }
-    }
-
-    /// The reference process's binary name.
-    pub fn binary_name(self) -> &'static str {
-        match self {
-            Backend::Llama => "bitnet-ref-llama",
-            Backend::Bitnet => "bitnet-ref-bitnet",
-        }
-    }
-
-    /// The environment variable that may point at a prebuilt binary.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Backend::Llama => "BITNET_CPP_LLAMA",
-            Backend::Bitnet => "BITNET_CPP_BITNET",
-        }
-    }
-
-    /// The cargo package directory of the reference, relative to the repository root.
-    pub fn package_dir(self) -> &'static str {
-        match self {
-            Backend::Llama => "cpp/llama-ref",
-            Backend::Bitnet => "cpp/bitnet-ref",
-        }
-    }
-
-    /// Why this backend cannot load `file`, if it cannot.
-    pub fn refusal(self, file: &GgufFile) -> Option<String> {
-        let arch = file.architecture().unwrap_or("");
-        match self {
-            Backend::Llama => {
-                if arch == "bitnet-b1.58" {
-                    return Some("upstream llama.cpp has no `bitnet-b1.58` architecture".into());
-                }
-                if let Some(t) = file.tensors().iter().find(|t| t.ty == GgmlType::I2_S) {
-                    return Some(format!(
-                        "upstream llama.cpp cannot read I2_S tensors (first: {})",
-                        t.name
-                    ));
-                }
-                None
-            }
-            Backend::Bitnet => {
-                // bitnet.cpp's ggml fork predates ids 37+ and reuses 38/39 for its own TL1/TL2.
-                file.tensors().iter().find(|t| t.ty.id() > 36).map(|t| {
-                    format!(
-                        "bitnet.cpp's ggml fork does not know tensor type {} (tensor {})",
-                        t.ty, t.name
-                    )
-                })
-            }
-        }
-    }
-
-    fn other(self) -> Backend {
-        match self {
-            Backend::Llama => Backend::Bitnet,
-            Backend::Bitnet => Backend::Llama,
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The user's backend choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendChoice {
-    /// Always llama.cpp.
-    Llama,
-    /// Always bitnet.cpp.
-    Bitnet,
-    /// bitnet.cpp for a `bitnet-b1.58` architecture or any I2_S tensor, llama.cpp otherwise.
-    #[default]
-    Auto,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "llama" => Ok(BackendChoice::Llama),
-            "bitnet" => Ok(BackendChoice::Bitnet),
-            "auto" => Ok(BackendChoice::Auto),
-            _ => Err(format!(
-                "unknown C++ backend {s:?} (valid: llama, bitnet, auto)"
-            )),
-        }
-    }
-}
-
-impl BackendChoice {
-    /// Resolve the choice for a validated file.
-    ///
-    /// # Errors
-    /// [`CppError::BackendCannotLoad`] when the chosen backend cannot load the file, naming
-    /// the backend that can.
-    pub fn resolve(self, file: &GgufFile) -> Result<Backend, CppError> {
-        let backend = match self {
-            BackendChoice::Llama => Backend::Llama,
-            BackendChoice::Bitnet => Backend::Bitnet,
-            BackendChoice::Auto => {
-                let b158 = file
-                    .architecture()
-                    .map(|a| a == "bitnet-b1.58")
-                    .unwrap_or(false);
-                if b158 || file.tensors().iter().any(|t| t.ty == GgmlType::I2_S) {
-                    Backend::Bitnet
-                } else {
-                    Backend::Llama
-                }
-            }
-        };
-        match backend.refusal(file) {
-            None => Ok(backend),
-            Some(reason) => Err(CppError::BackendCannotLoad {
-                backend,
-                reason,
-                use_instead: backend.other(),
-            }),
-        }
-    }
-}
 
 /// Everything that can go wrong talking to a reference.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +118,21 @@ pub enum CppError {
         after: Duration,
         /// Its last stderr lines.
         stderr: Vec<String>,
+    },
+    /// The reference cannot do this at all (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
+    #[error("the {backend} reference cannot do {request}: use the {} reference", backend.other())]
+    Unsupported {
+        /// Which reference.
+        backend: Backend,
+        /// The request.
+        request: String,
+    },
+    /// A path the C++ library could not be given unchanged (off Unix: not valid Unicode).
+    #[error("{}: the C++ reference needs a Unicode path on this system; rename the file", path.display())]
+    NonUnicodePath {
+        /// The path.
+        path: PathBuf,
     },
     /// The reference answered something that makes no sense for the request.
     #[error("{backend} reference: unexpected answer to {during}: {answer}")]
@@ -383,8 +257,11 @@ impl Session {
         let binary = reference_binary(backend)?;
         let mut session = Session::spawn(backend, &binary, opts)?;
         let path = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
+        // The path crosses as bytes: a non-UTF-8 file name reaches the C loader unchanged.
+        let model_path =
+            WirePath::new(&path).ok_or_else(|| CppError::NonUnicodePath { path: path.clone() })?;
         let request = Request::Load {
-            model_path: path.to_string_lossy().into_owned(),
+            model_path,
             n_ctx: opts.n_ctx,
             n_threads: opts.n_threads,
             vocab_only: opts.vocab_only,
@@ -402,6 +279,16 @@ impl Session {
             }),
             (other, _) => Err(session.unexpected("load", &other)),
         }
+    }
+
+    /// Start `backend`'s reference (found or built as [`reference_binary`] says) without
+    /// loading a model: for requests that need none, such as quantizing a file.
+    ///
+    /// # Errors
+    /// [`CppError::NotBuilt`] and the errors of [`Session::spawn`].
+    pub fn start(backend: Backend, opts: &SessionOptions) -> Result<Session, CppError> {
+        let binary = reference_binary(backend)?;
+        Session::spawn(backend, &binary, opts)
     }
 
     /// Start a reference binary and check its handshake (no model loaded yet).
@@ -510,7 +397,7 @@ impl Session {
             .unwrap_or_default()
     }
 
-    fn unexpected(&self, during: &str, answer: &Response) -> CppError {
+    pub(crate) fn unexpected(&self, during: &str, answer: &Response) -> CppError {
         CppError::Unexpected {
             backend: self.backend,
             during: during.to_string(),
@@ -533,7 +420,7 @@ impl Session {
         }
     }
 
-    fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
         match self.frames.recv_timeout(self.timeout) {
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) | Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
@@ -552,42 +439,75 @@ impl Session {
         }
     }
 
-    fn call(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn call(
+        &mut self,
+        request: &Request,
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         self.call_with(request, &[], during)
     }
 
+    /// Send a request with a payload (rows of logits) and read one answer.
     fn call_with(
         &mut self,
         request: &Request,
         payload: &[f32],
         during: &str,
     ) -> Result<(Response, Vec<f32>), CppError> {
+        self.send(request, payload, during)?;
+        self.receive(during)
+    }
+
+    /// Send a request without reading its answer (for answers of several frames, read
+    /// with [`Session::receive`]).
+    pub(crate) fn send(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(), CppError> {
         let sent = match self.stdin.as_mut() {
             Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
-        if !sent {
-            return Err(self.died(during));
+        if sent {
+            Ok(())
+        } else {
+            Err(self.died(during))
         }
-        self.receive(during)
     }
 
-    /// Send a request and turn an `Error` answer into [`CppError::Request`].
+    /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
         self.ask_with(request, &[], during)
     }
 
+    /// [`Session::ask`] with a payload.
     fn ask_with(
         &mut self,
         request: &Request,
         payload: &[f32],
         during: &str,
     ) -> Result<(Response, Vec<f32>), CppError> {
-        match self.call_with(request, payload, during)? {
+        let answer = self.call_with(request, payload, during)?;
+        self.refusal(answer)
+    }
+
+    /// An `Error` answer as [`CppError::Request`], `Unsupported` as
+    /// [`CppError::Unsupported`]; anything else passes through.
+    pub(crate) fn refusal(
+        &self,
+        answer: (Response, Vec<f32>),
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        match answer {
             (Response::Error { message, log }, _) => Err(CppError::Request {
                 backend: self.backend,
                 message,
                 log,
+            }),
+            (Response::Unsupported { request }, _) => Err(CppError::Unsupported {
+                backend: self.backend,
+                request,
             }),
             ok => Ok(ok),
         }
@@ -728,60 +648,26 @@ impl Session {
         }
     }
 
-    /// The reference's view of the loaded model's configuration: `llama.h` getters, the GGUF
-    /// metadata as loaded, and the op parameters and shapes of the graph it builds (it
-    /// evaluates one token, then clears the cache).
-    ///
-    /// # Errors
-    /// Any [`CppError`] from the exchange (a vocabulary-only session has no graph).
-    pub fn model_facts(&mut self) -> Result<ModelFacts, CppError> {
-        match self.ask(&Request::ModelFacts, "model_facts")? {
-            (Response::Facts(f), _) => Ok(*f),
-            (other, _) => Err(self.unexpected("model_facts", &other)),
-        }
-    }
-
-    /// Clear the KV cache and evaluate `tokens` in one batch (logits for every position),
-    /// capturing the intermediate tensors whose graph base names are in `capture`: they
-    /// stream back in graph order, one at a time, through the returned [`CaptureStream`],
-    /// and the logits come last. One frame is in flight at a time, so memory stays bounded
-    /// whatever the model's size.
-    ///
-    /// # Errors
-    /// Any [`CppError`] sending the request.
-    pub fn eval_capture(
-        &mut self,
-        tokens: &[i32],
-        capture: &[String],
-    ) -> Result<CaptureStream<'_>, CppError> {
-        let request = Request::Eval {
-            tokens: tokens.to_vec(),
-            outputs: None,
-            capture: capture.to_vec(),
-        };
-        let sent = match self.stdin.as_mut() {
-            Some(w) => protocol::write_frame(w, &request, &[]).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(self.died("eval_capture"));
-        }
-        Ok(CaptureStream {
-            session: self,
-            rows: tokens.len(),
-            logits: None,
-            done: false,
-        })
-    }
-
-    /// Backend, library version and system info.
+    /// How the reference's library was built (version, compiler, SIMD flags) and its
+    /// system info.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
     pub fn build_info(&mut self) -> Result<BuildFacts, CppError> {
         match self.ask(&Request::BuildInfo, "build_info")? {
-            (Response::Build(b), _) => Ok(b),
+            (Response::Build(b), _) => Ok(*b),
             (other, _) => Err(self.unexpected("build_info", &other)),
+        }
+    }
+
+    /// ggml's tensor-type table as the reference's library knows it.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] for a backend without it; any [`CppError`] from the exchange.
+    pub fn type_traits(&mut self) -> Result<Vec<TypeTrait>, CppError> {
+        match self.ask(&Request::TypeTraits, "type_traits")? {
+            (Response::TypeTraits { types }, _) => Ok(types),
+            (other, _) => Err(self.unexpected("type_traits", &other)),
         }
     }
 
@@ -825,8 +711,9 @@ impl Session {
     /// chosen tokens and the chain's seed.
     ///
     /// # Errors
-    /// Any [`CppError`] from the exchange; [`CppError::Request`] when the reference has no
-    /// sampler chain (bitnet.cpp) or refuses the parameters.
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp);
+    /// [`CppError::Request`] when it refuses the parameters; any [`CppError`] from the
+    /// exchange.
     pub fn sample(
         &mut self,
         chain: &SamplerChainSpec,
@@ -849,7 +736,8 @@ impl Session {
     /// an end-of-generation token included, and the chain's seed.
     ///
     /// # Errors
-    /// Any [`CppError`] from the exchange.
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp); any
+    /// [`CppError`] from the exchange.
     pub fn generate(
         &mut self,
         chain: &SamplerChainSpec,
@@ -870,102 +758,6 @@ impl Session {
     /// The process id of the reference (tests use it to kill the process).
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-}
-
-/// The answer to [`Session::eval_capture`], read frame by frame: the captured tensors, then
-/// the logits. Dropping it before the end reads and discards the rest, so the session stays
-/// usable.
-pub struct CaptureStream<'s> {
-    session: &'s mut Session,
-    rows: usize,
-    logits: Option<Logits>,
-    done: bool,
-}
-
-impl CaptureStream<'_> {
-    /// The next captured tensor and its values (f32, logical order), or `None` once the
-    /// logits have arrived.
-    ///
-    /// # Errors
-    /// Any [`CppError`]: the reference failed the evaluation, died, or answered nonsense.
-    pub fn next_tensor(&mut self) -> Result<Option<(TensorFrame, Vec<f32>)>, CppError> {
-        if self.done {
-            return Ok(None);
-        }
-        let s = &mut *self.session;
-        let frame = s.receive("eval_capture");
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                self.done = true;
-                return Err(e);
-            }
-        };
-        match frame {
-            (Response::Tensor(t), data) => {
-                let expected = if t.readable { t.n_elements() } else { 0 };
-                if data.len() as u64 != expected {
-                    self.done = true;
-                    return Err(CppError::Unexpected {
-                        backend: s.backend,
-                        during: "eval_capture".into(),
-                        answer: format!(
-                            "tensor {} of shape {:?} with {} values",
-                            t.name,
-                            t.ne,
-                            data.len()
-                        ),
-                    });
-                }
-                Ok(Some((t, data)))
-            }
-            (Response::Logits { n_tokens, n_vocab }, data)
-                if n_tokens as usize == self.rows && data.len() == self.rows * n_vocab as usize =>
-            {
-                self.done = true;
-                self.logits = Some(Logits {
-                    n_tokens: self.rows,
-                    n_vocab: n_vocab as usize,
-                    data,
-                });
-                Ok(None)
-            }
-            (Response::Error { message, log }, _) => {
-                self.done = true;
-                Err(CppError::Request {
-                    backend: s.backend,
-                    message,
-                    log,
-                })
-            }
-            (other, _) => {
-                self.done = true;
-                Err(s.unexpected("eval_capture", &other))
-            }
-        }
-    }
-
-    /// Read the remaining tensors (discarding them) and return the logits.
-    ///
-    /// # Errors
-    /// As [`CaptureStream::next_tensor`].
-    pub fn finish(mut self) -> Result<Logits, CppError> {
-        while self.next_tensor()?.is_some() {}
-        match self.logits.take() {
-            Some(l) => Ok(l),
-            None => Err(CppError::Unexpected {
-                backend: self.session.backend,
-                during: "eval_capture".into(),
-                answer: "the stream ended without logits".into(),
-            }),
-        }
-    }
-}
-
-impl Drop for CaptureStream<'_> {
-    fn drop(&mut self) {
-        while let Ok(Some(_)) = self.next_tensor() {}
     }
 }
 
@@ -1002,11 +794,6 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The repository root (where `cpp/` lives), known at compile time.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this process with `None`,
 /// where the system reports it (Linux `/proc`); benchmarks compare both engines' figures.
 pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
@@ -1017,116 +804,4 @@ pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Where a reference's binary is: `$BITNET_CPP_LLAMA` / `$BITNET_CPP_BITNET` if set,
-/// otherwise built (once per process, a no-op when up to date) from its package.
-///
-/// # Errors
-/// [`CppError::NotBuilt`] with the build's error output and what to do.
-pub fn reference_binary(backend: Backend) -> Result<PathBuf, CppError> {
-    if let Some(p) = std::env::var_os(backend.env_var()) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            return Err(CppError::NotBuilt {
-                backend,
-                reason: format!(
-                    "{} points at {}, which is not a file",
-                    backend.env_var(),
-                    p.display()
-                ),
-            });
-        }
-        return Ok(p);
-    }
-    static BUILT: [OnceLock<Result<PathBuf, String>>; 2] = [OnceLock::new(), OnceLock::new()];
-    let slot = &BUILT[backend as usize];
-    slot.get_or_init(|| build_reference(backend))
-        .clone()
-        .map_err(|reason| CppError::NotBuilt { backend, reason })
-}
-
-/// `cargo build --release` of the reference package, with the environment that
-/// `scripts/prereqs.sh` recorded (libclang location, bindgen flags).
-fn build_reference(backend: Backend) -> Result<PathBuf, String> {
-    let root = repo_root();
-    let pkg = root.join(backend.package_dir());
-    let manifest = pkg.join("Cargo.toml");
-    let binary = pkg.join("target/release").join(backend.binary_name());
-    if !manifest.is_file() {
-        return Err(format!(
-            "{} is missing; set {} to a prebuilt {} binary",
-            manifest.display(),
-            backend.env_var(),
-            backend.binary_name()
-        ));
-    }
-    if !binary.is_file() {
-        eprintln!(
-            "building the {} C++ reference (first time, a few minutes): cargo build --release --manifest-path {}",
-            backend.name(),
-            manifest.display()
-        );
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest);
-    // The reference has its own target directory; never inherit the caller's.
-    cmd.env_remove("CARGO_TARGET_DIR");
-    for (k, v) in prereqs_env(&root) {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(25)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(format!(
-            "building it failed (cargo build --release --manifest-path {}).\n  Install the prerequisites with `bash scripts/prereqs.sh` (cmake, a C++ compiler{}), then retry.\n  Last lines of the build:\n    {}",
-            manifest.display(),
-            if backend == Backend::Llama { ", libclang" } else { "" },
-            tail.join("\n    ")
-        ));
-    }
-    if !binary.is_file() {
-        return Err(format!(
-            "the build succeeded but {} does not exist",
-            binary.display()
-        ));
-    }
-    Ok(binary)
-}
-
-/// `export KEY="VALUE"` lines of `target/prereqs.env`, when the prerequisites script wrote
-/// one. PATH lines prepend to the running PATH; other keys the caller already set win.
-fn prereqs_env(root: &Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(root.join("target/prereqs.env")) else {
-        return Vec::new();
-    };
-    let mut path = std::env::var("PATH").unwrap_or_default();
-    let mut vars = Vec::new();
-    for line in text.lines() {
-        let Some((k, v)) = line
-            .trim()
-            .strip_prefix("export ")
-            .and_then(|kv| kv.split_once('='))
-        else {
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
-        if let Some(prefix) = v.strip_suffix(":$PATH") {
-            path = format!("{prefix}:{path}");
-        } else if std::env::var_os(k).is_none() {
-            vars.push((k.to_string(), v.to_string()));
-        }
-    }
-    vars.push(("PATH".to_string(), path));
-    vars
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::reader::DEFAULT_ALIGNMENT;
+use crate::reader::{GgufFile, DEFAULT_ALIGNMENT};
 use crate::types::GgmlType;
 use crate::value::{Array, Value};
 
@@ -43,6 +43,9 @@ pub enum WriteError {
         /// The name.
         name: String,
     },
+    /// [`GgufWriter::replace_tensor`] named a tensor the writer does not hold.
+    #[error("no tensor {0:?} to replace")]
+    MissingTensor(String),
     /// Alignment must be a non-zero power of two.
     #[error("alignment {0} is not a power of two")]
     BadAlignment(u64),
@@ -80,6 +83,60 @@ impl GgufWriter {
             metadata: Vec::new(),
             tensors: Vec::new(),
         }
+    }
+
+    /// A copy of `file` — its alignment, metadata and tensors, in order — to derive a
+    /// modified file from (tests craft variants this way: one tensor in another type, …).
+    ///
+    /// # Errors
+    /// Only for a file the reader would not have accepted (a bad alignment).
+    pub fn from_file(file: &GgufFile) -> Result<GgufWriter, WriteError> {
+        let mut w = GgufWriter::new().with_alignment(file.alignment)?;
+        for (k, v) in file.metadata() {
+            if k != "general.alignment" {
+                w.add_metadata(k.clone(), v.clone())?;
+            }
+        }
+        for t in file.tensors() {
+            w.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())?;
+        }
+        Ok(w)
+    }
+
+    /// Give tensor `name` another type and data, keeping its place and dimensions.
+    ///
+    /// # Errors
+    /// [`WriteError::MissingTensor`], or the size errors of [`GgufWriter::add_tensor`].
+    pub fn replace_tensor(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<&mut Self, WriteError> {
+        let t = self
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| WriteError::MissingTensor(name.to_string()))?;
+        let expected = ty
+            .tensor_bytes(&t.dims)
+            .ok_or_else(|| WriteError::BadShape {
+                name: name.to_string(),
+                ty,
+                dims: t.dims.clone(),
+            })?;
+        if expected != data.len() as u64 {
+            return Err(WriteError::WrongDataSize {
+                name: name.to_string(),
+                ty,
+                dims: t.dims.clone(),
+                expected,
+                got: data.len() as u64,
+            });
+        }
+        t.ty = ty;
+        t.data = data;
+        Ok(self)
     }
 
     /// Use another alignment; it is recorded as `general.alignment` when it is not 32.

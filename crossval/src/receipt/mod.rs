@@ -5,15 +5,15 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 2.1.0
+//! # Schema 2.2.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"2.1.0"` |
-//! | `status` | string | `ok` (tokens match, every position and greedy step within tolerance; exit 0), `diverged` (tokens match, logits outside the tolerance at a position or greedy step; exit 1), `config_mismatch` (the configuration pre-gate failed: nothing was tokenized or evaluated; exit 2), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
+//! | `schema_version` | string | `"2.2.0"` (2.0.0 receipts lack the `cpp_backend` build fields marked 2.1; 2.0 and 2.1 receipts lack the fields marked 2.2) |
+//! | `status` | string | `ok` (tokens match, every position and greedy step within tolerance; exit 0), `diverged` (tokens match, logits outside the tolerance at a position or greedy step; exit 1), `config_mismatch` (2.2: the configuration pre-gate failed: nothing was tokenized by the reference or evaluated; exit 2), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
 //! | `error` | string? | what went wrong; a string exactly when `status` is `vocab_mismatch`, `usage_error` or `error` |
 //! | `warnings[]` | array of strings | flags that had no effect, chat markers that are not single tokens (see [`bitnet_inference::TemplateWarning`]) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
@@ -43,16 +43,16 @@
 //! | `positions[].top1_match` | bool | arg-max ids agree |
 //! | `positions[].top5_overlap` | integer | 0..=5 ids shared by the two top-5 sets |
 //! | `positions[].rust_non_finite`, `.cpp_non_finite` | integer | NaN/±∞ counts in each row |
-//! | `positions[].rust_top2`, `.cpp_top2` | integer? | runner-up ids (`null` for a one-token vocabulary) |
-//! | `positions[].cpp_top2_margin` | metric | the C++ row's best logit minus its runner-up's |
+//! | `positions[].rust_top2`, `.cpp_top2` | integer? | 2.2: runner-up ids (`null` for a one-token vocabulary) |
+//! | `positions[].cpp_top2_margin` | metric | 2.2: the C++ row's best logit minus its runner-up's |
 //! | `positions[].ok` | bool | finite and `cosine ≥ thresholds.cos_tol` |
-//! | `positions[].label` | string | `match` (exactly when `ok`), `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
+//! | `positions[].label` | string | 2.2: `match` (exactly when `ok`), `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
 //! | `decode[]` | array | greedy steps after the prompt, in order, teacher-forced: both sides continue from the C++ side's choice ([`crate::steps`]) |
 //! | `decode[].step` | integer | 0-based step |
 //! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose from the same prefix |
 //! | `decode[].match` | bool | the ids agree |
-//! | `decode[].fed_token` | integer | the id both sides continued with (the C++ choice) |
-//! | `decode[].label` | string | the label of the step's logits, as `positions[].label` |
+//! | `decode[].fed_token` | integer | 2.2: the id both sides continued with (the C++ choice) |
+//! | `decode[].label` | string | 2.2: the label of the step's logits, as `positions[].label` |
 //! | `summary` | object? | `null` when no logits were compared, else: |
 //! | `summary.n_positions` | integer | positions compared |
 //! | `summary.first_divergent_position` | integer? | first position not ok, `null` if none |
@@ -62,13 +62,19 @@
 //! | `summary.all_ok` | bool | every position ok |
 //! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
 //! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
-//! | `thresholds.tie_margin` | number | the `tie-flip` margin ([`crate::verdict::TIE_MARGIN`]) |
-//! | `config_gate` | object? | the configuration pre-gate ([`crate::config_gate::ConfigGate`]: `ok`, `facts[]` with `name`, `engine`, `reference`, `source`, `note`, `status`, `tensor_types[]`, `hints[]`); `null` when it did not run |
-//! | `locate` | object? | the `--locate` report ([`crate::locate::LocateReport`]); `null` without `--locate` or when it did not run |
+//! | `thresholds.tie_margin` | number | 2.2: the `tie-flip` margin ([`crate::verdict::TIE_MARGIN`]) |
+//! | `config_gate` | object? | 2.2: the configuration pre-gate ([`crate::config_gate::ConfigGate`]: `ok`, `facts[]` with `name`, `engine`, `reference`, `source`, `note`, `status`, `tensor_types[]`, `hints[]`); `null` when it did not run |
+//! | `locate` | object? | 2.2: the `--locate` report ([`crate::locate::LocateReport`]); `null` without `--locate` or when it did not run |
 //! | `cpp_backend` | object? | the C++ reference; `null` when it was never started (then `status` is `vocab_mismatch`, `usage_error` or `error`) |
 //! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
-//! | `cpp_backend.library` | string | the library and its version/commit as the reference reports it |
-//! | `cpp_backend.build_info` | string | the reference's build description (compiler, flags) |
+//! | `cpp_backend.library` | string | the library and the crate that vendors it, as the reference reports it |
+//! | `cpp_backend.build_info` | string | one line: version, compiler, build type, the CPU kernels' flags and SIMD extensions |
+//! | `cpp_backend.version` | string | 2.1: the vendoring crate, its version and git commit, ggml's version (`llama-cpp-sys-2 0.1.161 (git e7af607ebd5e), ggml 0.26.0`) |
+//! | `cpp_backend.compiler.id`, `.version` | string | 2.1: the compiler of the CPU kernels as CMake detected it (`GNU`, `12.2.0`) |
+//! | `cpp_backend.build_type` | string | 2.1: CMake build type (`Release`, `RelWithDebInfo`) |
+//! | `cpp_backend.cpu_flags[]` | strings | 2.1: the kernels' instruction-selecting compile flags (`-march=x86-64`, `-mavx2`, `-march=native`) |
+//! | `cpp_backend.simd[]` | strings | 2.1: SIMD extensions those flags enable, per the compiler (`AVX2`, `FMA`, `AVX512F`) |
+//! | `cpp_backend.ggml_options[]` | strings | 2.1: CPU-relevant ggml CMake options that are on (`GGML_LLAMAFILE`, `GGML_NATIVE`) |
 //! | `cpp_backend.system_info` | string | `llama_print_system_info()` of the reference |
 //! | `environment.cpu` | string | CPU model name (`/proc/cpuinfo`), else the architecture |
 //! | `environment.threads` | integer | threads used |
@@ -82,14 +88,21 @@
 //! an object when `status` is `ok` or `diverged`; `status` is `config_mismatch` iff
 //! `config_gate.ok` is false; `positions[].label` is `match` iff `positions[].ok`.
 //!
-//! Changes from 1.0.0: the statuses `vocab_mismatch` and `usage_error`; `error`, `warnings`
-//! and `inputs.template_used` (which replaces `token_parity.template_used`); `token_parity`
-//! and `cpp_backend` may be `null` (a 1.0.0 error receipt claimed a token parity `ok` that
-//! was never checked, and a backend `unavailable` outside its own schema).
+//! Changes from 1.0.0 (2.0.0): the statuses `vocab_mismatch` and `usage_error`; `error`,
+//! `warnings` and `inputs.template_used` (which replaces `token_parity.template_used`);
+//! `token_parity` and `cpp_backend` may be `null` (a 1.0.0 error receipt claimed a token
+//! parity `ok` that was never checked, and a backend `unavailable` outside its own schema).
 //!
-//! Changes from 2.0.0 (additions): the status `config_mismatch`, `config_gate`, `locate`,
-//! the labels and runner-ups of `positions[]`, `decode[].fed_token` and `.label` (greedy
-//! steps are teacher-forced and no longer stop at a disagreement), `thresholds.tie_margin`.
+//! Changes from 2.0.0 (2.1.0): the reference's real build facts in `cpp_backend` —
+//! `version`, `compiler`, `build_type`, `cpu_flags`, `simd`, `ggml_options` — recorded from
+//! the C++ library's CMake configuration when the reference was built, and a `build_info`
+//! line made of them. They are required in a 2.1 receipt's `cpp_backend` and read as empty
+//! from a 2.0 one; the validator accepts any 2.x.y.
+//!
+//! Changes from 2.1.0 (2.2.0, additions): the status `config_mismatch`, `config_gate`,
+//! `locate`, the labels and runner-ups of `positions[]`, `decode[].fed_token` and `.label`
+//! (greedy steps are teacher-forced and no longer stop at a disagreement),
+//! `thresholds.tie_margin`. They are required in a 2.2 receipt and absent from older ones.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -98,7 +111,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config_gate::ConfigGate;
@@ -106,8 +118,12 @@ use crate::locate::LocateReport;
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
 use crate::verdict::Verdict;
 
+pub use validate::validate_receipt;
+
+mod validate;
+
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "2.1.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "2.2.0";
 
 /// Outcome of the run. Each status has exactly one exit code ([`RunStatus::exit_code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,17 +288,68 @@ pub struct Thresholds {
     pub tie_margin: f64,
 }
 
-/// The C++ reference that produced the reference side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The C++ reference that produced the reference side, and how it was built.
+///
+/// The build fields (schema 1.1) default to empty when reading a 1.0 receipt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CppBackendInfo {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Library and version/commit.
+    /// Library and the crate that vendors it.
     pub library: String,
-    /// Build description.
+    /// One line: version, compiler, build type, the CPU kernels' flags and SIMD extensions.
     pub build_info: String,
+    /// Vendoring crate, its version and commit, ggml's version.
+    #[serde(default)]
+    pub version: String,
+    /// The compiler of the CPU kernels.
+    #[serde(default)]
+    pub compiler: CompilerInfo,
+    /// CMake build type.
+    #[serde(default)]
+    pub build_type: String,
+    /// The kernels' instruction-selecting compile flags.
+    #[serde(default)]
+    pub cpu_flags: Vec<String>,
+    /// SIMD extensions those flags enable.
+    #[serde(default)]
+    pub simd: Vec<String>,
+    /// CPU-relevant ggml CMake options that are on.
+    #[serde(default)]
+    pub ggml_options: Vec<String>,
     /// `llama_print_system_info()`.
     pub system_info: String,
+}
+
+impl CppBackendInfo {
+    /// What a reference reports about itself ([`bitnet_cpp::protocol::BuildFacts`]).
+    pub fn from_build(b: &bitnet_cpp::protocol::BuildFacts) -> Self {
+        let c = &b.compiled;
+        CppBackendInfo {
+            backend: b.backend.clone(),
+            library: b.library.clone(),
+            build_info: b.summary(),
+            version: c.version.to_string(),
+            compiler: CompilerInfo {
+                id: c.compiler.id.clone(),
+                version: c.compiler.version.clone(),
+            },
+            build_type: c.build_type.clone(),
+            cpu_flags: c.cpu_flags.clone(),
+            simd: c.simd.clone(),
+            ggml_options: c.ggml_options.clone(),
+            system_info: b.system_info.clone(),
+        }
+    }
+}
+
+/// A compiler as CMake identifies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompilerInfo {
+    /// `GNU`, `Clang`, …
+    pub id: String,
+    /// `12.2.0`.
+    pub version: String,
 }
 
 /// The machine the run happened on.
@@ -492,357 +559,6 @@ pub fn cpu_model() -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validator
-
-type Obj = serde_json::Map<String, Value>;
-
-/// The labels of [`Verdict`].
-const LABELS: &[&str] = &["match", "drift", "tie-flip", "wrong"];
-
-fn field<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a Value, String> {
-    o.get(key)
-        .ok_or_else(|| format!("{ctx}.{key}: missing required field"))
-}
-
-fn obj<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a Obj, String> {
-    field(o, ctx, key)?
-        .as_object()
-        .ok_or_else(|| format!("{ctx}.{key}: expected an object"))
-}
-
-fn string<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<&'a str, String> {
-    field(o, ctx, key)?
-        .as_str()
-        .ok_or_else(|| format!("{ctx}.{key}: expected a string"))
-}
-
-fn opt_string<'a>(o: &'a Obj, ctx: &str, key: &str) -> Result<Option<&'a str>, String> {
-    match field(o, ctx, key)? {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        _ => Err(format!("{ctx}.{key}: expected a string or null")),
-    }
-}
-
-fn boolean(o: &Obj, ctx: &str, key: &str) -> Result<bool, String> {
-    field(o, ctx, key)?
-        .as_bool()
-        .ok_or_else(|| format!("{ctx}.{key}: expected a boolean"))
-}
-
-fn uint(o: &Obj, ctx: &str, key: &str) -> Result<u64, String> {
-    field(o, ctx, key)?
-        .as_u64()
-        .ok_or_else(|| format!("{ctx}.{key}: expected a non-negative integer"))
-}
-
-fn opt_uint(o: &Obj, ctx: &str, key: &str) -> Result<Option<u64>, String> {
-    match field(o, ctx, key)? {
-        Value::Null => Ok(None),
-        v => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("{ctx}.{key}: expected a non-negative integer or null")),
-    }
-}
-
-fn number(o: &Obj, ctx: &str, key: &str) -> Result<f64, String> {
-    field(o, ctx, key)?
-        .as_f64()
-        .ok_or_else(|| format!("{ctx}.{key}: expected a number"))
-}
-
-fn metric(o: &Obj, ctx: &str, key: &str) -> Result<(), String> {
-    match field(o, ctx, key)? {
-        Value::Number(_) => Ok(()),
-        Value::String(s) if matches!(s.as_str(), "NaN" | "inf" | "-inf") => Ok(()),
-        _ => Err(format!(
-            "{ctx}.{key}: expected a number or \"NaN\"/\"inf\"/\"-inf\""
-        )),
-    }
-}
-
-fn one_of(o: &Obj, ctx: &str, key: &str, allowed: &[&str]) -> Result<String, String> {
-    let s = string(o, ctx, key)?;
-    if allowed.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{ctx}.{key}: {s:?} is not one of {allowed:?}"))
-    }
-}
-
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn is_rfc3339_utc(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    b.len() == 20
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'Z'
-}
-
-/// Checks the `token_parity` object; returns its status.
-fn token_parity(tp: &Obj) -> Result<String, String> {
-    let t = "token_parity";
-    let tp_status = one_of(tp, t, "status", &["ok", "mismatch"])?;
-    let rust_count = uint(tp, t, "rust_count")?;
-    let cpp_count = uint(tp, t, "cpp_count")?;
-    let diff = opt_uint(tp, t, "first_diff_idx")?;
-    match (tp_status.as_str(), diff) {
-        ("ok", Some(_)) => {
-            Err("token_parity.first_diff_idx: must be null when status is ok".into())
-        }
-        ("mismatch", None) => {
-            Err("token_parity.first_diff_idx: required when status is mismatch".into())
-        }
-        ("ok", None) if rust_count != cpp_count => {
-            Err("token_parity: status ok but rust_count != cpp_count".into())
-        }
-        _ => Ok(tp_status),
-    }
-}
-
-/// Checks a receipt against the documented schema (every required field, its type, and the
-/// consistency rules). Returns the first problem found, naming the field.
-pub fn validate_receipt(v: &Value) -> Result<(), String> {
-    let root = v.as_object().ok_or("receipt: expected a JSON object")?;
-    let r = "receipt";
-    let version = string(root, r, "schema_version")?;
-    if version.split('.').next() != Some("2") || version.split('.').count() != 3 {
-        return Err(format!(
-            "receipt.schema_version: {version:?} is not a 2.x.y version"
-        ));
-    }
-    let status = one_of(
-        root,
-        r,
-        "status",
-        &[
-            "ok",
-            "diverged",
-            "config_mismatch",
-            "token_mismatch",
-            "vocab_mismatch",
-            "usage_error",
-            "error",
-        ],
-    )?;
-    // The statuses of a run that got as far as the token pre-gate; the configuration gate
-    // comes before it, with the reference already started.
-    let gated = matches!(status.as_str(), "ok" | "diverged" | "token_mismatch");
-    let started = gated || status == "config_mismatch";
-    let error = opt_string(root, r, "error")?;
-    if error.is_some() == started {
-        return Err(format!(
-            "receipt.error: must be a string exactly when status is vocab_mismatch, usage_error or error (status {status:?})"
-        ));
-    }
-    let warnings = field(root, r, "warnings")?
-        .as_array()
-        .ok_or("receipt.warnings: expected an array")?;
-    if warnings.iter().any(|w| !w.is_string()) {
-        return Err("receipt.warnings: expected an array of strings".into());
-    }
-
-    let tool = obj(root, r, "tool")?;
-    string(tool, "tool", "name")?;
-    string(tool, "tool", "version")?;
-
-    let ts = string(root, r, "timestamp")?;
-    if !is_rfc3339_utc(ts) {
-        return Err(format!(
-            "receipt.timestamp: {ts:?} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)"
-        ));
-    }
-
-    let inputs = obj(root, r, "inputs")?;
-    let i = "inputs";
-    string(inputs, i, "model_path")?;
-    let sha = string(inputs, i, "model_sha256")?;
-    if !is_sha256(sha) {
-        return Err(format!(
-            "inputs.model_sha256: {sha:?} is not 64 lowercase hex digits"
-        ));
-    }
-    let cpp_model = opt_string(inputs, i, "cpp_model_path")?;
-    let cpp_sha = opt_string(inputs, i, "cpp_model_sha256")?;
-    if cpp_model.is_some() != cpp_sha.is_some() || cpp_sha.is_some_and(|s| !is_sha256(s)) {
-        return Err(
-            "inputs.cpp_model_sha256: must be a sha256 exactly when cpp_model_path is set".into(),
-        );
-    }
-    opt_string(inputs, i, "tokenizer_path")?;
-    string(inputs, i, "prompt")?;
-    string(inputs, i, "formatted_prompt")?;
-    opt_string(inputs, i, "system_prompt")?;
-    string(inputs, i, "template")?;
-    opt_string(inputs, i, "template_used")?;
-    boolean(inputs, i, "add_bos")?;
-    boolean(inputs, i, "parse_special")?;
-
-    let tp_status = match field(root, r, "token_parity")? {
-        Value::Null if gated => {
-            return Err(format!(
-                "receipt.token_parity: required when status is {status:?}"
-            ))
-        }
-        Value::Null => None,
-        Value::Object(tp) => Some(token_parity(tp)?),
-        _ => return Err("receipt.token_parity: expected an object or null".into()),
-    };
-    if (status == "token_mismatch") != (tp_status.as_deref() == Some("mismatch")) {
-        return Err(format!(
-            "receipt.status: {status:?} inconsistent with token_parity.status {tp_status:?}"
-        ));
-    }
-
-    let positions = field(root, r, "positions")?
-        .as_array()
-        .ok_or("receipt.positions: expected an array")?;
-    for (k, p) in positions.iter().enumerate() {
-        let ctx = format!("positions[{k}]");
-        let p = p
-            .as_object()
-            .ok_or_else(|| format!("{ctx}: expected an object"))?;
-        uint(p, &ctx, "position")?;
-        for m in ["cosine", "l2", "max_abs_diff", "nmse", "kl"] {
-            metric(p, &ctx, m)?;
-        }
-        uint(p, &ctx, "rust_top1")?;
-        uint(p, &ctx, "cpp_top1")?;
-        boolean(p, &ctx, "top1_match")?;
-        if uint(p, &ctx, "top5_overlap")? > 5 {
-            return Err(format!("{ctx}.top5_overlap: must be 0..=5"));
-        }
-        uint(p, &ctx, "rust_non_finite")?;
-        uint(p, &ctx, "cpp_non_finite")?;
-        opt_uint(p, &ctx, "rust_top2")?;
-        opt_uint(p, &ctx, "cpp_top2")?;
-        metric(p, &ctx, "cpp_top2_margin")?;
-        let ok = boolean(p, &ctx, "ok")?;
-        let label = one_of(p, &ctx, "label", LABELS)?;
-        if ok != (label == "match") {
-            return Err(format!(
-                "{ctx}.label: {label:?} inconsistent with ok = {ok}"
-            ));
-        }
-    }
-
-    let decode = field(root, r, "decode")?
-        .as_array()
-        .ok_or("receipt.decode: expected an array")?;
-    for (k, d) in decode.iter().enumerate() {
-        let ctx = format!("decode[{k}]");
-        let d = d
-            .as_object()
-            .ok_or_else(|| format!("{ctx}: expected an object"))?;
-        uint(d, &ctx, "step")?;
-        uint(d, &ctx, "rust_token")?;
-        uint(d, &ctx, "cpp_token")?;
-        boolean(d, &ctx, "match")?;
-        uint(d, &ctx, "fed_token")?;
-        one_of(d, &ctx, "label", LABELS)?;
-    }
-
-    match field(root, r, "summary")? {
-        Value::Null => {
-            if status == "ok" || status == "diverged" {
-                return Err(format!(
-                    "receipt.summary: required when status is {status:?}"
-                ));
-            }
-        }
-        Value::Object(s) => {
-            let c = "summary";
-            uint(s, c, "n_positions")?;
-            opt_uint(s, c, "first_divergent_position")?;
-            for m in ["min_cosine", "max_kl", "mean_kl", "max_abs_diff"] {
-                metric(s, c, m)?;
-            }
-            let rate = number(s, c, "top1_agreement_rate")?;
-            if !(0.0..=1.0).contains(&rate) {
-                return Err("summary.top1_agreement_rate: must be within 0..=1".into());
-            }
-            number(s, c, "cos_tol")?;
-            boolean(s, c, "all_ok")?;
-        }
-        _ => return Err("receipt.summary: expected an object or null".into()),
-    }
-
-    let th = obj(root, r, "thresholds")?;
-    number(th, "thresholds", "cos_tol")?;
-    uint(th, "thresholds", "max_tokens")?;
-    number(th, "thresholds", "tie_margin")?;
-
-    let gate_ok = match field(root, r, "config_gate")? {
-        Value::Null => None,
-        Value::Object(g) => {
-            field(g, "config_gate", "facts")?
-                .as_array()
-                .ok_or("config_gate.facts: expected an array")?;
-            field(g, "config_gate", "tensor_types")?
-                .as_array()
-                .ok_or("config_gate.tensor_types: expected an array")?;
-            Some(boolean(g, "config_gate", "ok")?)
-        }
-        _ => return Err("receipt.config_gate: expected an object or null".into()),
-    };
-    if (status == "config_mismatch") != (gate_ok == Some(false)) {
-        return Err(format!(
-            "receipt.status: {status:?} inconsistent with config_gate.ok {gate_ok:?}"
-        ));
-    }
-    match field(root, r, "locate")? {
-        Value::Null => {}
-        Value::Object(l) => {
-            one_of(l, "locate", "mode", &["first", "all"])?;
-            uint(l, "locate", "tensors_compared")?;
-            field(l, "locate", "tensors")?
-                .as_array()
-                .ok_or("locate.tensors: expected an array")?;
-        }
-        _ => return Err("receipt.locate: expected an object or null".into()),
-    }
-
-    match field(root, r, "cpp_backend")? {
-        Value::Null if started => {
-            return Err(format!(
-                "receipt.cpp_backend: required when status is {status:?}"
-            ))
-        }
-        Value::Null => {}
-        Value::Object(be) => {
-            one_of(be, "cpp_backend", "backend", &["llama", "bitnet"])?;
-            string(be, "cpp_backend", "library")?;
-            string(be, "cpp_backend", "build_info")?;
-            string(be, "cpp_backend", "system_info")?;
-        }
-        _ => return Err("receipt.cpp_backend: expected an object or null".into()),
-    }
-
-    let env = obj(root, r, "environment")?;
-    string(env, "environment", "cpu")?;
-    uint(env, "environment", "threads")?;
-    string(env, "environment", "os")?;
-    string(env, "environment", "arch")?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Tests of the `receipt` module.
 
+use super::validate::is_rfc3339_utc;
 use super::*;
 use crate::logits_compare::{compare_logits, LogitsMatrix};
+use serde_json::Value;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -69,8 +71,19 @@ fn sample(dir: &Path) -> Receipt {
         },
         cpp_backend: Some(CppBackendInfo {
             backend: "llama".into(),
-            library: "llama.cpp b1234 (abcdef0)".into(),
-            build_info: "gcc 13 -O3".into(),
+            library: "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)".into(),
+            build_info:
+                "llama-cpp-sys-2 0.1.161; GNU 12.2.0 Release; CPU kernels built with -mavx2 (AVX2)"
+                    .into(),
+            version: "llama-cpp-sys-2 0.1.161 (git e7af607ebd5e), ggml 0.26.0".into(),
+            compiler: CompilerInfo {
+                id: "GNU".into(),
+                version: "12.2.0".into(),
+            },
+            build_type: "Release".into(),
+            cpu_flags: vec!["-march=x86-64".into(), "-mavx2".into()],
+            simd: vec!["AVX".into(), "AVX2".into()],
+            ggml_options: vec!["GGML_LLAMAFILE".into()],
             system_info: "AVX = 1 | AVX2 = 1".into(),
         }),
         environment: Environment::detect(2),
@@ -185,6 +198,9 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         ("/summary/top1_agreement_rate", 1.5.into()),
         ("/thresholds/cos_tol", "0.999".into()),
         ("/cpp_backend/backend", "onnx".into()),
+        ("/cpp_backend/simd", "AVX2".into()),
+        ("/cpp_backend/cpu_flags/0", 3.into()),
+        ("/cpp_backend/compiler", "GNU 12".into()),
         ("/environment/threads", 2.5.into()),
         ("/positions", Value::Object(Default::default())),
         ("/positions/0/label", "fine".into()),
@@ -243,6 +259,34 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
     v["status"] = "error".into();
     v["error"] = "the C++ reference died".into();
     validate_receipt(&v).expect("error after the pre-gate");
+}
+
+#[test]
+fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
+    let dir = temp_dir("v20");
+    let mut v = serde_json::to_value(sample(&dir)).expect("value");
+    v["schema_version"] = "2.0.0".into();
+    let be = v["cpp_backend"].as_object_mut().expect("object");
+    for k in [
+        "version",
+        "compiler",
+        "build_type",
+        "cpu_flags",
+        "simd",
+        "ggml_options",
+    ] {
+        be.remove(k);
+    }
+    validate_receipt(&v).expect("a 2.0 receipt is valid");
+    let path = dir.join("old.json");
+    fs::write(&path, v.to_string()).expect("write");
+    let back = Receipt::read(&path).expect("a 2.0 receipt reads");
+    let be = back.cpp_backend.expect("backend");
+    assert!(be.simd.is_empty() && be.version.is_empty());
+    // The same document claiming 2.1 lacks required fields.
+    v["schema_version"] = "2.1.0".into();
+    assert!(validate_receipt(&v).unwrap_err().contains("version"));
+    fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]

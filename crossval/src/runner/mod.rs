@@ -357,12 +357,7 @@ fn flow(
     };
     let mut cpp = Session::open(cpp_path, cfg.cpp_backend, &opts).map_err(runtime)?;
     let build = cpp.build_info().map_err(runtime)?;
-    rec.cpp_info = Some(CppBackendInfo {
-        backend: build.backend.clone(),
-        library: build.library.clone(),
-        build_info: format!("{} ({})", build.library, build.backend),
-        system_info: build.system_info.clone(),
-    });
+    rec.cpp_info = Some(CppBackendInfo::from_build(&build));
     if let Some(cpp_model) = &cfg.cpp_model {
         let facts = cpp.vocab_info().map_err(runtime)?;
         let reference_view = VocabView {

@@ -73,9 +73,10 @@ pub(super) fn text_report(
     let (backend, library) = (&build.backend, &build.library);
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
     let mut s = format!(
-        "model: {}\nC++ reference: {backend} ({library}){}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
+        "model: {}\nC++ reference: {backend} ({library}){}\nC++ build: {}\ntemplate: {} (add_bos={}, parse_special={})\ntokens: {}\n",
         cfg.model.display(),
         cfg.cpp_model.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default(),
+        build.summary(),
         template_line(cfg, rec),
         rec.add_bos,
         rec.parse_special,

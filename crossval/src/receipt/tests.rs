@@ -107,7 +107,7 @@ fn written_receipt_validates_and_round_trips() {
     let text = fs::read_to_string(&path).expect("read");
     let value: Value = serde_json::from_str(&text).expect("json");
     validate_receipt(&value).expect("valid receipt");
-    assert_eq!(value["schema_version"], "2.1.0");
+    assert_eq!(value["schema_version"], "2.2.0");
     assert_eq!(value["status"], "diverged");
     assert_eq!(value["token_parity"]["status"], "ok");
     assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
@@ -286,6 +286,37 @@ fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
     // The same document claiming 2.1 lacks required fields.
     v["schema_version"] = "2.1.0".into();
     assert!(validate_receipt(&v).unwrap_err().contains("version"));
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn schema_2_1_receipts_without_the_locate_fields_still_validate() {
+    let dir = temp_dir("v21");
+    let mut v = serde_json::to_value(sample(&dir)).expect("value");
+    v["schema_version"] = "2.1.0".into();
+    let root = v.as_object_mut().expect("object");
+    root.remove("config_gate");
+    root.remove("locate");
+    v["thresholds"]
+        .as_object_mut()
+        .expect("object")
+        .remove("tie_margin");
+    for k in ["rust_top2", "cpp_top2", "cpp_top2_margin", "label"] {
+        for p in v["positions"].as_array_mut().expect("array") {
+            p.as_object_mut().expect("object").remove(k);
+        }
+    }
+    for k in ["fed_token", "label"] {
+        v["decode"][0].as_object_mut().expect("object").remove(k);
+    }
+    validate_receipt(&v).expect("a 2.1 receipt is valid");
+    // A 2.1 receipt cannot have 2.2's status.
+    let mut c = v.clone();
+    c["status"] = "config_mismatch".into();
+    assert!(validate_receipt(&c).unwrap_err().contains("2.2"));
+    // The same document claiming 2.2 lacks required fields.
+    v["schema_version"] = "2.2.0".into();
+    assert!(validate_receipt(&v).is_err());
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 

@@ -318,9 +318,10 @@ fn the_bitnet_reference_says_it_has_no_sampler_chain() {
     let err = cpp
         .sample(&spec(&SamplingParams::default()), &[], &rows)
         .unwrap_err();
+    // Protocol 4's typed refusal, naming the reference that can.
     assert!(
-        err.to_string()
-            .contains("does not run llama.cpp's sampler chain"),
+        matches!(err, bitnet_cpp::CppError::Unsupported { .. })
+            && err.to_string().contains("use the llama reference"),
         "{err}"
     );
 }

@@ -189,6 +189,42 @@ fn sampled_text_equals_llama_cpp_generation() {
 }
 
 #[test]
+fn smollm2_in_every_llama_quantize_mix_continues_as_llama_cpp_does_greedily() {
+    // Issue 10: the files users have. Each of llama-quantize's mixes of SmolLM2 (made by
+    // llama.cpp's own quantizer, `bitnet_cpp::test_models`) continues a prompt greedily
+    // exactly as the reference's generation loop does, in the same configuration.
+    use bitnet_cpp::test_models::{self, Base};
+    let params = SamplingParams {
+        seed: 1,
+        temp: 0.0,
+        ..SamplingParams::default()
+    };
+    let prompt = "The three primary colours are";
+    for &ftype in Base::Smollm2.mixes() {
+        let model = test_models::path(Base::Smollm2, ftype).unwrap();
+        let mut cpp =
+            Session::open(&model, BackendChoice::Llama, &SessionOptions::default()).unwrap();
+        let expected = reference_text(&mut cpp, prompt, &params, 16);
+        let got = bitnet()
+            .args([
+                "run", "--prompt", prompt, "-n", "16", "--temp", "0", "--seed", "1",
+            ])
+            .arg("--model")
+            .arg(&model)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "SmolLM2 {ftype}"
+        );
+    }
+}
+
+#[test]
 fn a_random_seed_is_printed_and_reproduces_the_text() {
     let run = |seed: Option<&str>| {
         let mut cmd = bitnet();

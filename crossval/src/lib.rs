@@ -35,13 +35,17 @@
 
 pub mod bulk;
 pub mod comparison;
+pub mod config_gate;
+pub mod locate;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
 pub mod sampling;
 pub mod stats;
+pub mod steps;
 pub mod suite;
 pub mod token_parity;
+pub mod verdict;
 pub mod vocab_check;
 
 pub use logits_compare::{

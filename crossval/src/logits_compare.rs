@@ -12,7 +12,10 @@
 //! | `kl` | `KL(p_cpp ‖ p_rust) = Σ p_cpp,ᵢ (log p_cpp,ᵢ − log p_rust,ᵢ)` with `p = softmax(row)` |
 //! | `top1_match` | the arg-max ids agree (ties: the lowest id wins, as in greedy sampling) |
 //! | `top5_overlap` | number of ids present in both top-5 sets, 0..=5 |
+//! | `rust_top2`, `cpp_top2` | the runner-up ids (absent for a one-token vocabulary) |
+//! | `cpp_top2_margin` | the C++ row's best logit minus its runner-up's |
 //! | `ok` | every value finite and `cosine ≥ cos_tol` |
+//! | `label` | [`Verdict`]: `match` when ok, else `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
 //!
 //! Positions are independent; inputs of a million values or more are split across the available
 //! cores (the result does not depend on the split). All sums are accumulated in `f64`; the softmax is computed stably (log-sum-exp after
@@ -30,6 +33,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::verdict::{classify, TopTwo, Verdict};
 
 /// Which side of the comparison a shape problem is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,12 +227,21 @@ pub struct PositionMetrics {
     pub top1_match: bool,
     /// Ids shared by the two top-5 sets (0..=5; fewer than 5 when the vocabulary is smaller).
     pub top5_overlap: u8,
+    /// Second-best id of the Rust row.
+    pub rust_top2: Option<u32>,
+    /// Second-best id of the C++ row.
+    pub cpp_top2: Option<u32>,
+    /// The C++ row's best logit minus its second best (`inf` without a second).
+    #[serde(with = "float_repr")]
+    pub cpp_top2_margin: f64,
     /// Number of NaN/±∞ values in the Rust row.
     pub rust_non_finite: usize,
     /// Number of NaN/±∞ values in the C++ row.
     pub cpp_non_finite: usize,
     /// Within tolerance: all finite and `cosine ≥ cos_tol`.
     pub ok: bool,
+    /// What kind of difference this is (`match` exactly when `ok`).
+    pub label: Verdict,
 }
 
 /// Summary over all positions.
@@ -441,6 +455,24 @@ impl Top5 {
     fn ids(&self) -> &[u32] {
         &self.ids[..self.len]
     }
+
+    /// The best two ids and the margin between them.
+    fn top_two(&self) -> TopTwo {
+        TopTwo {
+            first: self
+                .ids
+                .first()
+                .copied()
+                .filter(|_| self.len > 0)
+                .unwrap_or(0),
+            second: (self.len > 1).then_some(self.ids[1]),
+            margin: if self.len > 1 {
+                self.vals[0] as f64 - self.vals[1] as f64
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
 }
 
 /// Per-row statistics gathered in the first pass.
@@ -590,9 +622,18 @@ fn metrics(position: usize, a: &[f32], b: &[f32], cos_tol: f64) -> PositionMetri
         cpp_top1,
         top1_match: finite && rust_top1 == cpp_top1,
         top5_overlap,
+        rust_top2: ta.top_two().second,
+        cpp_top2: tb.top_two().second,
+        cpp_top2_margin: tb.top_two().margin,
         rust_non_finite: p.non_finite_a,
         cpp_non_finite: p.non_finite_b,
         ok: finite && cosine >= cos_tol,
+        label: classify(
+            finite && cosine >= cos_tol,
+            finite,
+            ta.top_two(),
+            tb.top_two(),
+        ),
     }
 }
 

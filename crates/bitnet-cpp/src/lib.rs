@@ -27,6 +27,8 @@ mod backend;
 #[cfg(feature = "client")]
 mod binaries;
 #[cfg(feature = "client")]
+mod capture_stream;
+#[cfg(feature = "client")]
 pub mod quantize;
 #[cfg(feature = "client")]
 mod session;
@@ -37,5 +39,7 @@ pub mod test_models;
 pub use backend::{Backend, BackendChoice};
 #[cfg(feature = "client")]
 pub use binaries::reference_binary;
+#[cfg(feature = "client")]
+pub use capture_stream::CaptureStream;
 #[cfg(feature = "client")]
 pub use session::*;

@@ -29,10 +29,15 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
+pub use capture::{Capture, TensorFrame};
 pub use engine::{serve, Engine};
+pub use facts::{FactSource, ModelFacts, Sourced};
 pub use wire_path::WirePath;
 
+pub mod callback;
+pub mod capture;
 mod engine;
+pub mod facts;
 pub mod server;
 mod wire_path;
 
@@ -43,8 +48,10 @@ mod wire_path;
 /// chain). 4: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
 /// [`Request::TypeTraits`]; [`Response::Unsupported`] for every request a backend cannot
 /// serve (the quantizer, the type table, the sampler chain); typed build facts in
-/// [`BuildFacts`].
-pub const PROTOCOL_VERSION: u32 = 4;
+/// [`BuildFacts`]. 5: [`Request::Eval`] may capture intermediate tensors (streamed as
+/// [`Response::Tensor`] frames before the logits); [`Request::ModelFacts`] asks for the
+/// reference's view of the model's configuration.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -147,12 +154,19 @@ pub enum Request {
     },
     /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
     /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
+    /// With `capture`, the intermediate tensors of those graph names come first, one
+    /// [`Response::Tensor`] frame each, in graph order ([`capture`]).
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
         /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outputs: Option<Vec<u32>>,
+        /// llama.cpp graph base names to capture (`attn_norm`, `kq_soft_max`,
+        /// `result_output`): a node is sent when its name is one of them, alone or followed
+        /// by `-<layer>`. Empty: nothing is captured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capture: Vec<String>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -178,6 +192,9 @@ pub enum Request {
     /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
     /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
     Quantize(QuantizeRequest),
+    /// The reference's view of the loaded model's configuration ([`ModelFacts`]); evaluates
+    /// one token (then clears the cache) to read the graph's op parameters.
+    ModelFacts,
     /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
     /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
     /// position's logits only), a one-token warm-up, then `repetitions` generation runs
@@ -419,6 +436,10 @@ pub enum Response {
         /// The request, by name (`quantize`, `type_traits`, `sample`, `generate`).
         request: String,
     },
+    /// One captured tensor of a capturing [`Request::Eval`]; its values in the payload.
+    Tensor(TensorFrame),
+    /// Answer to [`Request::ModelFacts`].
+    Facts(Box<ModelFacts>),
     /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
         /// One entry per prompt run.
@@ -572,6 +593,45 @@ mod tests {
         );
         assert!(p.is_empty());
         assert!(read_frame::<_, Request>(&mut r).unwrap().is_none());
+    }
+
+    /// The capture and facts messages of protocol 5 round-trip; an `Eval` without a capture
+    /// list reads as one capturing nothing.
+    #[test]
+    fn capture_and_facts_messages_round_trip() {
+        let eval = Request::Eval {
+            tokens: vec![1, 2],
+            outputs: None,
+            capture: vec!["attn_norm".into(), "result_output".into()],
+        };
+        let frame = TensorFrame {
+            name: "attn_norm-0".into(),
+            op: "MUL".into(),
+            dtype: "f16".into(),
+            ne: [2, 1, 1, 1],
+            readable: true,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &eval, &[]).unwrap();
+        write_frame(&mut buf, &Response::Tensor(frame.clone()), &[0.5, -1.0]).unwrap();
+        write_frame(&mut buf, &Request::ModelFacts, &[]).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<_, Request>(&mut r).unwrap().unwrap().0, eval);
+        let (t, values): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!((t, values), (Response::Tensor(frame), vec![0.5, -1.0]));
+        assert_eq!(
+            read_frame::<_, Request>(&mut r).unwrap().unwrap().0,
+            Request::ModelFacts
+        );
+        let old: Request = serde_json::from_str(r#"{"op":"eval","tokens":[3]}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Eval {
+                tokens: vec![3],
+                outputs: None,
+                capture: vec![]
+            }
+        );
     }
 
     #[test]

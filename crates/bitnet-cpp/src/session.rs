@@ -331,7 +331,9 @@ impl Session {
                 }
             }
         });
-        let (tx, rx) = mpsc::channel();
+        // One frame in flight: a reference streaming tensors faster than the client compares
+        // them waits on the pipe instead of filling this process's memory.
+        let (tx, rx) = mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, stdout);
             loop {
@@ -452,14 +454,27 @@ impl Session {
         payload: &[f32],
         during: &str,
     ) -> Result<(Response, Vec<f32>), CppError> {
+        self.send(request, payload, during)?;
+        self.receive(during)
+    }
+
+    /// Send a request without reading its answer (for answers of several frames, read
+    /// with [`Session::receive`]).
+    pub(crate) fn send(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(), CppError> {
         let sent = match self.stdin.as_mut() {
             Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
-        if !sent {
-            return Err(self.died(during));
+        if sent {
+            Ok(())
+        } else {
+            Err(self.died(during))
         }
-        self.receive(during)
     }
 
     /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
@@ -565,6 +580,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: None,
+                capture: Vec::new(),
             },
             "eval",
             tokens.len(),
@@ -583,6 +599,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: Some(outputs.to_vec()),
+                capture: Vec::new(),
             },
             "eval",
             outputs.len(),

@@ -126,6 +126,18 @@ fn bad_requests_are_errors_and_the_reference_survives() {
     assert!(e.to_string().contains("-5"), "{e}");
     // Still alive and correct afterwards.
     assert_eq!(s.eval(&[1, 2, 3]).unwrap().n_tokens, 3);
+    // A capture refused by the reference, a capture abandoned half-way: typed errors, and
+    // the session stays in step.
+    let mut bad = s.eval_capture(&[1, 999_999], &["l_out".into()]).unwrap();
+    let e = bad.next_tensor().err().unwrap();
+    assert!(e.to_string().contains("999999"), "{e}");
+    drop(bad);
+    let mut half = s.eval_capture(&[1, 2, 3], &["l_out".into()]).unwrap();
+    assert!(half.next_tensor().unwrap().is_some());
+    drop(half);
+    assert_eq!(s.eval(&[1, 2, 3]).unwrap().n_tokens, 3);
+    let e = s.model_facts().map(|_| ()).err();
+    assert!(e.is_none(), "{e:?}");
 }
 
 /// A fake reference written in shell: speaks a future protocol version, or never answers.

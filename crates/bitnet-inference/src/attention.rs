@@ -56,6 +56,10 @@ pub fn round_to_f16(values: &mut [f32]) {
 /// flash attention computes it: scores with `ggml_vec_dot_f32`, scaled; softmax over the cache
 /// padded to 32 cells with masked positions; then the weights times V with tinyBLAS for a
 /// batch and `vec_dot` for one token ([`AttentionPath`]), each as `numerics` says.
+///
+/// `probs`, when given, receives the attention weights (the softmax, before any F16
+/// rounding): head `h`'s weight of cached position `j < n_kv` at `h × stride + j`, where
+/// `stride = probs.len() / n_heads`; the other entries are left as they are.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
@@ -66,6 +70,7 @@ pub fn attend(
     numerics: Numerics,
     path: AttentionPath,
     scratch: &mut AttentionScratch,
+    probs: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -73,10 +78,16 @@ pub fn attend(
         // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
         // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
         // identical results, each correctly rounded.
-        unsafe { attend_fma(q, keys, values, n_kv, shape, numerics, path, scratch, out) };
+        unsafe {
+            attend_fma(
+                q, keys, values, n_kv, shape, numerics, path, scratch, probs, out,
+            )
+        };
         return;
     }
-    attend_impl(q, keys, values, n_kv, shape, numerics, path, scratch, out);
+    attend_impl(
+        q, keys, values, n_kv, shape, numerics, path, scratch, probs, out,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -91,9 +102,12 @@ unsafe fn attend_fma(
     numerics: Numerics,
     path: AttentionPath,
     scratch: &mut AttentionScratch,
+    probs: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
-    attend_impl(q, keys, values, n_kv, shape, numerics, path, scratch, out);
+    attend_impl(
+        q, keys, values, n_kv, shape, numerics, path, scratch, probs, out,
+    );
 }
 
 /// How one output of weights × V is accumulated.
@@ -120,6 +134,7 @@ fn attend_impl(
     numerics: Numerics,
     path: AttentionPath,
     scratch: &mut AttentionScratch,
+    mut probs: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let AttentionShape {
@@ -162,6 +177,10 @@ fn attend_impl(
         match numerics.width() {
             VectorWidth::Avx2 => soft_max::<8>(scores),
             VectorWidth::Avx512 => soft_max::<16>(scores),
+        }
+        if let Some(p) = probs.as_deref_mut() {
+            let stride = p.len() / n_heads;
+            p[h * stride..h * stride + n_kv].copy_from_slice(&scores[..n_kv]);
         }
         if let PvKernel::VecDotF16 { .. } = pv {
             // ggml converts the weights to V's type before `vec_dot_f16`.
@@ -285,6 +304,7 @@ mod tests {
                     numerics,
                     path,
                     &mut s,
+                    None,
                     &mut out,
                 );
                 assert_eq!(out, vec![7.0, 9.0, 7.0, 9.0], "{numerics:?} {path:?}");
@@ -333,9 +353,23 @@ mod tests {
             for numerics in ALL {
                 for path in [AttentionPath::Batch, AttentionPath::Single] {
                     let mut out = vec![0f32; 160];
+                    let mut probs = vec![0f32; 4 * n_kv];
                     attend(
-                        &q, &keys, &values, n_kv, shape, numerics, path, &mut s, &mut out,
+                        &q,
+                        &keys,
+                        &values,
+                        n_kv,
+                        shape,
+                        numerics,
+                        path,
+                        &mut s,
+                        Some(&mut probs),
+                        &mut out,
                     );
+                    for head in probs.chunks(n_kv) {
+                        let total: f64 = head.iter().map(|&p| p as f64).sum();
+                        assert!((total - 1.0).abs() < 1e-5, "weights sum to {total}");
+                    }
                     // F16 attention weights (bitnet.cpp, one token) carry 2^-11 relative error.
                     let tol = if numerics.f16_values() && path == AttentionPath::Single {
                         2e-3

@@ -24,6 +24,16 @@ impl Architecture {
             Architecture::BitnetB158 => "bitnet-b1.58",
         }
     }
+
+    /// The feed-forward activation the architecture's graph applies to the gate: `silu`
+    /// (`llama`, upstream `bitnet`) or `relu_sqr` (bitnet.cpp's `bitnet-b1.58`) — the names
+    /// the references' graph facts use.
+    pub fn ffn_activation(self) -> &'static str {
+        match self {
+            Architecture::Llama | Architecture::Bitnet => "silu",
+            Architecture::BitnetB158 => "relu_sqr",
+        }
+    }
 }
 
 /// How RoPE pairs the elements of a head.

@@ -26,6 +26,8 @@ pub mod attention;
 mod bitnet;
 mod bitnet_b158;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod llama;
 mod model;
 pub mod numerics;
@@ -39,7 +41,7 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
-pub use tap::{Observer, Tapped, TensorName};
+pub use tap::{graph_ops, Observer, Tapped, TensorName};
 pub use template::{
     format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
     TemplateWarning,

@@ -22,6 +22,8 @@ pub struct Model {
     config: ModelConfig,
     weights: Weights,
     numerics: Numerics,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<crate::fault::Fault>,
 }
 
 /// Keys and values of one layer, f32, position-major.
@@ -46,6 +48,8 @@ pub(crate) struct Scratch {
     pub mm: MatmulScratch,
     pub rope: Vec<(f32, f32)>,
     pub attention: attention::AttentionScratch,
+    /// Attention weights, filled only when an observer wants them.
+    pub probs: Vec<f32>,
 }
 
 /// The state of one sequence: how many positions are cached, and the cache itself.
@@ -148,9 +152,58 @@ pub(crate) struct Ctx<'a> {
     pub bytes: &'a [u8],
     pub c: &'a ModelConfig,
     pub numerics: Numerics,
+    #[cfg(feature = "fault-injection")]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 impl Ctx<'_> {
+    /// The RMSNorm epsilon of layer `il`'s `ffn_norm`: the model's (a planted fault may
+    /// change it in tests).
+    #[inline]
+    pub fn ffn_norm_eps(&self, il: usize) -> f32 {
+        #[cfg(feature = "fault-injection")]
+        if let Some(crate::fault::Fault::FfnNormEpsilon { layer, delta }) = self.fault {
+            if layer == il {
+                return self.c.rms_eps + delta;
+            }
+        }
+        let _ = il;
+        self.c.rms_eps
+    }
+
+    /// Whether the feed-forward block must apply SiLU instead of relu² (only a planted
+    /// fault says so).
+    #[inline]
+    pub fn silu_instead_of_relu2(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(crate::fault::Fault::SiluInsteadOfRelu2) {
+            return true;
+        }
+        false
+    }
+
+    /// RoPE's frequency base: the model's (a planted fault may change it in tests).
+    #[inline]
+    fn rope_base(&self) -> f32 {
+        #[cfg(feature = "fault-injection")]
+        if let Some(crate::fault::Fault::RopeBase { factor }) = self.fault {
+            return self.c.rope_base * factor;
+        }
+        self.c.rope_base
+    }
+
+    /// How many cached positions the token at `pos` attends to when `cached` are in the
+    /// cache: itself and those before it (a planted fault may widen the mask in tests).
+    #[inline]
+    fn causal_len(&self, pos: usize, cached: usize) -> usize {
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(crate::fault::Fault::CausalMaskOffByOne) {
+            return (pos + 2).min(cached);
+        }
+        let _ = cached;
+        pos + 1
+    }
+
     /// `out = W · x` for each token row, as the C++ reference computes it.
     pub fn linear(&self, w: &MatrixRef, x: &[f32], mm: &mut MatmulScratch, out: &mut Vec<f32>) {
         w.forward(self.bytes, self.numerics, x, mm, out);
@@ -178,7 +231,7 @@ impl Ctx<'_> {
         self.linear(&lw.wv, &s.h, &mut s.mm, &mut s.v);
         let kv = c.kv_dim();
         for t in 0..n {
-            ops::rope_table(pos0 + t, c.rope_dims, c.rope_base, &mut s.rope);
+            ops::rope_table(pos0 + t, c.rope_dims, self.rope_base(), &mut s.rope);
             ops::rope(
                 &mut s.q[t * c.dim..(t + 1) * c.dim],
                 c.head_dim,
@@ -211,12 +264,31 @@ impl Ctx<'_> {
         } else {
             AttentionPath::Batch
         };
+        // The attention weights exist per head only inside `attend`; they are gathered into
+        // one tensor (every head's weights over the cache so far, per position) only when an
+        // observer asks for them.
+        let kq_name = match self.numerics {
+            Numerics::LlamaCpp => names::KQ_SOFT_MAX,
+            Numerics::BitnetCpp(_) => names::KQ_SOFT_MAX_EXT,
+        };
+        let cached = pos0 + n;
+        let probs_len = c.n_heads * cached;
+        let want_probs = io.wants(kq_name);
+        if want_probs {
+            s.probs.clear();
+            s.probs.resize(n * probs_len, 0.0);
+        }
         for t in 0..n {
+            let probs = if want_probs {
+                Some(&mut s.probs[t * probs_len..(t + 1) * probs_len])
+            } else {
+                None
+            };
             attention::attend(
                 &s.q[t * c.dim..(t + 1) * c.dim],
                 &cache.keys,
                 &cache.values,
-                pos0 + t + 1,
+                self.causal_len(pos0 + t, cached),
                 AttentionShape {
                     n_heads: c.n_heads,
                     n_kv_heads: c.n_kv_heads,
@@ -225,8 +297,12 @@ impl Ctx<'_> {
                 self.numerics,
                 path,
                 &mut s.attention,
+                probs,
                 &mut s.att[t * c.dim..(t + 1) * c.dim],
             );
+        }
+        if want_probs {
+            io.show(kq_name, &s.probs);
         }
         io.tap(names::KQV_OUT, &s.att);
     }
@@ -255,6 +331,24 @@ impl LayerIo<'_, '_> {
     pub fn tap(&mut self, op: &'static str, data: &[f32]) {
         let row_len = data.len() / self.positions.len().max(1);
         self.tap.emit(
+            TensorName::layer(op, self.il),
+            &self.positions,
+            row_len,
+            data,
+        );
+    }
+
+    /// Whether the observer wants this layer's `op` (for a tensor assembled only when asked;
+    /// then show it with [`LayerIo::show`]).
+    #[inline]
+    pub fn wants(&mut self, op: &'static str) -> bool {
+        self.tap.wants(TensorName::layer(op, self.il))
+    }
+
+    /// Show this layer's `op` (one row per current position), which the observer wants.
+    pub fn show(&mut self, op: &'static str, data: &[f32]) {
+        let row_len = data.len() / self.positions.len().max(1);
+        self.tap.show(
             TensorName::layer(op, self.il),
             &self.positions,
             row_len,
@@ -316,6 +410,8 @@ impl Model {
     /// An unreadable or corrupt file, an unsupported architecture or tensor type, a missing
     /// tensor or one of the wrong shape.
     pub fn load(path: impl AsRef<Path>) -> Result<Model, InferenceError> {
+        #[cfg(feature = "fault-injection")]
+        let fault = crate::fault::armed_for(path.as_ref());
         let file = GgufFile::open(path)?;
         let config = ModelConfig::from_gguf(&file)?;
         let weights = Weights::load(&file, &config)?;
@@ -325,6 +421,8 @@ impl Model {
             config,
             weights,
             numerics,
+            #[cfg(feature = "fault-injection")]
+            fault,
         })
     }
 
@@ -336,6 +434,12 @@ impl Model {
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The weight tensor the output head multiplies by: `output.weight`, or
+    /// `token_embd.weight` when the output is tied to the embedding.
+    pub fn output_head(&self) -> &str {
+        self.weights.output.name()
     }
 
     /// The underlying file (metadata, tokenizer keys).
@@ -395,6 +499,8 @@ impl Model {
             bytes: self.file.bytes(),
             c,
             numerics: self.numerics,
+            #[cfg(feature = "fault-injection")]
+            fault: self.fault,
         };
         let w = &self.weights;
         let mut tap = Tap::new(request.observer);

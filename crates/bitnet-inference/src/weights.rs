@@ -134,6 +134,11 @@ fn matrix(
 }
 
 impl MatrixRef {
+    /// The tensor's name in the file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The typed view over the file's bytes.
     ///
     /// # Errors

@@ -5,7 +5,7 @@ mod common;
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
-use bitnet_inference::{Eval, Model, Observer, Outputs, Tapped, TensorName};
+use bitnet_inference::{graph_ops, Eval, Model, Observer, Outputs, Tapped, TensorName};
 use bitnet_minimodel::Arch;
 use common::{tiny, PROMPT};
 
@@ -113,6 +113,8 @@ fn output_positions_must_be_ascending_indices_into_the_tokens() {
 struct Recorder {
     seen: Vec<(String, Vec<usize>, usize)>,
     logits: Vec<f32>,
+    /// The attention weights of layer 0.
+    weights: Vec<f32>,
 }
 
 impl Observer for Recorder {
@@ -125,6 +127,9 @@ impl Observer for Recorder {
             .push((t.name.to_string(), t.positions.to_vec(), t.row_len));
         if t.name.op == "result_output" {
             self.logits = t.data.to_vec();
+        }
+        if t.name.op.starts_with("kq_soft_max") && t.name.layer == Some(0) {
+            self.weights = t.data.to_vec();
         }
     }
 }
@@ -172,9 +177,14 @@ fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
         } else {
             "attn_out"
         };
+        let kq = if arch == Arch::BitnetB158 {
+            "kq_soft_max_ext"
+        } else {
+            "kq_soft_max"
+        };
         let mut expected = Vec::new();
         for l in 0..c.n_layers {
-            let mut layer = vec!["attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out"];
+            let mut layer = vec!["attn_norm", "Qcur", "Kcur", "Vcur", kq, "kqv_out"];
             if arch != Arch::Llama {
                 layer.push("attn_sub_norm");
             }
@@ -187,6 +197,28 @@ fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
         }
         expected.extend(["result_norm".to_string(), "result_output".to_string()]);
         assert_eq!(names, expected, "{arch:?}");
+        let (layer_ops, output_ops) = graph_ops(c.arch);
+        let listed: Vec<String> = (0..c.n_layers)
+            .flat_map(|l| layer_ops.iter().map(move |op| format!("{op}-{l}")))
+            .chain(output_ops.iter().map(|op| op.to_string()))
+            .collect();
+        assert_eq!(names, listed, "{arch:?}: graph_ops lists what a pass shows");
+
+        // The attention weights: every head's weights over the 5 cached positions, each head
+        // summing to 1 over the positions up to its own, zero after.
+        assert_eq!(rec.weights.len(), 5 * c.n_heads * 5);
+        for (i, head) in rec.weights.chunks(5).enumerate() {
+            let t = i / c.n_heads;
+            let total: f32 = head[..=t].iter().sum();
+            assert!(
+                (total - 1.0).abs() < 1e-5,
+                "{arch:?}: position {t}: {head:?}"
+            );
+            assert!(
+                head[t + 1..].iter().all(|&w| w == 0.0),
+                "{arch:?}: {head:?}"
+            );
+        }
 
         let rows_of = |name: &str| {
             rec.seen

@@ -5,15 +5,15 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 2.1.0
+//! # Schema 2.2.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"2.1.0"` (2.0.0 receipts lack the `cpp_backend` build fields marked 2.1) |
-//! | `status` | string | `ok` (tokens match, every position within tolerance; exit 0), `diverged` (tokens match, logits or decode differ; exit 1), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
+//! | `schema_version` | string | `"2.2.0"` (2.0.0 receipts lack the `cpp_backend` build fields marked 2.1; 2.0 and 2.1 receipts lack the fields marked 2.2) |
+//! | `status` | string | `ok` (tokens match, every position and greedy step within tolerance; exit 0), `diverged` (tokens match, logits outside the tolerance at a position or greedy step; exit 1), `config_mismatch` (2.2: the configuration pre-gate failed: nothing was tokenized by the reference or evaluated; exit 2), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
 //! | `error` | string? | what went wrong; a string exactly when `status` is `vocab_mismatch`, `usage_error` or `error` |
 //! | `warnings[]` | array of strings | flags that had no effect, chat markers that are not single tokens (see [`bitnet_inference::TemplateWarning`]) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
@@ -43,11 +43,16 @@
 //! | `positions[].top1_match` | bool | arg-max ids agree |
 //! | `positions[].top5_overlap` | integer | 0..=5 ids shared by the two top-5 sets |
 //! | `positions[].rust_non_finite`, `.cpp_non_finite` | integer | NaN/±∞ counts in each row |
+//! | `positions[].rust_top2`, `.cpp_top2` | integer? | 2.2: runner-up ids (`null` for a one-token vocabulary) |
+//! | `positions[].cpp_top2_margin` | metric | 2.2: the C++ row's best logit minus its runner-up's |
 //! | `positions[].ok` | bool | finite and `cosine ≥ thresholds.cos_tol` |
-//! | `decode[]` | array | greedy steps after the prompt, in order; stops at the first disagreement |
+//! | `positions[].label` | string | 2.2: `match` (exactly when `ok`), `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
+//! | `decode[]` | array | greedy steps after the prompt, in order, teacher-forced: both sides continue from the C++ side's choice ([`crate::steps`]) |
 //! | `decode[].step` | integer | 0-based step |
-//! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose |
+//! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose from the same prefix |
 //! | `decode[].match` | bool | the ids agree |
+//! | `decode[].fed_token` | integer | 2.2: the id both sides continued with (the C++ choice) |
+//! | `decode[].label` | string | 2.2: the label of the step's logits, as `positions[].label` |
 //! | `summary` | object? | `null` when no logits were compared, else: |
 //! | `summary.n_positions` | integer | positions compared |
 //! | `summary.first_divergent_position` | integer? | first position not ok, `null` if none |
@@ -57,6 +62,9 @@
 //! | `summary.all_ok` | bool | every position ok |
 //! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
 //! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
+//! | `thresholds.tie_margin` | number | 2.2: the `tie-flip` margin ([`crate::verdict::TIE_MARGIN`]) |
+//! | `config_gate` | object? | 2.2: the configuration pre-gate ([`crate::config_gate::ConfigGate`]: `ok`, `facts[]` with `name`, `engine`, `reference`, `source`, `note`, `status`, `tensor_types[]`, `hints[]`); `null` when it did not run |
+//! | `locate` | object? | 2.2: the `--locate` report ([`crate::locate::LocateReport`]); `null` without `--locate` or when it did not run |
 //! | `cpp_backend` | object? | the C++ reference; `null` when it was never started (then `status` is `vocab_mismatch`, `usage_error` or `error`) |
 //! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
 //! | `cpp_backend.library` | string | the library and the crate that vendors it, as the reference reports it |
@@ -73,11 +81,12 @@
 //! | `environment.os`, `.arch` | string | `std::env::consts::{OS, ARCH}` |
 //!
 //! Consistency rules checked by [`validate_receipt`]: `error` is a string iff `status` is
-//! `vocab_mismatch`, `usage_error` or `error`; `token_parity` and `cpp_backend` are objects
-//! whenever `status` is `ok`, `diverged` or `token_mismatch`;
-//! `token_parity.first_diff_idx` is `null` iff `token_parity.status` is `ok`; `status` is
-//! `token_mismatch` iff `token_parity.status` is `mismatch`; `summary` is an object when
-//! `status` is `ok` or `diverged`.
+//! `vocab_mismatch`, `usage_error` or `error`; `token_parity` is an object whenever `status`
+//! is `ok`, `diverged` or `token_mismatch`, and `cpp_backend` whenever it is one of those or
+//! `config_mismatch`; `token_parity.first_diff_idx` is `null` iff `token_parity.status` is
+//! `ok`; `status` is `token_mismatch` iff `token_parity.status` is `mismatch`; `summary` is
+//! an object when `status` is `ok` or `diverged`; `status` is `config_mismatch` iff
+//! `config_gate.ok` is false; `positions[].label` is `match` iff `positions[].ok`.
 //!
 //! Changes from 1.0.0 (2.0.0): the statuses `vocab_mismatch` and `usage_error`; `error`,
 //! `warnings` and `inputs.template_used` (which replaces `token_parity.template_used`);
@@ -89,6 +98,11 @@
 //! the C++ library's CMake configuration when the reference was built, and a `build_info`
 //! line made of them. They are required in a 2.1 receipt's `cpp_backend` and read as empty
 //! from a 2.0 one; the validator accepts any 2.x.y.
+//!
+//! Changes from 2.1.0 (2.2.0, additions): the status `config_mismatch`, `config_gate`,
+//! `locate`, the labels and runner-ups of `positions[]`, `decode[].fed_token` and `.label`
+//! (greedy steps are teacher-forced and no longer stop at a disagreement),
+//! `thresholds.tie_margin`. They are required in a 2.2 receipt and absent from older ones.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -99,14 +113,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config_gate::ConfigGate;
+use crate::locate::LocateReport;
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
+use crate::verdict::Verdict;
 
 pub use validate::validate_receipt;
 
 mod validate;
 
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "2.1.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "2.2.0";
 
 /// Outcome of the run. Each status has exactly one exit code ([`RunStatus::exit_code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +133,8 @@ pub enum RunStatus {
     Ok,
     /// Tokens match but logits (or greedy decode) differ.
     Diverged,
+    /// The configuration pre-gate failed: nothing was tokenized or evaluated.
+    ConfigMismatch,
     /// The pre-gate failed.
     TokenMismatch,
     /// `--cpp-model` has a different vocabulary from `--model`: nothing was tokenized.
@@ -127,13 +146,16 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    /// The process exit code of this status: 0 ok, 1 diverged, 2 token or vocabulary mismatch
-    /// and usage errors, 3 runtime errors.
+    /// The process exit code of this status: 0 ok, 1 diverged, 2 configuration, token or
+    /// vocabulary mismatch and usage errors, 3 runtime errors.
     pub fn exit_code(self) -> u8 {
         match self {
             RunStatus::Ok => 0,
             RunStatus::Diverged => 1,
-            RunStatus::TokenMismatch | RunStatus::VocabMismatch | RunStatus::UsageError => 2,
+            RunStatus::ConfigMismatch
+            | RunStatus::TokenMismatch
+            | RunStatus::VocabMismatch
+            | RunStatus::UsageError => 2,
             RunStatus::Error => 3,
         }
     }
@@ -143,6 +165,7 @@ impl RunStatus {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::Diverged => "diverged",
+            RunStatus::ConfigMismatch => "config_mismatch",
             RunStatus::TokenMismatch => "token_mismatch",
             RunStatus::VocabMismatch => "vocab_mismatch",
             RunStatus::UsageError => "usage_error",
@@ -248,6 +271,10 @@ pub struct DecodeStep {
     /// Both chose the same id.
     #[serde(rename = "match")]
     pub matched: bool,
+    /// The id both continued with: the C++ side's choice (teacher forcing).
+    pub fed_token: u32,
+    /// The label of the step's logits.
+    pub label: Verdict,
 }
 
 /// Tolerances in force.
@@ -257,6 +284,8 @@ pub struct Thresholds {
     pub cos_tol: f64,
     /// Greedy steps requested.
     pub max_tokens: usize,
+    /// The `tie-flip` margin.
+    pub tie_margin: f64,
 }
 
 /// The C++ reference that produced the reference side, and how it was built.
@@ -379,6 +408,10 @@ pub struct Receipt {
     pub cpp_backend: Option<CppBackendInfo>,
     /// The machine.
     pub environment: Environment,
+    /// The configuration pre-gate (`None`: it did not run).
+    pub config_gate: Option<ConfigGate>,
+    /// The `--locate` report (`None`: not asked for, or it did not run).
+    pub locate: Option<LocateReport>,
 }
 
 /// Errors writing or reading a receipt.

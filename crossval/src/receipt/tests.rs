@@ -60,11 +60,14 @@ fn sample(dir: &Path) -> Receipt {
             rust_token: 42,
             cpp_token: 42,
             matched: true,
+            fed_token: 42,
+            label: Verdict::Match,
         }],
         summary: Some(cmp.summary),
         thresholds: Thresholds {
             cos_tol: 0.999,
             max_tokens: 4,
+            tie_margin: crate::verdict::TIE_MARGIN,
         },
         cpp_backend: Some(CppBackendInfo {
             backend: "llama".into(),
@@ -84,6 +87,8 @@ fn sample(dir: &Path) -> Receipt {
             system_info: "AVX = 1 | AVX2 = 1".into(),
         }),
         environment: Environment::detect(2),
+        config_gate: None,
+        locate: None,
     }
 }
 
@@ -102,7 +107,7 @@ fn written_receipt_validates_and_round_trips() {
     let text = fs::read_to_string(&path).expect("read");
     let value: Value = serde_json::from_str(&text).expect("json");
     validate_receipt(&value).expect("valid receipt");
-    assert_eq!(value["schema_version"], "2.1.0");
+    assert_eq!(value["schema_version"], "2.2.0");
     assert_eq!(value["status"], "diverged");
     assert_eq!(value["token_parity"]["status"], "ok");
     assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
@@ -198,6 +203,12 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         ("/cpp_backend/compiler", "GNU 12".into()),
         ("/environment/threads", 2.5.into()),
         ("/positions", Value::Object(Default::default())),
+        ("/positions/0/label", "fine".into()),
+        ("/positions/0/label", "drift".into()),
+        ("/decode/0/label", "close".into()),
+        ("/status", "config_mismatch".into()),
+        ("/config_gate", "ok".into()),
+        ("/locate", 3.into()),
     ];
     for (ptr, bad) in cases {
         let mut v = good.clone();
@@ -228,6 +239,21 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         v["error"] = Value::Null;
         assert!(validate_receipt(&v).is_err(), "{status} without a message");
     }
+    // A configuration mismatch: the reference started, its gate failed, no token parity.
+    let mut v = good.clone();
+    v["status"] = "config_mismatch".into();
+    v["token_parity"] = Value::Null;
+    v["positions"] = Value::Array(vec![]);
+    v["decode"] = Value::Array(vec![]);
+    v["summary"] = Value::Null;
+    v["config_gate"] =
+        serde_json::json!({ "ok": false, "facts": [], "tensor_types": [], "hints": [] });
+    validate_receipt(&v).expect("config mismatch receipt");
+    v["config_gate"]["ok"] = true.into();
+    assert!(
+        validate_receipt(&v).is_err(),
+        "a passed gate with config_mismatch"
+    );
     // An error after the pre-gate passed keeps its token parity block.
     let mut v = good.clone();
     v["status"] = "error".into();
@@ -260,6 +286,37 @@ fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
     // The same document claiming 2.1 lacks required fields.
     v["schema_version"] = "2.1.0".into();
     assert!(validate_receipt(&v).unwrap_err().contains("version"));
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn schema_2_1_receipts_without_the_locate_fields_still_validate() {
+    let dir = temp_dir("v21");
+    let mut v = serde_json::to_value(sample(&dir)).expect("value");
+    v["schema_version"] = "2.1.0".into();
+    let root = v.as_object_mut().expect("object");
+    root.remove("config_gate");
+    root.remove("locate");
+    v["thresholds"]
+        .as_object_mut()
+        .expect("object")
+        .remove("tie_margin");
+    for k in ["rust_top2", "cpp_top2", "cpp_top2_margin", "label"] {
+        for p in v["positions"].as_array_mut().expect("array") {
+            p.as_object_mut().expect("object").remove(k);
+        }
+    }
+    for k in ["fed_token", "label"] {
+        v["decode"][0].as_object_mut().expect("object").remove(k);
+    }
+    validate_receipt(&v).expect("a 2.1 receipt is valid");
+    // A 2.1 receipt cannot have 2.2's status.
+    let mut c = v.clone();
+    c["status"] = "config_mismatch".into();
+    assert!(validate_receipt(&c).unwrap_err().contains("2.2"));
+    // The same document claiming 2.2 lacks required fields.
+    v["schema_version"] = "2.2.0".into();
+    assert!(validate_receipt(&v).is_err());
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 

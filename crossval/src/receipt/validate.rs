@@ -150,6 +150,59 @@ fn cpp_backend(be: &Obj, minor: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The labels of [`crate::verdict::Verdict`].
+const LABELS: &[&str] = &["match", "drift", "tie-flip", "wrong"];
+
+/// Checks a 2.2 position's runner-ups and label (`match` exactly when `ok`).
+fn position_label(p: &Obj, ctx: &str, ok: bool) -> Result<(), String> {
+    opt_uint(p, ctx, "rust_top2")?;
+    opt_uint(p, ctx, "cpp_top2")?;
+    metric(p, ctx, "cpp_top2_margin")?;
+    let label = one_of(p, ctx, "label", LABELS)?;
+    if ok != (label == "match") {
+        return Err(format!(
+            "{ctx}.label: {label:?} inconsistent with ok = {ok}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks 2.2's `config_gate` (and that `status` is `config_mismatch` exactly when it
+/// failed) and `locate`.
+fn gate_and_locate(root: &Obj, status: &str) -> Result<(), String> {
+    let r = "receipt";
+    let gate_ok = match field(root, r, "config_gate")? {
+        Value::Null => None,
+        Value::Object(g) => {
+            field(g, "config_gate", "facts")?
+                .as_array()
+                .ok_or("config_gate.facts: expected an array")?;
+            field(g, "config_gate", "tensor_types")?
+                .as_array()
+                .ok_or("config_gate.tensor_types: expected an array")?;
+            Some(boolean(g, "config_gate", "ok")?)
+        }
+        _ => return Err("receipt.config_gate: expected an object or null".into()),
+    };
+    if (status == "config_mismatch") != (gate_ok == Some(false)) {
+        return Err(format!(
+            "receipt.status: {status:?} inconsistent with config_gate.ok {gate_ok:?}"
+        ));
+    }
+    match field(root, r, "locate")? {
+        Value::Null => Ok(()),
+        Value::Object(l) => {
+            one_of(l, "locate", "mode", &["first", "all"])?;
+            uint(l, "locate", "tensors_compared")?;
+            field(l, "locate", "tensors")?
+                .as_array()
+                .ok_or("locate.tensors: expected an array")?;
+            Ok(())
+        }
+        _ => Err("receipt.locate: expected an object or null".into()),
+    }
+}
+
 /// Checks a receipt against the documented schema (every required field, its type, and the
 /// consistency rules). Returns the first problem found, naming the field.
 pub fn validate_receipt(v: &Value) -> Result<(), String> {
@@ -169,16 +222,26 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         &[
             "ok",
             "diverged",
+            "config_mismatch",
             "token_mismatch",
             "vocab_mismatch",
             "usage_error",
             "error",
         ],
     )?;
-    // The statuses of a run that got as far as the pre-gate.
+    // The fields and the status of 2.2 (the configuration gate, the labels, --locate).
+    let v22 = minor >= 2;
+    if status == "config_mismatch" && !v22 {
+        return Err(format!(
+            "receipt.status: \"config_mismatch\" is a 2.2 status (schema {version:?})"
+        ));
+    }
+    // The statuses of a run that got as far as the token pre-gate; the configuration gate
+    // comes before it, with the reference already started.
     let gated = matches!(status.as_str(), "ok" | "diverged" | "token_mismatch");
+    let started = gated || status == "config_mismatch";
     let error = opt_string(root, r, "error")?;
-    if error.is_some() == gated {
+    if error.is_some() == started {
         return Err(format!(
             "receipt.error: must be a string exactly when status is vocab_mismatch, usage_error or error (status {status:?})"
         ));
@@ -262,7 +325,10 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         }
         uint(p, &ctx, "rust_non_finite")?;
         uint(p, &ctx, "cpp_non_finite")?;
-        boolean(p, &ctx, "ok")?;
+        let ok = boolean(p, &ctx, "ok")?;
+        if v22 {
+            position_label(p, &ctx, ok)?;
+        }
     }
 
     let decode = field(root, r, "decode")?
@@ -277,6 +343,10 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         uint(d, &ctx, "rust_token")?;
         uint(d, &ctx, "cpp_token")?;
         boolean(d, &ctx, "match")?;
+        if v22 {
+            uint(d, &ctx, "fed_token")?;
+            one_of(d, &ctx, "label", LABELS)?;
+        }
     }
 
     match field(root, r, "summary")? {
@@ -307,9 +377,13 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     let th = obj(root, r, "thresholds")?;
     number(th, "thresholds", "cos_tol")?;
     uint(th, "thresholds", "max_tokens")?;
+    if v22 {
+        number(th, "thresholds", "tie_margin")?;
+        gate_and_locate(root, &status)?;
+    }
 
     match field(root, r, "cpp_backend")? {
-        Value::Null if gated => {
+        Value::Null if started => {
             return Err(format!(
                 "receipt.cpp_backend: required when status is {status:?}"
             ))

@@ -14,11 +14,18 @@
 //!    before tokenizing; then the engine's token count: a prompt that cannot fit with the
 //!    greedy steps is a `usage_error` (2), decided before the C++ reference even starts;
 //! 6. **the C++ reference** starts (with `--cpp-model`, its own view of the vocabulary is
-//!    checked too) and tokenizes the same text;
-//! 7. **the pre-gate** — different ids: `token_mismatch` (2), with the report; nothing is
+//!    checked too);
+//! 7. **the configuration gate** ([`crate::config_gate`]) — the reference's view of the
+//!    model's hyper-parameters against the engine's: a difference is `config_mismatch` (2),
+//!    with both values; then the reference tokenizes the same text;
+//! 8. **the pre-gate** — different ids: `token_mismatch` (2), with the report; nothing is
 //!    evaluated;
-//! 8. **logits** of every position on both sides (the C++ side evaluates exactly the validated
-//!    ids), the comparison, the greedy steps: `ok` (0) or `diverged` (1).
+//! 9. **logits** of every position on both sides (the C++ side evaluates exactly the validated
+//!    ids), the comparison, the teacher-forced greedy steps ([`crate::steps`]): `ok` (0) or
+//!    `diverged` (1);
+//! 10. with `--locate`, **the first diverging intermediate tensor** ([`crate::locate`]): a
+//!     report only, the exit code stays the logits'. A gate that stopped the run refuses it,
+//!     saying so.
 //!
 //! Then the JSON document and the receipt. A receipt that was asked for and cannot be written
 //! turns the run into an `error` (3); the results computed so far are still reported.
@@ -35,10 +42,11 @@ use bitnet_inference::{
 };
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
-use crate::logits_compare::{
-    compare_logits, compare_position, LogitsComparison, LogitsMatrix, PositionMetrics,
-};
-use crate::receipt::{CppBackendInfo, DecodeStep, RunStatus};
+use crate::config_gate::{self, ConfigGate};
+use crate::locate::{self, LocateOptions, LocateReport};
+use crate::logits_compare::{compare_logits, LogitsComparison, LogitsMatrix};
+use crate::receipt::{CppBackendInfo, RunStatus};
+use crate::steps::{self, Step};
 use crate::token_parity::ReportContext;
 use crate::vocab_check::{self, VocabFingerprint, VocabMismatch, VocabView};
 
@@ -86,6 +94,8 @@ pub struct PerTokenConfig {
     pub verbose: bool,
     /// Colour in text mode.
     pub colour: bool,
+    /// Locate the first diverging intermediate tensor (or profile every one).
+    pub locate: Option<LocateOptions>,
 }
 
 impl PerTokenConfig {
@@ -108,6 +118,7 @@ impl PerTokenConfig {
             threads: None,
             verbose: false,
             colour: false,
+            locate: None,
         }
     }
 }
@@ -115,7 +126,8 @@ impl PerTokenConfig {
 /// What the command produced: the two streams, the status and the exit code.
 #[derive(Debug, Clone)]
 pub struct PerTokenOutcome {
-    /// `ok`, `diverged`, `token_mismatch` or `error`.
+    /// `ok`, `diverged`, `config_mismatch`, `token_mismatch`, `vocab_mismatch`,
+    /// `usage_error` or `error`.
     pub status: RunStatus,
     /// 0 match, 1 diverged, 2 token mismatch / usage, 3 runtime error.
     pub exit_code: u8,
@@ -162,7 +174,11 @@ struct Record {
     gate_ran: bool,
     first_diff: Option<usize>,
     comparison: Option<LogitsComparison>,
-    decode: Vec<(DecodeStep, Option<PositionMetrics>)>,
+    decode: Vec<Step>,
+    config_gate: Option<ConfigGate>,
+    locate: Option<LocateReport>,
+    /// Why `--locate` did not run although asked for.
+    locate_refused: Option<String>,
     suggestions: Vec<String>,
     example_command: Option<String>,
     vocab_mismatch: Option<VocabMismatch>,
@@ -352,6 +368,27 @@ fn flow(
         vocab_check::compare_reference(&cfg.model, engine_view, cpp_model, reference_view)
             .map_err(|m| vocab_failure(cfg, rec, err, m))?;
     }
+
+    // Stage 7: the configuration gate: nothing is compared unless both sides see the same
+    // model.
+    progress("configuration: the reference's view of the model against the engine's");
+    let facts = cpp.model_facts().map_err(runtime)?;
+    let gate = config_gate::check(&model, &cfg.model, cfg.cpp_model.as_deref(), &facts)
+        .map_err(runtime)?;
+    let gate_ok = gate.ok;
+    if cfg.format == OutputFormat::Text && !gate_ok {
+        err.push_str(&gate.mismatch_report());
+    }
+    rec.config_gate = Some(gate);
+    if !gate_ok {
+        refuse_locate(
+            cfg,
+            rec,
+            err,
+            "the configurations differ (the configuration gate)",
+        );
+        return Ok(RunStatus::ConfigMismatch);
+    }
     rec.cpp_tokens = cpp
         .tokenize(&rec.formatted, rec.add_bos, rec.parse_special)
         .map_err(runtime)?;
@@ -364,7 +401,7 @@ fn flow(
         ));
     }
 
-    // Stage 7: the pre-gate: nothing is evaluated unless both sides hold the same ids.
+    // Stage 8: the pre-gate: nothing is evaluated unless both sides hold the same ids.
     rec.gate_ran = true;
     if let Err(mismatch) =
         crate::token_parity::validate_token_parity(&rec.rust_tokens, &rec.cpp_tokens, &cfg.prompt)
@@ -377,6 +414,12 @@ fn flow(
         if cfg.format == OutputFormat::Text {
             err.push_str(&report.format_error_styled(cfg.colour));
         }
+        refuse_locate(
+            cfg,
+            rec,
+            err,
+            "the token sequences differ (the token pre-gate)",
+        );
         return Ok(RunStatus::TokenMismatch);
     }
     if n == 0 {
@@ -385,7 +428,7 @@ fn flow(
         ));
     }
 
-    // Stage 8: logits of every position, then the greedy steps.
+    // Stage 9: logits of every position, then the greedy steps.
     rec.logits_evaluated = true;
     progress(&format!(
         "tokens: {n} (identical); Rust engine: evaluating {n} positions"
@@ -404,46 +447,35 @@ fn flow(
     )
     .map_err(runtime)?;
 
-    // Greedy steps: both pick their own arg-max; the same token is fed to both while they agree.
+    // Greedy steps, teacher-forced: both continue from the reference's choice.
     if cfg.max_tokens > 0 {
-        progress(&format!("greedy steps: up to {}", cfg.max_tokens));
+        progress(&format!("greedy steps: {}", cfg.max_tokens));
     }
-    let mut rust_row = rust_logits[(n - 1) * v..].to_vec();
-    let mut cpp_row = cpp_logits.row(n - 1).to_vec();
-    for step in 0..cfg.max_tokens {
-        let r = bitnet_inference::ops::argmax(&rust_row);
-        let c = bitnet_inference::ops::argmax(&cpp_row);
-        let matched = r == c;
-        rec.decode.push((
-            DecodeStep {
-                step,
-                rust_token: r,
-                cpp_token: c,
-                matched,
-            },
-            None,
-        ));
-        if !matched {
-            break;
-        }
-        rust_row = model
-            .forward(&mut state, &[r])
-            .map_err(|e| runtime(format!("Rust engine: {e}")))?;
-        cpp_row = cpp.decode_next(r as i32).map_err(runtime)?;
-        let m = compare_position(n + step, &rust_row, &cpp_row, cfg.cos_tol).map_err(runtime)?;
-        if let Some(last) = rec.decode.last_mut() {
-            last.1 = Some(m);
-        }
-    }
-    let decode_ok = rec
-        .decode
-        .iter()
-        .all(|(d, m)| d.matched && m.as_ref().is_none_or(|m| m.ok));
+    rec.decode = steps::teacher_forced(
+        &model,
+        &mut state,
+        &mut cpp,
+        rust_logits[(n - 1) * v..].to_vec(),
+        cpp_logits.row(n - 1).to_vec(),
+        n - 1,
+        cfg.max_tokens,
+        cfg.cos_tol,
+    )
+    .map_err(runtime)?;
+    // The tolerance alone decides: a step whose logits are within it passes even if a near
+    // tie made the picks differ (its label says so).
+    let decode_ok = rec.decode.iter().all(|s| s.metrics.ok);
     let status = if comparison.ok() && decode_ok {
         RunStatus::Ok
     } else {
         RunStatus::Diverged
     };
+    // Stage 10: where the divergence starts.
+    if let Some(opts) = &cfg.locate {
+        progress("locate: comparing the intermediate tensors of both sides in graph order");
+        let report = locate::locate(&model, &mut cpp, &rec.rust_tokens, opts).map_err(runtime)?;
+        rec.locate = Some(report);
+    }
     if cfg.format == OutputFormat::Text {
         out.push_str(&report::text_report(
             cfg,
@@ -456,6 +488,17 @@ fn flow(
     }
     rec.comparison = Some(comparison);
     Ok(status)
+}
+
+/// Record (and say, in text mode) why `--locate` did not run.
+fn refuse_locate(cfg: &PerTokenConfig, rec: &mut Record, err: &mut String, why: &str) {
+    if cfg.locate.is_some() {
+        let msg = format!("--locate refused: {why}; no tensors were compared");
+        if cfg.format == OutputFormat::Text {
+            err.push_str(&format!("{msg}\n"));
+        }
+        rec.locate_refused = Some(msg);
+    }
 }
 
 /// Stage 3 on the files: the fingerprints of `--model` and `--cpp-model` must agree.

@@ -30,6 +30,7 @@ mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod rules;
 pub mod tap;
 pub mod template;
 mod weights;
@@ -37,6 +38,7 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
+pub use rules::check_model_file;
 pub use tap::{Observer, Tapped, TensorName};
 pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
 
@@ -66,6 +68,15 @@ pub enum InferenceError {
         tensor: String,
         /// Its type.
         ty: bitnet_gguf::GgmlType,
+    },
+    /// The file breaks a rule a C++ reference enforces (or holds a value no model can have):
+    /// see [`rules`].
+    #[error("{subject}: {problem}")]
+    Refused {
+        /// The key or tensor.
+        subject: String,
+        /// What is wrong, and who says so.
+        problem: String,
     },
     /// A token id outside the vocabulary.
     #[error("token id {token} is outside the vocabulary (size {n_vocab})")]

@@ -34,7 +34,7 @@ pub mod token_parity;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,
-    LogitsSummary, PositionMetrics, Side,
+    LogitsSummary, NonFinite, PositionMetrics, Side,
 };
 pub use receipt::{
     validate_receipt, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt, ReceiptError,

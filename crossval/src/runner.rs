@@ -144,6 +144,8 @@ struct Record {
     cpp_info: Option<CppBackendInfo>,
     threads: usize,
     logits_evaluated: bool,
+    /// What non-finite logits there were, when there were any.
+    non_finite: Option<String>,
 }
 
 /// Run the whole flow. Never panics on bad input: every failure becomes an outcome.
@@ -244,6 +246,11 @@ fn flow(
     }
 
     let cpp_path = cfg.cpp_model.as_deref().unwrap_or(&cfg.model);
+    if let Some(p) = &cfg.cpp_model {
+        // The reference is held to the same rules as the engine's own model, before it runs.
+        bitnet_inference::rules::check_model_path(p)
+            .map_err(|e| runtime(format!("{}: {e}", p.display())))?;
+    }
     progress(&format!(
         "starting the C++ reference on {}",
         cpp_path.display()
@@ -330,6 +337,32 @@ fn flow(
         cfg.cos_tol,
     )
     .map_err(runtime)?;
+    // NaN/±inf have no cosine: say what they are instead of comparing them, and take no
+    // greedy steps from them.
+    match comparison.non_finite() {
+        None => {}
+        Some(nf @ crate::logits_compare::NonFinite::BothAlike { .. }) => {
+            rec.non_finite = Some(nf.to_string());
+            rec.comparison = Some(comparison);
+            return Err(runtime(nf));
+        }
+        Some(nf) => {
+            if cfg.format == OutputFormat::Text {
+                out.push_str(&text_report(
+                    cfg,
+                    rec,
+                    &comparison,
+                    &*tokenizer,
+                    RunStatus::Diverged,
+                    &build,
+                ));
+                out.push_str(&format!("✗ {nf}\n"));
+            }
+            rec.non_finite = Some(nf.to_string());
+            rec.comparison = Some(comparison);
+            return Ok(RunStatus::Diverged);
+        }
+    }
 
     // Greedy steps: both pick their own arg-max; the same token is fed to both while they agree.
     let mut rust_row = rust_logits[(n - 1) * v..].to_vec();
@@ -566,6 +599,7 @@ fn json_document(
         "summary": rec.comparison.as_ref().map(|c| &c.summary),
         "thresholds": { "cos_tol": cfg.cos_tol, "max_tokens": cfg.max_tokens },
         "suggestions": rec.suggestions,
+        "non_finite": rec.non_finite,
         "error": error,
     })
 }

@@ -73,12 +73,33 @@ impl Sampler {
     }
 }
 
+/// Non-finite logits make every pick meaningless (an arg-max over NaN is token 0, which
+/// prints as `<unk>`): stop instead of printing text. `first_pos` is the position of the
+/// first row.
+fn check_finite(logits: &[f32], n_vocab: usize, first_pos: usize) -> anyhow::Result<()> {
+    for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
+        let bad = row.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            let nan = row.iter().filter(|x| x.is_nan()).count();
+            anyhow::bail!(
+                "the logits of position {} are not finite ({nan} NaN, {} ±inf of {n_vocab}): the \
+                 model's weights or hyper-parameters hold values that overflow or are not numbers; \
+                 no text is printed from them",
+                first_pos + i,
+                bad - nan
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run the model on the prompt, writing the prompt and the continuation to `out` as it is
 /// generated and the statistics to `err`.
 ///
 /// # Errors
-/// [`UsageError`] for an empty prompt or a bad temperature; runtime errors (unreadable or
-/// unsupported model, tokenizer failure) otherwise.
+/// [`UsageError`] for an empty prompt or a bad temperature; runtime errors (unreadable,
+/// unsupported or refused model, text the vocabulary cannot spell, non-finite logits)
+/// otherwise.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
         return Err(UsageError("--prompt must not be empty".into()).into());
@@ -129,6 +150,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
         let mut state = model.new_state();
         let logits = model.eval(&mut state, Eval::new(&prompt).outputs(Outputs::Last))?;
+        check_finite(&logits, v, prompt.len().saturating_sub(1))?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let mut next = sampler.pick(&logits[logits.len() - v..]);
         // Pieces are buffered until they form whole UTF-8 characters.
@@ -148,6 +170,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 break;
             }
             let logits = model.forward(&mut state, &[next])?;
+            check_finite(&logits, v, state.pos() - 1)?;
             next = sampler.pick(&logits);
         }
         out.write_all(&pending)?;

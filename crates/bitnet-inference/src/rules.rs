@@ -56,6 +56,16 @@ pub fn check_model_file(file: &GgufFile) -> Result<ModelConfig, InferenceError> 
     Ok(config)
 }
 
+/// [`check_model_file`] on the file at `path` (for a model the engine does not load itself,
+/// such as cross-validation's `--cpp-model`).
+///
+/// # Errors
+/// [`InferenceError::Gguf`] for an unreadable or corrupt file, otherwise as
+/// [`check_model_file`].
+pub fn check_model_path(path: &std::path::Path) -> Result<ModelConfig, InferenceError> {
+    check_model_file(&GgufFile::open(path)?)
+}
+
 /// The hyper-parameters.
 fn check_hparams(file: &GgufFile, c: &ModelConfig) -> Result<(), InferenceError> {
     let arch = c.arch.name();

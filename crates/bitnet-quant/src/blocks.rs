@@ -72,8 +72,11 @@ pub(crate) fn round_f16(v: f32) -> f32 {
 }
 
 /// ggml's `nearest_int` (`ggml-quants.c`): adds 1.5·2²³ and reads the mantissa, i.e. round
-/// half to even for |v| < 2²² (ggml asserts that range).
+/// half to even for |v| < 2²². ggml only asserts that range in debug builds, so the bit
+/// trick itself is the specification outside it: NaN gives 0 and ±∞ gives −2²², as in the
+/// release builds of the references.
 #[inline(always)]
 pub(crate) fn nearest_int(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    let magic = v + 12_582_912.0;
+    (magic.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }

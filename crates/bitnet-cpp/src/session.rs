@@ -229,10 +229,12 @@ pub enum CppError {
         /// The last lines of llama.cpp's log.
         log: Vec<String>,
     },
-    /// The process ended (crashed, aborted, was killed) while we waited for it.
+    /// The process ended (crashed, aborted, was killed) while we waited for it. The message
+    /// quotes the C++ assertion or exception from its stderr when there is one
+    /// ([`cpp_failure_lines`]), otherwise the last lines of its stderr.
     #[error(
         "the {backend} reference process died ({status}) during {during}{}",
-        log_suffix(stderr)
+        death_suffix(stderr)
     )]
     Died {
         /// Which reference.
@@ -280,6 +282,50 @@ fn log_suffix(lines: &[String]) -> String {
             "\n  last lines of its log:\n    {}",
             lines[start..].join("\n    ")
         )
+    }
+}
+
+/// What a dying C++ reference said about why: `GGML_ASSERT` and `GGML_ABORT` lines
+/// (`file.cpp:123: GGML_ASSERT(eps >= 0.0f) failed`), an uncaught exception
+/// (`terminate called after throwing an instance of 'std::out_of_range'` and its `what():`),
+/// in order, without the backtrace that follows them.
+pub fn cpp_failure_lines(stderr: &[String]) -> Vec<String> {
+    stderr
+        .iter()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.contains("GGML_ASSERT")
+                || l.starts_with("terminate called")
+                || l.starts_with("what():")
+                || l.contains("fatal error")
+                || is_source_location_message(l)
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// `path/to/file.c:123: message`: how `ggml_abort` starts every assertion and abort.
+fn is_source_location_message(line: &str) -> bool {
+    let Some((location, message)) = line.split_once(": ") else {
+        return false;
+    };
+    let Some((file, number)) = location.rsplit_once(':') else {
+        return false;
+    };
+    !message.is_empty()
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && [".c", ".cpp", ".h", ".hpp", ".cc"]
+            .iter()
+            .any(|ext| file.ends_with(ext))
+}
+
+fn death_suffix(stderr: &[String]) -> String {
+    let why = cpp_failure_lines(stderr);
+    if why.is_empty() {
+        log_suffix(stderr)
+    } else {
+        format!("\n  C++ said:\n    {}", why.join("\n    "))
     }
 }
 
@@ -340,13 +386,49 @@ pub struct Session {
     child: Child,
     stdin: Option<BufWriter<ChildStdin>>,
     frames: Receiver<Frame>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<StderrLog>>,
     timeout: Duration,
     n_vocab: usize,
     n_ctx: u32,
 }
 
 const STDERR_LINES: usize = 40;
+/// At most this many assertion/exception lines are kept beyond the tail.
+const FAILURE_LINES: usize = 16;
+
+/// What a reference printed on stderr: the last lines, and its assertion and exception
+/// lines, which a long backtrace printed after them would push out of the tail.
+#[derive(Default)]
+struct StderrLog {
+    tail: VecDeque<String>,
+    failures: Vec<String>,
+}
+
+impl StderrLog {
+    fn push(&mut self, line: String) {
+        if self.failures.len() < FAILURE_LINES
+            && !cpp_failure_lines(std::slice::from_ref(&line)).is_empty()
+        {
+            self.failures.push(line.clone());
+        }
+        if self.tail.len() == STDERR_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
+    /// The failure lines no longer in the tail, then the tail.
+    fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .failures
+            .iter()
+            .filter(|f| !self.tail.contains(f))
+            .cloned()
+            .collect();
+        out.extend(self.tail.iter().cloned());
+        out
+    }
+}
 
 impl Session {
     /// Validate `model`, resolve the backend, start its reference and load the model.
@@ -419,6 +501,10 @@ impl Session {
             .stderr(Stdio::piped());
         if opts.verbose {
             cmd.env("BITNET_CPP_VERBOSE", "1");
+        } else {
+            // ggml attaches gdb to print a backtrace before it aborts: seconds of waiting and
+            // a hundred lines that bury the assertion. Upstream ggml skips it on request.
+            cmd.env("GGML_NO_BACKTRACE", "1");
         }
         let mut child = cmd.spawn().map_err(|source| CppError::Spawn {
             path: binary.to_path_buf(),
@@ -427,7 +513,7 @@ impl Session {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let stdin = child.stdin.take().expect("piped stdin");
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::new(Mutex::new(StderrLog::default()));
         let sink = Arc::clone(&tail);
         let verbose = opts.verbose;
         std::thread::spawn(move || {
@@ -436,10 +522,7 @@ impl Session {
                     eprintln!("[{}] {line}", backend.name());
                 }
                 if let Ok(mut t) = sink.lock() {
-                    if t.len() == STDERR_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
+                    t.push(line);
                 }
             }
         });
@@ -500,11 +583,10 @@ impl Session {
         self.n_ctx
     }
 
+    /// Its assertion and exception lines (even when a backtrace pushed them out of the
+    /// tail), then the last lines of its stderr.
     fn stderr_tail(&self) -> Vec<String> {
-        self.stderr
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
+        self.stderr.lock().map(|t| t.lines()).unwrap_or_default()
     }
 
     fn unexpected(&self, during: &str, answer: &Response) -> CppError {

@@ -339,14 +339,37 @@ fn flow(
     .map_err(runtime)?;
     // NaN/±inf have no cosine: say what they are instead of comparing them, and take no
     // greedy steps from them.
-    match comparison.non_finite() {
+    let non_finite = comparison.non_finite().map(|nf| {
+        // Where the engine's own non-finite values start: re-evaluate with an observer (only
+        // on this path, so a normal comparison pays nothing).
+        let mut first = bitnet_inference::FirstNonFinite::new();
+        let origin = model
+            .eval(
+                &mut model.new_state(),
+                bitnet_inference::Eval::new(&rec.rust_tokens)
+                    .outputs(bitnet_inference::Outputs::Last)
+                    .observe(&mut first),
+            )
+            .ok()
+            .and(first.found().cloned());
+        (nf, origin)
+    });
+    let describe = |nf: &crate::logits_compare::NonFinite,
+                    origin: &Option<bitnet_inference::NonFiniteAt>| match origin
+    {
+        Some(at) => format!("{nf}; in the engine they first appear in {at}"),
+        None => nf.to_string(),
+    };
+    match non_finite {
         None => {}
-        Some(nf @ crate::logits_compare::NonFinite::BothAlike { .. }) => {
-            rec.non_finite = Some(nf.to_string());
+        Some((nf @ crate::logits_compare::NonFinite::BothAlike { .. }, origin)) => {
+            let text = describe(&nf, &origin);
+            rec.non_finite = Some(text.clone());
             rec.comparison = Some(comparison);
-            return Err(runtime(nf));
+            return Err(runtime(text));
         }
-        Some(nf) => {
+        Some((nf, origin)) => {
+            let nf = describe(&nf, &origin);
             if cfg.format == OutputFormat::Text {
                 out.push_str(&text_report(
                     cfg,
@@ -358,7 +381,7 @@ fn flow(
                 ));
                 out.push_str(&format!("✗ {nf}\n"));
             }
-            rec.non_finite = Some(nf.to_string());
+            rec.non_finite = Some(nf);
             rec.comparison = Some(comparison);
             return Ok(RunStatus::Diverged);
         }

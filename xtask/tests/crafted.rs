@@ -70,6 +70,7 @@ fn check_all(arch: Arch, qtype: GgmlType, vocab: &str) {
                     out.code == Some(3)
                         && error.contains("non-finite logits")
                         && error.contains("both sides alike")
+                        && error.contains("in the engine they first appear in")
                 }
                 Expect::Unrepresentable => {
                     out.code == Some(3) && error.contains("cannot represent")

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bitnet_inference::{format_prompt, Eval, Model, ModelChatInfo, Outputs, TemplateType};
+use bitnet_inference::{
+    format_prompt, Eval, FirstNonFinite, Model, ModelChatInfo, Outputs, TemplateType,
+};
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 /// A problem with the command line (exit code 2), as opposed to a runtime failure (3).
@@ -74,17 +76,36 @@ impl Sampler {
 }
 
 /// Non-finite logits make every pick meaningless (an arg-max over NaN is token 0, which
-/// prints as `<unk>`): stop instead of printing text. `first_pos` is the position of the
-/// first row.
-fn check_finite(logits: &[f32], n_vocab: usize, first_pos: usize) -> anyhow::Result<()> {
+/// prints as `<unk>`): stop instead of printing text. `tokens` are all the tokens evaluated
+/// so far; `logits` the rows of the last `logits.len() / n_vocab` of them. The error names
+/// where the non-finite values first appear, found by evaluating `tokens` again with an
+/// observer (only on this failure path, so a healthy run pays nothing for it).
+fn check_finite(
+    model: &Model,
+    tokens: &[u32],
+    logits: &[f32],
+    n_vocab: usize,
+) -> anyhow::Result<()> {
+    let first_pos = tokens.len() - logits.len() / n_vocab;
     for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
         let bad = row.iter().filter(|x| !x.is_finite()).count();
         if bad > 0 {
             let nan = row.iter().filter(|x| x.is_nan()).count();
+            let mut first = FirstNonFinite::new();
+            let origin = match model.eval(
+                &mut model.new_state(),
+                Eval::new(tokens).outputs(Outputs::Last).observe(&mut first),
+            ) {
+                Ok(_) => first
+                    .found()
+                    .map(|at| format!("; they first appear in {at}"))
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             anyhow::bail!(
-                "the logits of position {} are not finite ({nan} NaN, {} ±inf of {n_vocab}): the \
-                 model's weights or hyper-parameters hold values that overflow or are not numbers; \
-                 no text is printed from them",
+                "the logits of position {} are not finite ({nan} NaN, {} ±inf of {n_vocab}){origin}: \
+                 the model's weights or hyper-parameters hold values that overflow or are not \
+                 numbers; no text is printed from them",
                 first_pos + i,
                 bad - nan
             );
@@ -150,7 +171,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
         let mut state = model.new_state();
         let logits = model.eval(&mut state, Eval::new(&prompt).outputs(Outputs::Last))?;
-        check_finite(&logits, v, prompt.len().saturating_sub(1))?;
+        let mut evaluated = prompt.clone();
+        check_finite(&model, &evaluated, &logits, v)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let mut next = sampler.pick(&logits[logits.len() - v..]);
         // Pieces are buffered until they form whole UTF-8 characters.
@@ -170,7 +192,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 break;
             }
             let logits = model.forward(&mut state, &[next])?;
-            check_finite(&logits, v, state.pos() - 1)?;
+            evaluated.push(next);
+            check_finite(&model, &evaluated, &logits, v)?;
             next = sampler.pick(&logits);
         }
         out.write_all(&pending)?;

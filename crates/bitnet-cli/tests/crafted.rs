@@ -48,7 +48,11 @@ fn check_all(arch: Arch, qtype: GgmlType, vocab: &str) {
                 out.code == Some(3) && out.stderr.contains(subject.as_str())
             }
             Expect::Runs => out.code == Some(0),
-            Expect::NonFinite => out.code == Some(3) && out.stderr.contains("not finite"),
+            Expect::NonFinite => {
+                out.code == Some(3)
+                    && out.stderr.contains("not finite")
+                    && out.stderr.contains("they first appear in")
+            }
             Expect::Unrepresentable => {
                 out.code == Some(3) && out.stderr.contains("cannot represent")
             }

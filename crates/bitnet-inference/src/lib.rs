@@ -39,7 +39,7 @@ pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
 pub use rules::check_model_file;
-pub use tap::{Observer, Tapped, TensorName};
+pub use tap::{FirstNonFinite, NonFiniteAt, Observer, Tapped, TensorName};
 pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
 
 /// Everything that can go wrong loading or running a model.

@@ -123,3 +123,44 @@ fn bitnet_tq2_0_variants() {
 fn bitnet_b158_i2_s_variants() {
     check_all(Arch::BitnetB158, GgmlType::I2_S, "llama-bpe");
 }
+
+/// Text mode tells the same story as JSON for one variant of each item (15, 17, 18, 19, 20):
+/// the exit code, and the key, tensor or characters on stderr.
+#[test]
+fn text_mode_names_the_same_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(Arch::Llama, GgmlType::F32);
+    let vocab = bitnet_fixtures::vocab("llama-spm");
+    let cases = [
+        ("block_count = 2^28", "llama.block_count"),
+        ("RMS epsilon NaN", "llama.attention.layer_norm_rms_epsilon"),
+        ("duplicate token text", "tokenizer.ggml.tokens"),
+        ("vocabulary without byte tokens", "U+1F980"),
+        ("NaN in every row of the token embedding", "both sides alike"),
+        ("an unknown extra tensor", "blk.0.mystery.weight"),
+    ];
+    let variants = crafted::variants(Arch::Llama, GgmlType::F32);
+    for (name, needle) in cases {
+        let v = variants.iter().find(|v| v.name == name).unwrap();
+        let path = dir.path().join("crafted.gguf");
+        v.write(&spec, &vocab, &path).unwrap();
+        let args: Vec<OsString> = vec![
+            "crossval-per-token".into(),
+            "--prompt".into(),
+            crafted::PROMPT.into(),
+            "--max-tokens".into(),
+            "2".into(),
+            "--model".into(),
+            path.into(),
+        ];
+        let out = crafted::run_limited(
+            &assert_cmd::cargo::cargo_bin("xtask"),
+            &args,
+            MEMORY,
+            TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(out.code, Some(3), "{name}: {}", out.describe());
+        assert!(out.stderr.contains(needle), "{name}: {}", out.describe());
+    }
+}

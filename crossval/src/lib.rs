@@ -24,21 +24,31 @@
 //!
 //! These three modules have no dependency on the engine, the tokenizers or the C++ client: they
 //! work on plain ids and `f32` slices, which keeps them easy to test exhaustively.
+//!
+//! [`runner`] drives the whole `crossval-per-token` flow over them, stage by stage, each stage
+//! with its own status and exit code ([`RunStatus::exit_code`]); [`vocab_check`] is its
+//! `--cpp-model` vocabulary gate, and [`bulk`] the engine of `crossval-tokenizer`.
+//!
+//! [`sampling`] hands the engine's sampling parameters to the reference in its protocol's
+//! form, so the sampler chains of both sides can be compared token for token.
 #![deny(missing_docs)]
 
 pub mod bulk;
 pub mod logits_compare;
 pub mod receipt;
 pub mod runner;
+pub mod sampling;
 pub mod token_parity;
+pub mod vocab_check;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,
     LogitsSummary, NonFinite, PositionMetrics, Side,
 };
 pub use receipt::{
-    validate_receipt, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt, ReceiptError,
-    RunStatus, Thresholds, TokenParityBlock, TokenParityStatus, ToolInfo, RECEIPT_SCHEMA_VERSION,
+    validate_receipt, CompilerInfo, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt,
+    ReceiptError, RunStatus, Thresholds, TokenParityBlock, TokenParityStatus, ToolInfo,
+    RECEIPT_SCHEMA_VERSION,
 };
 pub use token_parity::{
     first_difference, shell_quote, should_colour, validate_token_parity, Hint, ReportContext,

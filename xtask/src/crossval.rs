@@ -24,7 +24,8 @@ pub enum Format {
 #[derive(clap::Args, Debug, Clone)]
 #[command(
     after_help = "Exit codes: 0 tokens identical and every position within --cos-tol; 1 logits diverged; \
-2 token sequences differ (the pre-gate) or usage error; 3 runtime error (unreadable model, C++ reference unavailable).\n\n\
+2 token sequences or vocabularies differ, or a usage error (including a prompt that does not fit the context); \
+3 runtime error (unreadable or malformed model, chat template or tokenizer, C++ reference unavailable, receipt not written).\n\n\
 Example:\n  cargo run -p xtask --release -- crossval-per-token --model model.gguf --prompt 'The capital of France is'"
 )]
 pub struct PerTokenArgs {
@@ -34,24 +35,25 @@ pub struct PerTokenArgs {
     /// HF tokenizer.json for the Rust side (default: the GGUF's own vocabulary).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// The prompt (must not be empty).
-    #[arg(long)]
+    /// The prompt (must not be empty; may start with '-').
+    #[arg(long, allow_hyphen_values = true)]
     pub prompt: String,
     /// raw | instruct | llama3-chat | chatml | auto | jinja. Decides the formatted text and
     /// the BOS / special-token policy, identically for both sides.
     #[arg(long, default_value = "raw")]
     pub prompt_template: TemplateType,
-    /// System prompt for the templates that use one.
-    #[arg(long)]
+    /// System prompt for the templates that use one (a warning says so when the template
+    /// ignores it, e.g. raw).
+    #[arg(long, allow_hyphen_values = true)]
     pub system_prompt: Option<String>,
-    /// Never add BOS (on both sides).
+    /// Never add BOS (on both sides; a warning says so when the template adds none anyway).
     #[arg(long)]
     pub no_bos: bool,
-    /// Greedy steps compared after the prompt.
-    #[arg(long, default_value_t = 4)]
+    /// Greedy steps compared after the prompt (prompt + steps must fit the model's context).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub max_tokens: usize,
-    /// Cosine tolerance: decides both the ✓/✗ marks and the exit code.
-    #[arg(long, default_value_t = 0.999)]
+    /// Cosine tolerance, -1..=1: decides both the ✓/✗ marks and the exit code.
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
     pub cos_tol: f64,
     /// Output format (json: exactly one document on stdout).
     #[arg(long, value_enum, default_value = "text")]
@@ -69,7 +71,7 @@ pub struct PerTokenArgs {
     #[arg(long, default_value = "auto")]
     pub cpp_backend: BackendChoice,
     /// Threads for both sides (default: all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Show the C++ reference's log.
     #[arg(long)]
@@ -102,8 +104,10 @@ pub fn per_token(args: &PerTokenArgs) -> u8 {
             std::env::var_os("NO_COLOR").as_deref(),
         ),
     };
-    let mut progress = |msg: &str| eprintln!("crossval: {msg}");
-    let outcome = run_per_token(&cfg, &mut progress);
+    let mut stages = crate::progress::StageProgress::stderr("crossval");
+    let outcome = run_per_token(&cfg, &mut |msg: &str| stages.stage(msg));
+    // Finish the live line before the report follows it on stderr.
+    drop(stages);
     let _ = std::io::stdout().write_all(outcome.stdout.as_bytes());
     let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
     outcome.exit_code
@@ -128,10 +132,10 @@ pub struct TokenizerArgs {
     pub texts: Option<PathBuf>,
     /// Compare N random texts covering known failure classes (whitespace, NBSP, BOM, control
     /// characters, digits, contractions, accents, CJK, emoji/ZWJ, non-BMP, special tokens).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub random: Option<usize>,
     /// Seed for --random.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     pub seed: u64,
     /// Never add BOS (default: as the vocabulary does, llama.cpp's add_special).
     #[arg(long)]
@@ -143,7 +147,7 @@ pub struct TokenizerArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Show at most this many mismatches in detail.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub max_report: usize,
 }
 
@@ -153,7 +157,8 @@ pub fn tokenizer(args: &TokenizerArgs) -> u8 {
         Ok(code) => code,
         Err((code, msg)) => {
             if args.format == Format::Json {
-                println!("{}", serde_json::json!({ "status": "error", "error": msg }));
+                let status = if code == 2 { "usage_error" } else { "error" };
+                println!("{}", serde_json::json!({ "status": status, "error": msg }));
             }
             eprintln!("error: {msg}");
             code

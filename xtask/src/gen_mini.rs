@@ -41,16 +41,22 @@ pub struct Args {
     #[arg(long)]
     pub vocab: PathBuf,
     /// Type of the linear (matrix) weights. Norms are always f32; with a quantized type the
-    /// token embedding is f16.
+    /// token embedding is f16 unless --embd-type says otherwise.
     #[arg(long, default_value = "f32")]
     pub qtype: GgmlType,
+    /// Type of the token embedding, which the tied architectures (bitnet, bitnet-b1.58) also
+    /// use as the output head — e.g. q6_K, as llama-quantize writes it [default: f16 with a
+    /// quantized --qtype, else the --qtype].
+    #[arg(long)]
+    pub embd_type: Option<GgmlType>,
     /// A preset shape (explicit shape flags still override it).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
     /// Number of layers [default: 2].
     #[arg(long)]
     pub layers: Option<u64>,
-    /// Hidden size [default: 64, or 256 when the qtype's blocks are larger than 64].
+    /// Hidden size [default: 64, or 256 when the blocks of the qtype or the embedding type
+    /// are larger than 64].
     #[arg(long)]
     pub dim: Option<u64>,
     /// Attention heads [default: 4].
@@ -86,6 +92,7 @@ impl Args {
                 ArchArg::BitnetB158 => Arch::BitnetB158,
             },
             qtype: self.qtype,
+            embd_type: self.embd_type,
             preset: self.preset.map(|PresetArg::Bitnet2b| Preset::Bitnet2b),
             layers: self.layers,
             dim: self.dim,
@@ -95,6 +102,7 @@ impl Args {
             ctx: self.ctx,
             rope_base: self.rope_base,
             seed: self.seed,
+            chat_template: None,
         }
     }
 }

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// Chat templates come from model files: this allocator lets the renderer stop one that tries
+// to exhaust memory (bitnet_inference::template::jinja).
+#[global_allocator]
+static ALLOCATOR: bitnet_inference::template::BoundedAllocator =
+    bitnet_inference::template::BoundedAllocator;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "bitnet-rs developer tasks", version)]
 struct Cli {
@@ -25,6 +31,9 @@ enum Task {
     /// Bulk tokenizer parity: many texts (a file, or random ones covering known failure
     /// classes) through the Rust tokenizer and llama.cpp's.
     CrossvalTokenizer(xtask::crossval::TokenizerArgs),
+    /// Quantize a GGUF model with llama.cpp's own quantizer (llama-quantize's mixes and
+    /// defaults), run in the llama.cpp reference.
+    Quantize(xtask::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +51,7 @@ fn main() -> ExitCode {
                     .to_string();
                 println!(
                     "{}",
-                    serde_json::json!({ "status": "error", "error": first })
+                    serde_json::json!({ "status": "usage_error", "error": first })
                 );
             }
             let _ = e.print();
@@ -59,6 +68,7 @@ fn main() -> ExitCode {
         Task::CrossvalTokenizer(args) => return ExitCode::from(xtask::crossval::tokenizer(&args)),
         Task::GenMiniGguf(args) => xtask::gen_mini::run(&args),
         Task::Fixtures(args) => xtask::fixtures::run(&args),
+        Task::Quantize(args) => xtask::quantize::run(&args),
         Task::Bench(args) => xtask::bench::run(&args).and_then(|r| {
             match args.format {
                 xtask::bench::Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -77,8 +87,13 @@ fn main() -> ExitCode {
 }
 
 /// Whether the raw command line asks for JSON output (`--format json` or `--format=json`).
+/// Reads the arguments as `OsString`s: any argument may be invalid UTF-8 (that is often why
+/// parsing failed), and reading them as `String`s would panic.
 fn json_requested() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--").collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .collect();
     args.windows(2)
         .any(|w| w[0] == "--format" && w[1] == "json")
         || args.iter().any(|a| a == "--format=json")

@@ -136,7 +136,10 @@ fn text_mode_names_the_same_problem() {
         ("RMS epsilon NaN", "llama.attention.layer_norm_rms_epsilon"),
         ("duplicate token text", "tokenizer.ggml.tokens"),
         ("vocabulary without byte tokens", "U+1F980"),
-        ("NaN in every row of the token embedding", "both sides alike"),
+        (
+            "NaN in every row of the token embedding",
+            "both sides alike",
+        ),
         ("an unknown extra tensor", "blk.0.mystery.weight"),
     ];
     let variants = crafted::variants(Arch::Llama, GgmlType::F32);

@@ -1,42 +1,16 @@
 //! `xtask crossval-per-token` and `crossval-tokenizer`, end to end against the real C++
 //! references: exit codes, reports, JSON documents.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use assert_cmd::Command;
-use bitnet_gguf::GgmlType;
-use bitnet_minimodel::{Arch, Spec};
+use bitnet_gguf::{GgmlType, GgufFile, GgufWriter};
+use bitnet_minimodel::Arch;
+use common::{crossval, one_json, tiny};
 use predicates::prelude::*;
 use serde_json::Value;
-
-fn tiny(dir: &Path, arch: Arch, qtype: GgmlType, vocab: &str, seed: u64) -> PathBuf {
-    let spec = Spec {
-        seed,
-        ..Spec::new(arch, qtype)
-    };
-    bitnet_minimodel::write_tiny(dir, &spec, &bitnet_fixtures::vocab(vocab)).unwrap()
-}
-
-fn crossval(model: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::cargo_bin("xtask").unwrap();
-    c.arg("crossval-per-token")
-        .arg("--model")
-        .arg(model)
-        .args(extra);
-    c
-}
-
-/// stdout must be exactly one JSON document.
-fn one_json(out: &[u8]) -> Value {
-    let text = std::str::from_utf8(out).unwrap();
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    let doc = stream.next().expect("a JSON document").expect("valid JSON");
-    assert!(
-        stream.next().is_none(),
-        "more than one JSON document: {text}"
-    );
-    doc
-}
 
 const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
 
@@ -97,13 +71,14 @@ fn wrong_tokenizer_json_is_stopped_by_the_pre_gate_with_the_full_report() {
         "First diff at index:",
         "Suggested fixes:",
         "--prompt-template raw",
-        &format!("bitnet inspect {}", model.display()),
         "--dump-ids",
         "Example command",
         "may be a different vocabulary than the model's",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+    // instruct owes nothing to the model's chat template: no advice to inspect it.
+    assert!(!err.contains("bitnet inspect"), "{err}");
     assert!(
         String::from_utf8(out.stdout).unwrap().is_empty(),
         "no logits output after a mismatch"
@@ -374,7 +349,7 @@ fn bad_input_has_documented_exit_codes_and_json_stays_one_document() {
             .get_output()
             .stdout
             .clone();
-        assert_eq!(one_json(&out)["status"], "error", "{args:?}");
+        assert_eq!(one_json(&out)["status"], "usage_error", "{args:?}");
     }
     for m in [Path::new("/nonexistent/model.gguf"), corrupt.as_path()] {
         let out = crossval(m, &["--prompt", "x", "--format", "json"])
@@ -473,4 +448,114 @@ fn a_tokenizer_json_without_the_models_bos_is_caught_and_no_bos_fixes_it() {
     .arg(&tok)
     .assert()
     .code(0);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_model_path_reaches_the_reference() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(OsStr::from_bytes(b"mod\xe8le-\xff.gguf"));
+    std::fs::rename(
+        tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1),
+        &model,
+    )
+    .unwrap();
+    crossval(&model, &["--prompt", PROMPT]).assert().code(0);
+    let out = crossval(&model, &["--prompt", PROMPT, "--format", "json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(one_json(&out)["status"], "ok");
+}
+
+#[test]
+fn an_unsupported_tensor_type_is_exit_3_naming_type_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    // MXFP4: a type llama.cpp multiplies and the engine never will.
+    let tensor = "blk.0.attn_q.weight";
+    let file =
+        GgufFile::open(tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1)).unwrap();
+    let dims = &file.tensor(tensor).unwrap().dims;
+    let zeros = vec![0; GgmlType::MXFP4.tensor_bytes(dims).unwrap() as usize];
+    let mut w = GgufWriter::from_file(&file).unwrap();
+    w.replace_tensor(tensor, dims, GgmlType::MXFP4, zeros)
+        .unwrap();
+    let model = dir.path().join("llama-with-mxfp4.gguf");
+    w.write_file(&model).unwrap();
+    let out = crossval(&model, &["--prompt", PROMPT])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(tensor) && err.contains("mxfp4"), "{err}");
+    let out = crossval(&model, &["--prompt", PROMPT, "--format", "json"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let doc = one_json(&out);
+    assert_eq!(doc["status"], "error");
+    let msg = doc["error"].as_str().unwrap();
+    assert!(msg.contains(tensor) && msg.contains("mxfp4"), "{msg}");
+}
+
+#[test]
+fn json_and_receipt_carry_the_references_real_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    let receipt = dir.path().join("receipt.json");
+    let out = crossval(
+        &model,
+        &["--prompt", PROMPT, "--format", "json", "--receipt"],
+    )
+    .arg(&receipt)
+    .assert()
+    .code(0)
+    .get_output()
+    .stdout
+    .clone();
+    let doc = one_json(&out);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    bitnet_crossval::receipt::validate_receipt(&saved).unwrap();
+    assert_eq!(saved["schema_version"], "2.1.0");
+    for be in [&doc["cpp_backend"], &saved["cpp_backend"]] {
+        let id = be["compiler"]["id"].as_str().unwrap();
+        let version = be["compiler"]["version"].as_str().unwrap();
+        assert!(!id.is_empty() && version.contains('.'), "{be}");
+        let has = |key: &str, item: &str| {
+            be[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_str() == Some(item))
+        };
+        assert!(has("cpu_flags", "-mavx2") && has("simd", "AVX2"), "{be}");
+        let version_line = be["version"].as_str().unwrap();
+        assert!(version_line.contains("llama-cpp-sys-2 0.1.161"), "{be}");
+        let line = be["build_info"].as_str().unwrap();
+        assert!(
+            line.contains(id) && line.contains(version) && line.contains("AVX2"),
+            "{line}"
+        );
+        assert!(be["system_info"].as_str().unwrap().contains("AVX2"), "{be}");
+    }
+    assert_eq!(doc["cpp_backend"], saved["cpp_backend"]);
+    let text = crossval(&model, &["--prompt", PROMPT])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(text).unwrap();
+    let build = text
+        .lines()
+        .find_map(|l| l.strip_prefix("C++ build: "))
+        .unwrap_or_else(|| panic!("no build line in:\n{text}"));
+    assert_eq!(build, doc["cpp_backend"]["build_info"].as_str().unwrap());
 }

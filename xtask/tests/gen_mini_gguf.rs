@@ -156,6 +156,31 @@ fn f16_and_bf16_hold_the_same_weights_as_f32() {
     assert_eq!(bf.tensor(name).unwrap().ty, GgmlType::BF16);
 }
 
+/// A llama-quantize-like ternary model: TQ2_0 layers and a q6_K token embedding, which the
+/// tied architectures also use as the output head; the q6_K blocks need 256-element rows.
+#[test]
+fn embedding_type_sets_the_tied_head_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--arch",
+        "bitnet",
+        "--qtype",
+        "tq2_0",
+        "--embd-type",
+        "q6_K",
+    ];
+    let f = GgufFile::open(gen(dir.path(), "t.gguf", &args)).unwrap();
+    let embd = f.tensor("token_embd.weight").unwrap();
+    assert_eq!(embd.ty, GgmlType::Q6_K);
+    assert_eq!(embd.dims[0], 256);
+    assert!(f.tensor("output.weight").is_none());
+    assert_eq!(f.tensor("blk.0.attn_q.weight").unwrap().ty, GgmlType::TQ2_0);
+    // Without the flag a quantized model keeps an f16 embedding.
+    let f = GgufFile::open(gen(dir.path(), "u.gguf", &["--qtype", "q4_K"])).unwrap();
+    assert_eq!(f.tensor("token_embd.weight").unwrap().ty, GgmlType::F16);
+    assert_eq!(f.tensor("output.weight").unwrap().ty, GgmlType::Q4_K);
+}
+
 #[test]
 fn preset_bitnet_2b_has_the_2b_4t_shape() {
     use clap::Parser;
@@ -215,9 +240,15 @@ fn bad_arguments_are_usage_errors_and_bad_files_runtime_errors() {
     run(&["--heads", "4", "--kv-heads", "3"], &vocab)
         .code(2)
         .stderr(contains("--kv-heads"));
-    run(&["--qtype", "q6_k"], &vocab)
+    run(&["--qtype", "iq2_xxs"], &vocab)
         .code(2)
         .stderr(contains("no encoder"));
+    run(&["--embd-type", "iq2_xxs"], &vocab)
+        .code(2)
+        .stderr(contains("no encoder"));
+    run(&["--embd-type", "q6_K", "--dim", "128"], &vocab)
+        .code(2)
+        .stderr(contains("row granularity of the embedding type q6_K"));
     run(&["--qtype", "nonsense"], &vocab)
         .code(2)
         .stderr(contains("unknown ggml type"));

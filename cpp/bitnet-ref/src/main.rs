@@ -13,8 +13,11 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts, WirePath};
 use ffi as sys;
+
+/// What build.rs recorded about how bitnet-llm-sys built bitnet.cpp.
+const COMPILED_FACTS: &str = include_str!(concat!(env!("OUT_DIR"), "/build_facts.json"));
 
 struct Bitnet {
     model: *mut sys::llama_model,
@@ -34,6 +37,11 @@ fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
 }
 
+/// The path's bytes as C wants them (no UTF-8 requirement: a Unix file name is bytes).
+fn path_cstring(p: &WirePath) -> Result<CString, String> {
+    CString::new(p.as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
 impl Bitnet {
     fn need_vocab(&self) -> Result<(), String> {
         if self.model.is_null() {
@@ -49,7 +57,8 @@ impl Bitnet {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
     fn decode(
         &mut self,
         tokens: &[i32],
@@ -111,7 +120,7 @@ impl Engine for Bitnet {
 
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         n_threads: u32,
         vocab_only: bool,
@@ -119,7 +128,7 @@ impl Engine for Bitnet {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
         }
-        let path = cstring(model_path)?;
+        let path = path_cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
         unsafe {
             let mut mp = sys::llama_model_default_params();
@@ -127,7 +136,10 @@ impl Engine for Bitnet {
             mp.n_gpu_layers = 0;
             let model = sys::llama_load_model_from_file(path.as_ptr(), mp);
             if model.is_null() {
-                return Err(format!("bitnet.cpp could not load {model_path}"));
+                return Err(format!(
+                    "bitnet.cpp could not load {}",
+                    model_path.display()
+                ));
             }
             self.model = model;
             self.n_vocab = sys::llama_n_vocab(model) as u32;
@@ -324,11 +336,12 @@ impl Engine for Bitnet {
     fn build(&mut self) -> BuildFacts {
         // SAFETY: returns a static string.
         let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        BuildFacts {
-            backend: "bitnet".into(),
-            library: "Microsoft bitnet.cpp via crates.io bitnet-llm-sys =1.0.2 (CPU)".into(),
-            system_info: info.to_string_lossy().trim().to_string(),
-        }
+        BuildFacts::from_recorded(
+            COMPILED_FACTS,
+            "bitnet",
+            "Microsoft bitnet.cpp",
+            info.to_string_lossy().trim().to_string(),
+        )
     }
 
     fn log_tail(&self) -> Vec<String> {

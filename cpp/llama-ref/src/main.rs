@@ -4,13 +4,27 @@
 //! Parity settings: F32 K and V caches (llama.cpp's F16 default costs ~7e-3 in logits), flash
 //! attention off (its graph casts K/V to F16), and a batch as large as the context so a prompt is one `llama_decode` with
 //! the logits flag on every position.
+//!
+//! It also runs llama.cpp's own quantizer (`llama_model_quantize`) as a protocol request rather
+//! than as a subcommand of this binary: the client then gets the same typed errors, crash and
+//! hang detection as for every other request, the quantizer's per-tensor log lines arrive as
+//! progress frames, and bitnet.cpp's reference answers the same request with "unsupported".
+
+mod quantize;
+mod sampling;
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
-use bitnet_cpp::protocol::{self, server, BuildFacts, ChatMessage, Engine, VocabFacts};
+use bitnet_cpp::protocol::{
+    self, server, BuildFacts, ChatMessage, Engine, QuantizeProgress, QuantizeReport,
+    QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
+};
 use llama_cpp_sys_2 as sys;
+
+/// What build.rs recorded about how llama-cpp-sys-2 built llama.cpp.
+const COMPILED_FACTS: &str = include_str!(concat!(env!("OUT_DIR"), "/build_facts.json"));
 
 struct Llama {
     model: *mut sys::llama_model,
@@ -31,6 +45,11 @@ fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| "text contains a NUL byte".to_string())
 }
 
+/// The path's bytes as C wants them (no UTF-8 requirement: a Unix file name is bytes).
+fn path_cstring(p: &WirePath) -> Result<CString, String> {
+    CString::new(p.as_bytes()).map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
 impl Llama {
     fn need_vocab(&self) -> Result<(), String> {
         if self.vocab.is_null() {
@@ -46,7 +65,18 @@ impl Llama {
         Ok(())
     }
 
-    /// Decode `tokens` at positions n_past.., logits for every entry, in chunks of n_batch.
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), String> {
+        match tokens.iter().find(|&&t| t < 0 || t as u32 >= self.n_vocab) {
+            Some(t) => Err(format!(
+                "token id {t} is outside the vocabulary (0..{})",
+                self.n_vocab
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Decode `tokens` at positions n_past.. in chunks of n_batch, with the logits flag on the
+    /// entries `outputs` (ascending indices); their rows, in order.
     fn decode(
         &mut self,
         tokens: &[i32],
@@ -54,14 +84,7 @@ impl Llama {
         out: &mut Vec<f32>,
     ) -> Result<(), String> {
         self.need_ctx()?;
-        for &t in tokens {
-            if t < 0 || t as u32 >= self.n_vocab {
-                return Err(format!(
-                    "token id {t} is outside the vocabulary (0..{})",
-                    self.n_vocab
-                ));
-            }
-        }
+        self.check_tokens(tokens)?;
         let n_vocab = self.n_vocab as usize;
         out.clear();
         out.reserve(outputs.len() * n_vocab);
@@ -99,6 +122,63 @@ impl Llama {
         }
         Ok(())
     }
+
+    /// [`Engine::sample`]: the chain on the client's rows of logits.
+    fn sample_rows(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), String> {
+        self.need_vocab()?;
+        self.check_tokens(accepted)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in accepted {
+            chain.accept(t);
+        }
+        let tokens = rows
+            .chunks(self.n_vocab as usize)
+            .map(|row| chain.sample_row(row))
+            .collect::<Result<Vec<i32>, String>>()?;
+        Ok((tokens, chain.seed()))
+    }
+
+    /// [`Engine::generate`]: llama-completion's loop.
+    fn generate_tokens(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), String> {
+        if prompt.is_empty() {
+            return Err("nothing to evaluate: the prompt is empty".into());
+        }
+        self.reset()?;
+        // As llama-completion decodes a prompt: logits for its last token only (the row also
+        // stays in the context, where llama_sampler_sample reads it).
+        let mut row = Vec::new();
+        self.decode(prompt, &[prompt.len() as u32 - 1], &mut row)?;
+        // SAFETY: vocab belongs to the loaded model.
+        let mut chain = unsafe { sampling::Chain::new(self.vocab, spec)? };
+        for &t in prompt {
+            chain.accept(t);
+        }
+        let mut tokens = Vec::new();
+        while tokens.len() < n_predict as usize {
+            // SAFETY: the last decode asked for logits of its last token.
+            let t = unsafe { chain.sample_context(self.ctx) };
+            tokens.push(t);
+            // SAFETY: vocab belongs to the loaded model.
+            if unsafe { sys::llama_vocab_is_eog(self.vocab, t) }
+                || tokens.len() == n_predict as usize
+            {
+                break;
+            }
+            self.decode(&[t], &[0], &mut row)?;
+        }
+        Ok((tokens, chain.seed()))
+    }
 }
 
 impl Engine for Llama {
@@ -108,7 +188,7 @@ impl Engine for Llama {
 
     fn load(
         &mut self,
-        model_path: &str,
+        model_path: &WirePath,
         n_ctx: u32,
         n_threads: u32,
         vocab_only: bool,
@@ -116,7 +196,7 @@ impl Engine for Llama {
         if !self.model.is_null() {
             return Err("a model is already loaded (one model per process)".into());
         }
-        let path = cstring(model_path)?;
+        let path = path_cstring(model_path)?;
         // SAFETY: FFI calls with valid parameters; pointers are checked before use.
         unsafe {
             let mut mp = sys::llama_model_default_params();
@@ -124,7 +204,7 @@ impl Engine for Llama {
             mp.n_gpu_layers = 0;
             let model = sys::llama_model_load_from_file(path.as_ptr(), mp);
             if model.is_null() {
-                return Err(format!("llama.cpp could not load {model_path}"));
+                return Err(format!("llama.cpp could not load {}", model_path.display()));
             }
             self.model = model;
             self.vocab = sys::llama_model_get_vocab(model);
@@ -329,11 +409,41 @@ impl Engine for Llama {
     fn build(&mut self) -> BuildFacts {
         // SAFETY: returns a static string.
         let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        BuildFacts {
-            backend: "llama".into(),
-            library: "llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)".into(),
-            system_info: info.to_string_lossy().trim().to_string(),
+        BuildFacts::from_recorded(
+            COMPILED_FACTS,
+            "llama",
+            "llama.cpp",
+            info.to_string_lossy().trim().to_string(),
+        )
+    }
+
+    fn type_traits(&mut self) -> Option<Vec<TypeTrait>> {
+        let mut types = Vec::new();
+        for id in 0..sys::GGML_TYPE_COUNT {
+            // SAFETY: ggml's static table has an entry for every id below GGML_TYPE_COUNT.
+            let t = unsafe { &*sys::ggml_get_type_traits(id) };
+            // Retired ids keep a placeholder entry with a block size of 0.
+            if t.blck_size == 0 || t.type_name.is_null() {
+                continue;
+            }
+            // SAFETY: a static NUL-terminated name.
+            let name = unsafe { CStr::from_ptr(t.type_name) };
+            types.push(TypeTrait {
+                id,
+                name: name.to_string_lossy().into_owned(),
+                block_size: t.blck_size as u64,
+                type_size: t.type_size as u64,
+            });
         }
+        Some(types)
+    }
+
+    fn quantize(
+        &mut self,
+        request: &QuantizeRequest,
+        progress: &mut dyn FnMut(QuantizeProgress),
+    ) -> Option<Result<QuantizeReport, String>> {
+        Some(quantize::run(request, progress))
     }
 
     fn log_tail(&self) -> Vec<String> {
@@ -342,6 +452,24 @@ impl Engine for Llama {
 
     fn n_vocab(&self) -> u32 {
         self.n_vocab
+    }
+
+    fn sample(
+        &mut self,
+        spec: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.sample_rows(spec, accepted, rows))
+    }
+
+    fn generate(
+        &mut self,
+        spec: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Option<Result<(Vec<i32>, u32), String>> {
+        Some(self.generate_tokens(spec, prompt, n_predict))
     }
 }
 

@@ -33,6 +33,7 @@
 
 pub mod inspect;
 pub mod run;
+pub mod sampling_args;
 pub mod tokenize;
 
 /// Process exit codes shared by every `bitnet` subcommand.

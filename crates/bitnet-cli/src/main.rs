@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use bitnet_cli::{exit, inspect, tokenize, CommandOutput};
 use clap::{Args, Parser, Subcommand};
 
+// Chat templates come from model files: this allocator lets the renderer stop one that tries
+// to exhaust memory (bitnet_inference::template::jinja).
+#[global_allocator]
+static ALLOCATOR: bitnet_inference::template::BoundedAllocator =
+    bitnet_inference::template::BoundedAllocator;
+
 /// Inspect GGUF models and tokenize prompts for the bitnet-rs inference engine.
 ///
 /// Exit codes: 0 success, 2 usage error, 3 runtime error (unreadable or corrupt file).
@@ -41,11 +47,21 @@ enum Command {
     Tokenize(TokenizeArgs),
 
     /// Run a model on a prompt: print the prompt, stream the continuation, report tokens/s
-    /// on stderr. Greedy with --temp 0 (the default); stops at end-of-sequence/end-of-turn.
+    /// on stderr. Stops at an end-of-generation token or after -n tokens.
     ///
-    /// Exit codes: 0 success; 2 usage error (empty prompt, bad temperature, unknown
-    /// template); 3 the model cannot be read, is corrupt or is not supported.
-    Run(bitnet_cli::run::RunArgs),
+    /// The next token is chosen as llama.cpp's llama-completion chooses it: its sampler chain
+    /// with its defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, a random seed
+    /// printed on stderr), overridden by the model's general.sampling.* values, overridden by
+    /// the flags below. Same logits, same flags and --seed: same tokens as llama.cpp.
+    /// --temp 0 is greedy.
+    ///
+    /// Exit codes: 0 success; 2 usage error (empty prompt, a sampling value llama.cpp would
+    /// refuse, unknown sampler or template, jinja on a model without a chat template, a prompt
+    /// and --n-predict that do not fit the model's context); 3 the model cannot be read, is
+    /// corrupt or is not supported, or its chat template is malformed (empty, fails to render,
+    /// hits a limit).
+    // Boxed: the sampling flags make it far larger than the other variants.
+    Run(Box<bitnet_cli::run::RunArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -1,14 +1,18 @@
 //! `bitnet run`: load a model, format and tokenize the prompt, print the prompt and stream the
-//! continuation, report tokens per second on stderr.
+//! continuation — sampled as llama.cpp samples ([`crate::sampling_args`]) — and report tokens
+//! per second on stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use bitnet_inference::{
-    format_prompt, Eval, FirstNonFinite, Model, ModelChatInfo, Outputs, TemplateType,
+    format_prompt, template_warnings, Eval, FirstNonFinite, Model, ModelChatInfo, Outputs,
+    TemplateType,
 };
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
+
+use crate::sampling_args::{build_sampler, SamplingArgs};
 
 /// A problem with the command line (exit code 2), as opposed to a runtime failure (3).
 #[derive(Debug, thiserror::Error)]
@@ -21,58 +25,31 @@ pub struct RunArgs {
     /// The GGUF model (llama, bitnet or bitnet-b1.58).
     #[arg(long)]
     pub model: PathBuf,
-    /// The prompt (must not be empty).
-    #[arg(long)]
+    /// The prompt (must not be empty; may start with '-').
+    #[arg(long, allow_hyphen_values = true)]
     pub prompt: String,
-    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn).
-    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    /// Tokens to generate at most (stops earlier at end-of-sequence / end-of-turn). The prompt
+    /// and these tokens must fit the model's context.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
     pub n_predict: usize,
-    /// Sampling temperature: 0 is greedy (the most likely token every step).
-    #[arg(long, default_value_t = 0.0)]
-    pub temp: f32,
-    /// Seed for sampling when --temp > 0.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
     /// Threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Prompt template: raw, instruct, llama3-chat, chatml, auto or jinja.
     #[arg(long, default_value = "raw")]
     pub prompt_template: TemplateType,
-    /// System prompt for the templates that have one.
-    #[arg(long)]
+    /// System prompt for the templates that have one (a warning says so when the template
+    /// ignores it, e.g. raw).
+    #[arg(long, allow_hyphen_values = true)]
     pub system_prompt: Option<String>,
-}
-
-/// Softmax sampling at temperature `temp` with a xorshift generator (no dependency needed).
-struct Sampler {
-    state: u64,
-    temp: f32,
-}
-
-impl Sampler {
-    fn pick(&mut self, logits: &[f32]) -> u32 {
-        if self.temp <= 0.0 {
-            return bitnet_inference::ops::argmax(logits);
-        }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let weights: Vec<f64> = logits
-            .iter()
-            .map(|&l| (((l - max) / self.temp) as f64).exp())
-            .collect();
-        let total: f64 = weights.iter().sum();
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let mut r = (self.state >> 11) as f64 / (1u64 << 53) as f64 * total;
-        for (i, w) in weights.iter().enumerate() {
-            r -= w;
-            if r <= 0.0 {
-                return i as u32;
-            }
-        }
-        (weights.len() - 1) as u32
-    }
+    /// How the next token is chosen.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// Non-finite logits make every pick meaningless (an arg-max over NaN is token 0, which
@@ -117,22 +94,31 @@ fn check_finite(
 /// Run the model on the prompt, writing the prompt and the continuation to `out` as it is
 /// generated and the statistics to `err`.
 ///
+/// Warnings (a flag the template ignores, chat markers the vocabulary lacks) go to `err`.
+///
 /// # Errors
-/// [`UsageError`] for an empty prompt or a bad temperature; runtime errors (unreadable,
-/// unsupported or refused model, text the vocabulary cannot spell, non-finite logits)
-/// otherwise.
+/// [`UsageError`] for an empty prompt, a bad sampling parameter, `jinja` on a model without
+/// a chat template, or a prompt and `--n-predict` that do not fit the model's context;
+/// runtime errors (unreadable, unsupported or refused model, a malformed chat template, text
+/// the vocabulary cannot spell, non-finite logits) otherwise.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
         return Err(UsageError("--prompt must not be empty".into()).into());
     }
-    if !(args.temp >= 0.0 && args.temp.is_finite()) {
-        return Err(UsageError(format!("--temp {} must be a finite number ≥ 0", args.temp)).into());
-    }
     if args.threads == Some(0) {
         return Err(UsageError("--threads must be positive".into()).into());
     }
+    args.sampling.check()?;
     let path = args.model.display();
     let model = Model::load(&args.model).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let context = model.config().context_length;
+    if args.n_predict >= context {
+        return Err(UsageError(format!(
+            "--n-predict {} leaves no room for a prompt: the model's context is {context} tokens",
+            args.n_predict
+        ))
+        .into());
+    }
     let tokenizer = GgufTokenizer::from_header(model.file(), &args.model)
         .map_err(|e| anyhow::anyhow!("{path}: tokenizer: {e}"))?;
     let info = ModelChatInfo::from_gguf(model.file());
@@ -142,15 +128,65 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         args.system_prompt.as_deref(),
         &info,
         tokenizer.add_bos_default(),
-    )?;
+    )
+    .map_err(|e| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            anyhow::anyhow!("{path}: {e}")
+        }
+    })?;
     if let Some(why) = &formatted.detected_from {
         writeln!(err, "template: {} (auto: {why})", formatted.template.name())?;
     }
+    let warnings = template_warnings(&formatted, args.system_prompt.as_deref(), |marker| {
+        tokenizer
+            .encode(marker, false, true)
+            .map_or(0, |ids| ids.len())
+    });
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    // No token covers more text than the longest token text: refuse text that cannot fit
+    // before tokenizing it (a chat template may render megabytes).
+    let longest = tokenizer.longest_token_bytes();
+    let at_least = formatted.text.len().div_ceil(longest);
+    if at_least.saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the formatted prompt is {} bytes, at least {at_least} tokens; with --n-predict {} \
+             that exceeds the model's context of {context} tokens: shorten the prompt",
+            formatted.text.len(),
+            args.n_predict
+        ))
+        .into());
+    }
     let prompt = tokenizer.encode(&formatted.text, formatted.add_bos, formatted.parse_special)?;
-    let stops: Vec<u32> = [tokenizer.eos_id(), tokenizer.eot_id()]
-        .into_iter()
-        .flatten()
-        .collect();
+    if prompt.len().saturating_add(args.n_predict) > context {
+        return Err(UsageError(format!(
+            "the prompt is {} tokens and --n-predict asks for {} more: they exceed the model's \
+             context of {context} tokens; lower --n-predict or shorten the prompt",
+            prompt.len(),
+            args.n_predict
+        ))
+        .into());
+    }
+    // What fails from here on is the model's doing (its sampling metadata, its vocabulary):
+    // name the file, except for usage errors.
+    let in_model = |e: anyhow::Error| match e.downcast::<UsageError>() {
+        Ok(usage) => usage.into(),
+        Err(e) => anyhow::anyhow!("{path}: {e}"),
+    };
+    let header = model.file().header();
+    let sampling = args.sampling.resolve(header).map_err(in_model)?;
+    for warning in &sampling.from_model.warnings {
+        writeln!(err, "warning: {path}: {warning}")?;
+    }
+    let mut sampler = build_sampler(&sampling, header, &tokenizer).map_err(in_model)?;
+    if sampling.params.temp > 0.0 {
+        writeln!(err, "sampler seed: {}", sampler.seed())?;
+    }
+    // Every end-of-generation token stops, as in llama.cpp (llama_vocab_is_eog).
+    let stops = tokenizer.eog_ids().to_vec();
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -162,10 +198,10 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
 
     write!(out, "{}", formatted.text)?;
     out.flush()?;
-    let mut sampler = Sampler {
-        state: args.seed.max(1),
-        temp: args.temp,
-    };
+    // The penalties and DRY see the prompt, as in llama-completion.
+    for &t in &prompt {
+        sampler.accept(t);
+    }
     let v = model.config().n_vocab;
     let t0 = Instant::now();
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
@@ -174,7 +210,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         let mut evaluated = prompt.clone();
         check_finite(&model, &evaluated, &logits, v)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
-        let mut next = sampler.pick(&logits[logits.len() - v..]);
+        let mut next = sampler.sample(&logits[logits.len() - v..]);
         // Pieces are buffered until they form whole UTF-8 characters.
         let mut pending = Vec::new();
         let mut n = 0;
@@ -194,7 +230,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
             let logits = model.forward(&mut state, &[next])?;
             evaluated.push(next);
             check_finite(&model, &evaluated, &logits, v)?;
-            next = sampler.pick(&logits);
+            next = sampler.sample(&logits);
         }
         out.write_all(&pending)?;
         Ok((n, prompt_secs))

@@ -302,7 +302,13 @@ fn text_the_vocabulary_cannot_spell_is_exit_3_naming_it() {
             &model,
         )
         .unwrap();
-    let text = run(&["tokenize", "--model", path_str(&model), "--prompt", "Hello 🦀 world"]);
+    let text = run(&[
+        "tokenize",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hello 🦀 world",
+    ]);
     assert_eq!(text.code, Some(3), "{}", text.stderr);
     assert!(
         text.stderr.contains("U+1F980") && text.stderr.contains("cannot represent"),
@@ -322,6 +328,12 @@ fn text_the_vocabulary_cannot_spell_is_exit_3_naming_it() {
     let doc: Json = serde_json::from_str(&json.stdout).unwrap();
     assert!(doc["error"].as_str().unwrap().contains("U+1F980"), "{doc}");
     // What it can spell still tokenizes.
-    let ok = run(&["tokenize", "--model", path_str(&model), "--prompt", "Hello world"]);
+    let ok = run(&[
+        "tokenize",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hello world",
+    ]);
     assert_eq!(ok.code, Some(0), "{}", ok.stderr);
 }

@@ -6,16 +6,40 @@
 //! `GGML_ASSERT` aborts its whole process, which a cross-validation tool must report, not die
 //! of. Each reference is a small server in its own cargo package (`cpp/llama-ref`,
 //! `cpp/bitnet-ref`) that depends on this crate with default features off, for
-//! [`protocol`] only. The client half ([`Session`], feature `client`, on by default) starts
-//! the right server, validates every model with `bitnet-gguf` before a C++ loader sees it,
-//! and turns every failure — a refused model, a crashed or hung process, a protocol mismatch —
-//! into a typed [`CppError`].
+//! [`protocol`], [`quantize_log`] and (in its build script) [`build_facts`] only. The client
+//! half ([`Session`], feature `client`, on by default) starts the right server, validates
+//! every model with `bitnet-gguf` before a C++ loader sees it, and turns every failure — a
+//! refused model, a crashed or hung process, a protocol mismatch — into a typed
+//! [`CppError`].
+//!
+//! Besides evaluation, the llama.cpp reference runs llama.cpp's own quantizer
+//! ([`quantize::quantize`]), so test models have exactly the tensor mixes a user's
+//! `llama-quantize` produces; feature `test-models` builds the project's set of them
+//! (`test_models`).
 #![deny(missing_docs)]
 
+pub mod build_facts;
 pub mod protocol;
+pub mod quantize_log;
 
+#[cfg(feature = "client")]
+mod backend;
+#[cfg(feature = "client")]
+mod binaries;
+#[cfg(feature = "client")]
+pub mod quantize;
 #[cfg(feature = "client")]
 mod session;
+#[cfg(feature = "client")]
+mod stderr_log;
+#[cfg(feature = "test-models")]
+pub mod test_models;
 
 #[cfg(feature = "client")]
+pub use backend::{Backend, BackendChoice};
+#[cfg(feature = "client")]
+pub use binaries::reference_binary;
+#[cfg(feature = "client")]
 pub use session::*;
+#[cfg(feature = "client")]
+pub use stderr_log::cpp_failure_lines;

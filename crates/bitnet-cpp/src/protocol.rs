@@ -10,16 +10,41 @@
 //! P bytes payload: raw little-endian f32 (logits), empty for most messages
 //! ```
 //!
+//! Requests may carry a payload too: [`Request::Sample`] sends the rows of logits to sample
+//! from.
+//!
 //! JSON keeps the small messages readable in logs; logits travel raw, so 64 positions of a
 //! 128k vocabulary (32 MiB) cross the pipe in milliseconds. On start-up the reference sends a
 //! [`Response::Hello`] frame, which the client checks against [`PROTOCOL_VERSION`].
+//!
+//! Most requests get exactly one answer. [`Request::Quantize`] is the exception: the
+//! reference streams [`Response::QuantizeProgress`] frames (one per tensor) before its final
+//! answer, so the client can show progress on a model that takes minutes.
+//!
+//! File paths cross as [`WirePath`]: bytes, because a Unix file name need not be UTF-8 and a
+//! lossy conversion would make the reference open a different (usually missing) file.
 
 use std::io::{self, Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
+pub use engine::{serve, Engine};
+pub use wire_path::WirePath;
+
+mod engine;
+pub mod server;
+mod wire_path;
+
 /// Bumped whenever a message changes shape. Client and reference must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 2: [`Request::Eval`] carries the output positions; [`Request::Bench`] measures as
+/// llama-bench does. 3: [`Request::Sample`] and [`Request::Generate`] (llama.cpp's sampler
+/// chain). 4: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
+/// [`Request::TypeTraits`]; [`Response::Unsupported`] for every request a backend cannot
+/// serve (the quantizer, the type table, the sampler chain); typed build facts in
+/// [`BuildFacts`].
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -35,6 +60,58 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// llama.cpp's sampling parameters, as `common_sampler_init` reads them from
+/// `common_params_sampling`: the reference builds exactly the chain `llama-completion` builds
+/// (the vocabulary's suppress tokens as a −∞ logit bias, `samplers` in order, then `dist`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerChainSpec {
+    /// Seed of `dist` and `xtc` (`0xFFFFFFFF`: random).
+    pub seed: u32,
+    /// Canonical sampler names in chain order (`penalties`, `dry`, `top_n_sigma`, `top_k`,
+    /// `typ_p`, `top_p`, `min_p`, `xtc`, `temperature`).
+    pub samplers: Vec<String>,
+    /// `top_k`.
+    pub top_k: i32,
+    /// `top_p`.
+    pub top_p: f32,
+    /// `min_p`.
+    pub min_p: f32,
+    /// `xtc_probability`.
+    pub xtc_probability: f32,
+    /// `xtc_threshold`.
+    pub xtc_threshold: f32,
+    /// `typ_p`.
+    pub typical_p: f32,
+    /// `temp`.
+    pub temp: f32,
+    /// `dynatemp_range`.
+    pub dynatemp_range: f32,
+    /// `dynatemp_exponent`.
+    pub dynatemp_exponent: f32,
+    /// `penalty_last_n`.
+    pub penalty_last_n: i32,
+    /// `penalty_repeat`.
+    pub penalty_repeat: f32,
+    /// `penalty_freq`.
+    pub penalty_freq: f32,
+    /// `penalty_present`.
+    pub penalty_present: f32,
+    /// `dry_multiplier`.
+    pub dry_multiplier: f32,
+    /// `dry_base`.
+    pub dry_base: f32,
+    /// `dry_allowed_length`.
+    pub dry_allowed_length: i32,
+    /// `dry_penalty_last_n`.
+    pub dry_penalty_last_n: i32,
+    /// `dry_sequence_breakers`.
+    pub dry_sequence_breakers: Vec<String>,
+    /// `top_n_sigma`.
+    pub top_n_sigma: f32,
+    /// `min_keep`.
+    pub min_keep: u32,
+}
+
 /// What the client asks of a reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -42,7 +119,7 @@ pub enum Request {
     /// Load a model (once per process). `n_ctx` 0 means the model's own context length.
     Load {
         /// Path of the GGUF file (already validated by the client).
-        model_path: String,
+        model_path: WirePath,
         /// Context size; also the batch size, so one batch covers any prompt that fits.
         n_ctx: u32,
         /// Threads for evaluation; 0 = all available.
@@ -93,8 +170,14 @@ pub enum Request {
         /// Template to use instead of the model's `tokenizer.chat_template`.
         template: Option<String>,
     },
-    /// Backend name, library version and `llama_print_system_info`.
+    /// How the library was built (version, compiler, SIMD flags) and
+    /// `llama_print_system_info`.
     BuildInfo,
+    /// ggml's table of tensor types as the library knows them.
+    TypeTraits,
+    /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
+    /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
+    Quantize(QuantizeRequest),
     /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
     /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
     /// position's logits only), a one-token warm-up, then `repetitions` generation runs
@@ -106,6 +189,30 @@ pub enum Request {
         gen: Vec<i32>,
         /// Timed runs of each kind.
         repetitions: u32,
+    },
+    /// Run llama.cpp's sampler chain on given logits: build the chain, accept `accepted`
+    /// (the prompt), then for each of the `n_rows` rows of logits in the payload (`n_vocab`
+    /// each) apply the chain, take its pick and accept it — `llama_sampler_sample` on logits
+    /// that come from the client instead of a decode. Answer: [`Response::Sampled`].
+    Sample {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Tokens the chain has already seen (penalties and DRY remember them).
+        accepted: Vec<i32>,
+        /// Rows of logits in the payload.
+        n_rows: u32,
+    },
+    /// Generate as `llama-completion` does: clear the KV cache, decode `prompt` (logits for
+    /// its last token only), build the chain and accept the prompt, then up to `n_predict`
+    /// times `llama_sampler_sample` and decode the token, stopping after an end-of-generation
+    /// token. Answer: [`Response::Sampled`] (the end-of-generation token included).
+    Generate {
+        /// The chain.
+        chain: SamplerChainSpec,
+        /// Prompt token ids.
+        prompt: Vec<i32>,
+        /// Most tokens to sample.
+        n_predict: u32,
     },
     /// End the process cleanly.
     Shutdown,
@@ -130,15 +237,126 @@ pub struct VocabFacts {
     pub vocab_type: String,
 }
 
-/// Build facts of a reference.
+/// Build facts of a reference: what it is, how it was compiled, what the CPU offers.
+///
+/// Everything in `compiled` is recorded when the reference is built (its build script reads
+/// the C++ library's CMake configuration; see [`crate::build_facts`]); `system_info` is asked
+/// of the library at run time. On the wire `compiled`'s fields sit beside the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildFacts {
     /// `llama` or `bitnet`.
     pub backend: String,
-    /// Which library, at which version (`llama-cpp-sys-2 =0.1.161`).
+    /// Which library, through which crate (`llama.cpp via crates.io llama-cpp-sys-2 =0.1.161 (CPU)`).
     pub library: String,
-    /// `llama_print_system_info()`.
+    /// Versions, compiler, build type, the CPU kernels' flags and SIMD extensions, options.
+    #[serde(flatten)]
+    pub compiled: CompiledFacts,
+    /// `llama_print_system_info()`: what the running CPU offers and the library uses.
     pub system_info: String,
+}
+
+impl BuildFacts {
+    /// A reference's facts: what its build script recorded (`compiled_json`, the
+    /// `build_facts.json` of [`CompiledFacts::record_for_build_script`]), the library's name
+    /// and `llama_print_system_info()`.
+    pub fn from_recorded(
+        compiled_json: &str,
+        backend: &str,
+        library: &str,
+        system_info: String,
+    ) -> BuildFacts {
+        // The build script wrote and checked the JSON; an unreadable one (impossible) would
+        // show as empty fields, which the tests catch.
+        let compiled = CompiledFacts::from_json(compiled_json).unwrap_or_default();
+        BuildFacts {
+            backend: backend.to_string(),
+            library: format!(
+                "{library} via crates.io {} ={} (CPU)",
+                compiled.version.crate_name, compiled.version.crate_version
+            ),
+            compiled,
+            system_info,
+        }
+    }
+
+    /// One line for reports: version, compiler, build type and the kernels' SIMD flags.
+    pub fn summary(&self) -> String {
+        let c = &self.compiled;
+        format!(
+            "{}; {} {} {}; CPU kernels built with {} ({})",
+            c.version,
+            c.compiler.id,
+            c.compiler.version,
+            c.build_type,
+            c.cpu_flags.join(" "),
+            c.simd.join(", ")
+        )
+    }
+}
+
+/// One entry of ggml's type table ([`Request::TypeTraits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeTrait {
+    /// `ggml_type` id.
+    pub id: u32,
+    /// `ggml_type_name` (`q4_K`, `tq2_0`, …).
+    pub name: String,
+    /// Elements per block (`ggml_blck_size`).
+    pub block_size: u64,
+    /// Bytes per block (`ggml_type_size`).
+    pub type_size: u64,
+}
+
+/// What to quantize, as `llama-quantize IN OUT FTYPE` with its default parameters
+/// (`llama_model_quantize_default_params()`: no importance matrix, no overrides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeRequest {
+    /// The model to read.
+    pub input: WirePath,
+    /// Where to write the result (the client passes a temporary name and renames it).
+    pub output: WirePath,
+    /// `llama_ftype` id (`LLAMA_FTYPE_MOSTLY_Q4_K_M` = 15, …).
+    pub ftype: u32,
+    /// Allow requantizing tensors that are already quantized (`--allow-requantize`).
+    pub allow_requantize: bool,
+    /// Threads; 0 = llama.cpp's default (all hardware threads).
+    pub n_threads: u32,
+}
+
+/// One tensor written by the quantizer, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeProgress {
+    /// 1-based index of the tensor.
+    pub index: u32,
+    /// Number of tensors in the model.
+    pub total: u32,
+    /// Tensor name.
+    pub tensor: String,
+    /// Its type in the input (`f32`, `q4_1`).
+    pub from: String,
+    /// Its type in the output (equal to `from` when copied unchanged).
+    pub to: String,
+}
+
+/// A tensor whose row length does not fit the mix's type, so llama.cpp chose another
+/// (`llama-quant.cpp`, `tensor_type_fallback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeFallback {
+    /// Tensor name.
+    pub tensor: String,
+    /// The type the mix asked for.
+    pub wanted: String,
+    /// The type used instead.
+    pub used: String,
+}
+
+/// The quantizer finished and wrote the output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeReport {
+    /// Tensors written.
+    pub tensors: u32,
+    /// Tensors that needed a fallback type.
+    pub fallbacks: Vec<QuantizeFallback>,
 }
 
 /// What a reference answers.
@@ -183,14 +401,37 @@ pub enum Response {
         /// The formatted conversation.
         text: String,
     },
-    /// Answer to [`Request::BuildInfo`].
-    Build(BuildFacts),
+    /// Answer to [`Request::BuildInfo`] (boxed: it is much larger than the other answers).
+    Build(Box<BuildFacts>),
+    /// Answer to [`Request::TypeTraits`]: every type id the library knows (retired ids
+    /// left out).
+    TypeTraits {
+        /// The table, by id.
+        types: Vec<TypeTrait>,
+    },
+    /// One tensor of a [`Request::Quantize`] is done; more frames follow.
+    QuantizeProgress(QuantizeProgress),
+    /// [`Request::Quantize`] succeeded.
+    Quantized(QuantizeReport),
+    /// This backend cannot do what was asked (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
+    Unsupported {
+        /// The request, by name (`quantize`, `type_traits`, `sample`, `generate`).
+        request: String,
+    },
     /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
         /// One entry per prompt run.
         prompt_seconds: Vec<f64>,
         /// One entry per generation run.
         gen_seconds: Vec<f64>,
+    },
+    /// Answer to [`Request::Sample`] and [`Request::Generate`].
+    Sampled {
+        /// The chosen tokens, in order.
+        tokens: Vec<i32>,
+        /// `llama_sampler_get_seed` of the chain (the seed actually used).
+        seed: u32,
     },
     /// A request without a value to return succeeded.
     Done,
@@ -293,236 +534,6 @@ fn read_growing<R: Read, T: bytemuck::Pod + Default>(
 /// Largest step by which [`read_frame`] grows a buffer before the bytes for it have arrived.
 const READ_CHUNK: usize = 16 << 20;
 
-/// A C++ library behind the protocol: each reference process implements this over its own
-/// FFI, and [`serve`] does the rest (framing, dispatch, errors), identically for both.
-pub trait Engine {
-    /// `llama` or `bitnet`.
-    fn backend(&self) -> &'static str;
-    /// Load the model.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn load(
-        &mut self,
-        model_path: &str,
-        n_ctx: u32,
-        n_threads: u32,
-        vocab_only: bool,
-    ) -> Result<(u32, u32), String>;
-    /// Vocabulary facts.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn vocab(&mut self) -> Result<VocabFacts, String>;
-    /// Tokenize.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn tokenize(
-        &mut self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<i32>, String>;
-    /// One token's piece.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn token_to_piece(&mut self, token: i32, special: bool) -> Result<Vec<u8>, String>;
-    /// Clear the cache, evaluate `tokens` in one batch with the logits flag set on the
-    /// positions `outputs` (ascending indices, already validated), return those rows.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
-    /// Evaluate one more token; one row of logits.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String>;
-    /// Clear the cache.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn reset(&mut self) -> Result<(), String>;
-    /// Format a conversation with a chat template.
-    ///
-    /// # Errors
-    /// The reason, for the client.
-    fn apply_chat_template(
-        &mut self,
-        messages: &[ChatMessage],
-        add_assistant: bool,
-        template: Option<&str>,
-    ) -> Result<String, String>;
-    /// Build facts.
-    fn build(&mut self) -> BuildFacts;
-    /// The last lines of the library's log, attached to errors.
-    fn log_tail(&self) -> Vec<String>;
-    /// Vocabulary size of the loaded model (0 before load).
-    fn n_vocab(&self) -> u32;
-}
-
-/// Serve requests from `input` on `output` until shutdown or end of input.
-///
-/// # Errors
-/// I/O errors on the pipes (the client is gone) or an undecodable request.
-pub fn serve<E: Engine, R: Read, W: Write>(
-    engine: &mut E,
-    input: &mut R,
-    output: &mut W,
-) -> io::Result<()> {
-    write_frame(
-        output,
-        &Response::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            backend: engine.backend().to_string(),
-        },
-        &[],
-    )?;
-    let mut logits = Vec::new();
-    while let Some((request, _)) = read_frame::<_, Request>(input)? {
-        let fail = |e: &E, message: String| Response::Error {
-            message,
-            log: e.log_tail(),
-        };
-        let mut payload: &[f32] = &[];
-        let response = match request {
-            Request::Shutdown => {
-                write_frame(output, &Response::Done, &[])?;
-                return Ok(());
-            }
-            Request::Load {
-                model_path,
-                n_ctx,
-                n_threads,
-                vocab_only,
-            } => match engine.load(&model_path, n_ctx, n_threads, vocab_only) {
-                Ok((n_vocab, n_ctx)) => Response::Loaded { n_vocab, n_ctx },
-                Err(m) => fail(engine, m),
-            },
-            Request::VocabInfo => match engine.vocab() {
-                Ok(v) => Response::Vocab(v),
-                Err(m) => fail(engine, m),
-            },
-            Request::Tokenize {
-                text,
-                add_special,
-                parse_special,
-            } => match engine.tokenize(&text, add_special, parse_special) {
-                Ok(tokens) => Response::Tokens { tokens },
-                Err(m) => fail(engine, m),
-            },
-            Request::TokenToPiece { token, special } => match engine.token_to_piece(token, special)
-            {
-                Ok(bytes) => Response::Piece { bytes },
-                Err(m) => fail(engine, m),
-            },
-            Request::Eval { tokens, outputs } => {
-                let rows = output_rows(tokens.len(), outputs);
-                match rows.and_then(|rows| {
-                    engine.eval(&tokens, &rows, &mut logits)?;
-                    Ok(rows.len())
-                }) {
-                    Ok(n) => {
-                        payload = &logits;
-                        Response::Logits {
-                            n_tokens: n as u32,
-                            n_vocab: engine.n_vocab(),
-                        }
-                    }
-                    Err(m) => fail(engine, m),
-                }
-            }
-            Request::DecodeNext { token } => match engine.decode_next(token, &mut logits) {
-                Ok(()) => {
-                    payload = &logits;
-                    Response::Logits {
-                        n_tokens: 1,
-                        n_vocab: engine.n_vocab(),
-                    }
-                }
-                Err(m) => fail(engine, m),
-            },
-            Request::Reset => match engine.reset() {
-                Ok(()) => Response::Done,
-                Err(m) => fail(engine, m),
-            },
-            Request::ApplyChatTemplate {
-                messages,
-                add_assistant,
-                template,
-            } => match engine.apply_chat_template(&messages, add_assistant, template.as_deref()) {
-                Ok(text) => Response::Text { text },
-                Err(m) => fail(engine, m),
-            },
-            Request::BuildInfo => Response::Build(engine.build()),
-            Request::Bench {
-                prompt,
-                gen,
-                repetitions,
-            } => match bench(engine, &prompt, &gen, repetitions, &mut logits) {
-                Ok((prompt_seconds, gen_seconds)) => Response::BenchTimes {
-                    prompt_seconds,
-                    gen_seconds,
-                },
-                Err(m) => fail(engine, m),
-            },
-        };
-        write_frame(output, &response, payload)?;
-    }
-    Ok(())
-}
-
-/// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.
-fn output_rows(n: usize, outputs: Option<Vec<u32>>) -> Result<Vec<u32>, String> {
-    let Some(rows) = outputs else {
-        return Ok((0..n as u32).collect());
-    };
-    if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&i| i as usize >= n) {
-        return Err(format!(
-            "output positions must be strictly ascending indices below {n}"
-        ));
-    }
-    Ok(rows)
-}
-
-/// llama-bench's method inside the reference process (so no pipe transfer is timed): a
-/// warm-up run, then each timed run from an empty cache; prompt runs output the last
-/// position's logits only, generation runs decode one token at a time.
-fn bench<E: Engine>(
-    engine: &mut E,
-    prompt: &[i32],
-    gen: &[i32],
-    repetitions: u32,
-    logits: &mut Vec<f32>,
-) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let mut prompt_seconds = Vec::new();
-    if let Some(last) = prompt.len().checked_sub(1) {
-        let last = [last as u32];
-        engine.eval(prompt, &last, logits)?;
-        for _ in 0..repetitions {
-            let t = std::time::Instant::now();
-            engine.eval(prompt, &last, logits)?;
-            prompt_seconds.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let mut gen_seconds = Vec::new();
-    if let Some(&first) = gen.first() {
-        engine.reset()?;
-        engine.decode_next(first, logits)?;
-        for _ in 0..repetitions {
-            engine.reset()?;
-            let t = std::time::Instant::now();
-            for &token in gen {
-                engine.decode_next(token, logits)?;
-            }
-            gen_seconds.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok((prompt_seconds, gen_seconds))
-}
-
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
 pub fn argmax(row: &[f32]) -> i32 {
     let mut best = 0;
@@ -536,6 +547,8 @@ pub fn argmax(row: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -606,70 +619,51 @@ mod tests {
     }
 
     #[test]
+    fn quantize_requests_and_streamed_answers_round_trip() {
+        let mut buf = Vec::new();
+        let q = Request::Quantize(QuantizeRequest {
+            input: WirePath::new(Path::new("in.gguf")).unwrap(),
+            output: WirePath::new(Path::new("out.gguf")).unwrap(),
+            ftype: 15,
+            allow_requantize: true,
+            n_threads: 2,
+        });
+        let answers = [
+            Response::QuantizeProgress(QuantizeProgress {
+                index: 1,
+                total: 2,
+                tensor: "token_embd.weight".into(),
+                from: "f32".into(),
+                to: "q4_K".into(),
+            }),
+            Response::Quantized(QuantizeReport {
+                tensors: 2,
+                fallbacks: vec![QuantizeFallback {
+                    tensor: "x".into(),
+                    wanted: "q4_K".into(),
+                    used: "q5_0".into(),
+                }],
+            }),
+            Response::Unsupported {
+                request: "quantize".into(),
+            },
+        ];
+        write_frame(&mut buf, &q, &[]).unwrap();
+        for a in &answers {
+            write_frame(&mut buf, a, &[]).unwrap();
+        }
+        let mut r = &buf[..];
+        let (back, _): (Request, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(back, q);
+        for a in &answers {
+            let (back, _): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+            assert_eq!(&back, a);
+        }
+    }
+
+    #[test]
     fn argmax_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
         assert_eq!(argmax(&[5.0]), 0);
-    }
-}
-
-/// Helpers for the reference processes themselves.
-pub mod server {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    /// Lines of the C++ library's log kept for attaching to errors.
-    const LOG_LINES: usize = 64;
-
-    static LOG: Mutex<(VecDeque<String>, String)> = Mutex::new((VecDeque::new(), String::new()));
-
-    /// Record a piece of the C++ log (ggml sends partial lines); echo it to stderr when
-    /// `BITNET_CPP_VERBOSE` is set.
-    pub fn log_text(text: &str) {
-        if std::env::var_os("BITNET_CPP_VERBOSE").is_some() {
-            eprint!("{text}");
-        }
-        let Ok(mut guard) = LOG.lock() else { return };
-        let (lines, partial) = &mut *guard;
-        partial.push_str(text);
-        while let Some(nl) = partial.find('\n') {
-            let line: String = partial.drain(..=nl).collect();
-            let line = line.trim_end().to_string();
-            if !line.is_empty() {
-                if lines.len() == LOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        }
-    }
-
-    /// The recorded log lines, oldest first.
-    pub fn log_tail() -> Vec<String> {
-        LOG.lock()
-            .map(|g| g.0.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Take the process's stdout for protocol frames and point file descriptor 1 at stderr,
-    /// so nothing the C++ library prints can corrupt the frame stream.
-    ///
-    /// # Errors
-    /// When the descriptors cannot be duplicated.
-    #[cfg(unix)]
-    pub fn take_stdout_for_frames() -> std::io::Result<std::fs::File> {
-        use std::os::fd::FromRawFd;
-        extern "C" {
-            fn dup(fd: i32) -> i32;
-            fn dup2(from: i32, to: i32) -> i32;
-        }
-        // SAFETY: plain POSIX calls on the standard descriptors; the duplicate is owned by
-        // the returned File and nothing else.
-        unsafe {
-            let frames = dup(1);
-            if frames < 0 || dup2(2, 1) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(std::fs::File::from_raw_fd(frames))
-        }
     }
 }

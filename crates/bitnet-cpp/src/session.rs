@@ -1,162 +1,22 @@
-//! The client: backend choice, finding or building a reference, and [`Session`].
+//! The client: [`Session`], one running reference process, and [`CppError`].
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitnet_gguf::{GgmlType, GgufError, GgufFile};
+use bitnet_gguf::{GgufError, GgufFile};
+
+use crate::backend::{Backend, BackendChoice};
+use crate::binaries::reference_binary;
+use crate::stderr_log::{death_suffix, log_suffix, StderrLog};
 
 use crate::protocol::{
-    self, BuildFacts, ChatMessage, Request, Response, VocabFacts, PROTOCOL_VERSION,
+    self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, TypeTrait, VocabFacts,
+    WirePath, PROTOCOL_VERSION,
 };
-
-/// A C++ reference implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// Upstream llama.cpp (`cpp/llama-ref`): `llama`, upstream `bitnet` (TQ1_0/TQ2_0), ...
-    Llama,
-    /// Microsoft's bitnet.cpp (`cpp/bitnet-ref`): `bitnet-b1.58` with I2_S and relu².
-    Bitnet,
-}
-
-impl Backend {
-    /// `llama` or `bitnet`, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Llama => "llama",
-            Backend::Bitnet => "bitnet",
-        }
-    }
-
-    /// The reference process's binary name.
-    pub fn binary_name(self) -> &'static str {
-        match self {
-            Backend::Llama => "bitnet-ref-llama",
-            Backend::Bitnet => "bitnet-ref-bitnet",
-        }
-    }
-
-    /// The environment variable that may point at a prebuilt binary.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Backend::Llama => "BITNET_CPP_LLAMA",
-            Backend::Bitnet => "BITNET_CPP_BITNET",
-        }
-    }
-
-    /// The cargo package directory of the reference, relative to the repository root.
-    pub fn package_dir(self) -> &'static str {
-        match self {
-            Backend::Llama => "cpp/llama-ref",
-            Backend::Bitnet => "cpp/bitnet-ref",
-        }
-    }
-
-    /// Why this backend cannot load `file`, if it cannot.
-    pub fn refusal(self, file: &GgufFile) -> Option<String> {
-        let arch = file.architecture().unwrap_or("");
-        match self {
-            Backend::Llama => {
-                if arch == "bitnet-b1.58" {
-                    return Some("upstream llama.cpp has no `bitnet-b1.58` architecture".into());
-                }
-                if let Some(t) = file.tensors().iter().find(|t| t.ty == GgmlType::I2_S) {
-                    return Some(format!(
-                        "upstream llama.cpp cannot read I2_S tensors (first: {})",
-                        t.name
-                    ));
-                }
-                None
-            }
-            Backend::Bitnet => {
-                // bitnet.cpp's ggml fork predates ids 37+ and reuses 38/39 for its own TL1/TL2.
-                file.tensors().iter().find(|t| t.ty.id() > 36).map(|t| {
-                    format!(
-                        "bitnet.cpp's ggml fork does not know tensor type {} (tensor {})",
-                        t.ty, t.name
-                    )
-                })
-            }
-        }
-    }
-
-    fn other(self) -> Backend {
-        match self {
-            Backend::Llama => Backend::Bitnet,
-            Backend::Bitnet => Backend::Llama,
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The user's backend choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendChoice {
-    /// Always llama.cpp.
-    Llama,
-    /// Always bitnet.cpp.
-    Bitnet,
-    /// bitnet.cpp for a `bitnet-b1.58` architecture or any I2_S tensor, llama.cpp otherwise.
-    #[default]
-    Auto,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "llama" => Ok(BackendChoice::Llama),
-            "bitnet" => Ok(BackendChoice::Bitnet),
-            "auto" => Ok(BackendChoice::Auto),
-            _ => Err(format!(
-                "unknown C++ backend {s:?} (valid: llama, bitnet, auto)"
-            )),
-        }
-    }
-}
-
-impl BackendChoice {
-    /// Resolve the choice for a validated file.
-    ///
-    /// # Errors
-    /// [`CppError::BackendCannotLoad`] when the chosen backend cannot load the file, naming
-    /// the backend that can.
-    pub fn resolve(self, file: &GgufFile) -> Result<Backend, CppError> {
-        let backend = match self {
-            BackendChoice::Llama => Backend::Llama,
-            BackendChoice::Bitnet => Backend::Bitnet,
-            BackendChoice::Auto => {
-                let b158 = file
-                    .architecture()
-                    .map(|a| a == "bitnet-b1.58")
-                    .unwrap_or(false);
-                if b158 || file.tensors().iter().any(|t| t.ty == GgmlType::I2_S) {
-                    Backend::Bitnet
-                } else {
-                    Backend::Llama
-                }
-            }
-        };
-        match backend.refusal(file) {
-            None => Ok(backend),
-            Some(reason) => Err(CppError::BackendCannotLoad {
-                backend,
-                reason,
-                use_instead: backend.other(),
-            }),
-        }
-    }
-}
 
 /// Everything that can go wrong talking to a reference.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +91,7 @@ pub enum CppError {
     },
     /// The process ended (crashed, aborted, was killed) while we waited for it. The message
     /// quotes the C++ assertion or exception from its stderr when there is one
-    /// ([`cpp_failure_lines`]), otherwise the last lines of its stderr.
+    /// ([`crate::cpp_failure_lines`]), otherwise the last lines of its stderr.
     #[error(
         "the {backend} reference process died ({status}) during {during}{}",
         death_suffix(stderr)
@@ -261,6 +121,21 @@ pub enum CppError {
         /// Its last stderr lines.
         stderr: Vec<String>,
     },
+    /// The reference cannot do this at all (bitnet.cpp's reference has no quantizer, type
+    /// table or sampler chain).
+    #[error("the {backend} reference cannot do {request}: use the {} reference", backend.other())]
+    Unsupported {
+        /// Which reference.
+        backend: Backend,
+        /// The request.
+        request: String,
+    },
+    /// A path the C++ library could not be given unchanged (off Unix: not valid Unicode).
+    #[error("{}: the C++ reference needs a Unicode path on this system; rename the file", path.display())]
+    NonUnicodePath {
+        /// The path.
+        path: PathBuf,
+    },
     /// The reference answered something that makes no sense for the request.
     #[error("{backend} reference: unexpected answer to {during}: {answer}")]
     Unexpected {
@@ -271,62 +146,6 @@ pub enum CppError {
         /// What came back.
         answer: String,
     },
-}
-
-fn log_suffix(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        let start = lines.len().saturating_sub(12);
-        format!(
-            "\n  last lines of its log:\n    {}",
-            lines[start..].join("\n    ")
-        )
-    }
-}
-
-/// What a dying C++ reference said about why: `GGML_ASSERT` and `GGML_ABORT` lines
-/// (`file.cpp:123: GGML_ASSERT(eps >= 0.0f) failed`), an uncaught exception
-/// (`terminate called after throwing an instance of 'std::out_of_range'` and its `what():`),
-/// in order, without the backtrace that follows them.
-pub fn cpp_failure_lines(stderr: &[String]) -> Vec<String> {
-    stderr
-        .iter()
-        .filter(|l| {
-            let l = l.trim_start();
-            l.contains("GGML_ASSERT")
-                || l.starts_with("terminate called")
-                || l.starts_with("what():")
-                || l.contains("fatal error")
-                || is_source_location_message(l)
-        })
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
-/// `path/to/file.c:123: message`: how `ggml_abort` starts every assertion and abort.
-fn is_source_location_message(line: &str) -> bool {
-    let Some((location, message)) = line.split_once(": ") else {
-        return false;
-    };
-    let Some((file, number)) = location.rsplit_once(':') else {
-        return false;
-    };
-    !message.is_empty()
-        && !number.is_empty()
-        && number.bytes().all(|b| b.is_ascii_digit())
-        && [".c", ".cpp", ".h", ".hpp", ".cc"]
-            .iter()
-            .any(|ext| file.ends_with(ext))
-}
-
-fn death_suffix(stderr: &[String]) -> String {
-    let why = cpp_failure_lines(stderr);
-    if why.is_empty() {
-        log_suffix(stderr)
-    } else {
-        format!("\n  C++ said:\n    {}", why.join("\n    "))
-    }
 }
 
 /// Options for [`Session::open`].
@@ -392,44 +211,6 @@ pub struct Session {
     n_ctx: u32,
 }
 
-const STDERR_LINES: usize = 40;
-/// At most this many assertion/exception lines are kept beyond the tail.
-const FAILURE_LINES: usize = 16;
-
-/// What a reference printed on stderr: the last lines, and its assertion and exception
-/// lines, which a long backtrace printed after them would push out of the tail.
-#[derive(Default)]
-struct StderrLog {
-    tail: VecDeque<String>,
-    failures: Vec<String>,
-}
-
-impl StderrLog {
-    fn push(&mut self, line: String) {
-        if self.failures.len() < FAILURE_LINES
-            && !cpp_failure_lines(std::slice::from_ref(&line)).is_empty()
-        {
-            self.failures.push(line.clone());
-        }
-        if self.tail.len() == STDERR_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line);
-    }
-
-    /// The failure lines no longer in the tail, then the tail.
-    fn lines(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .failures
-            .iter()
-            .filter(|f| !self.tail.contains(f))
-            .cloned()
-            .collect();
-        out.extend(self.tail.iter().cloned());
-        out
-    }
-}
-
 impl Session {
     /// Validate `model`, resolve the backend, start its reference and load the model.
     ///
@@ -464,8 +245,11 @@ impl Session {
         let binary = reference_binary(backend)?;
         let mut session = Session::spawn(backend, &binary, opts)?;
         let path = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
+        // The path crosses as bytes: a non-UTF-8 file name reaches the C loader unchanged.
+        let model_path =
+            WirePath::new(&path).ok_or_else(|| CppError::NonUnicodePath { path: path.clone() })?;
         let request = Request::Load {
-            model_path: path.to_string_lossy().into_owned(),
+            model_path,
             n_ctx: opts.n_ctx,
             n_threads: opts.n_threads,
             vocab_only: opts.vocab_only,
@@ -483,6 +267,16 @@ impl Session {
             }),
             (other, _) => Err(session.unexpected("load", &other)),
         }
+    }
+
+    /// Start `backend`'s reference (found or built as [`reference_binary`] says) without
+    /// loading a model: for requests that need none, such as quantizing a file.
+    ///
+    /// # Errors
+    /// [`CppError::NotBuilt`] and the errors of [`Session::spawn`].
+    pub fn start(backend: Backend, opts: &SessionOptions) -> Result<Session, CppError> {
+        let binary = reference_binary(backend)?;
+        Session::spawn(backend, &binary, opts)
     }
 
     /// Start a reference binary and check its handshake (no model loaded yet).
@@ -589,7 +383,7 @@ impl Session {
         self.stderr.lock().map(|t| t.lines()).unwrap_or_default()
     }
 
-    fn unexpected(&self, during: &str, answer: &Response) -> CppError {
+    pub(crate) fn unexpected(&self, during: &str, answer: &Response) -> CppError {
         CppError::Unexpected {
             backend: self.backend,
             during: during.to_string(),
@@ -612,7 +406,7 @@ impl Session {
         }
     }
 
-    fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn receive(&mut self, during: &str) -> Result<(Response, Vec<f32>), CppError> {
         match self.frames.recv_timeout(self.timeout) {
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) | Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
@@ -631,9 +425,23 @@ impl Session {
         }
     }
 
-    fn call(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
+    pub(crate) fn call(
+        &mut self,
+        request: &Request,
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        self.call_with(request, &[], during)
+    }
+
+    /// Send a request with a payload (rows of logits) and read one answer.
+    fn call_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
         let sent = match self.stdin.as_mut() {
-            Some(w) => protocol::write_frame(w, request, &[]).is_ok(),
+            Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
         if !sent {
@@ -642,13 +450,37 @@ impl Session {
         self.receive(during)
     }
 
-    /// Send a request and turn an `Error` answer into [`CppError::Request`].
+    /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
     fn ask(&mut self, request: &Request, during: &str) -> Result<(Response, Vec<f32>), CppError> {
-        match self.call(request, during)? {
+        self.ask_with(request, &[], during)
+    }
+
+    /// [`Session::ask`] with a payload.
+    fn ask_with(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        let answer = self.call_with(request, payload, during)?;
+        self.refusal(answer)
+    }
+
+    /// An `Error` answer as [`CppError::Request`], `Unsupported` as
+    /// [`CppError::Unsupported`]; anything else passes through.
+    pub(crate) fn refusal(
+        &self,
+        answer: (Response, Vec<f32>),
+    ) -> Result<(Response, Vec<f32>), CppError> {
+        match answer {
             (Response::Error { message, log }, _) => Err(CppError::Request {
                 backend: self.backend,
                 message,
                 log,
+            }),
+            (Response::Unsupported { request }, _) => Err(CppError::Unsupported {
+                backend: self.backend,
+                request,
             }),
             ok => Ok(ok),
         }
@@ -787,14 +619,26 @@ impl Session {
         }
     }
 
-    /// Backend, library version and system info.
+    /// How the reference's library was built (version, compiler, SIMD flags) and its
+    /// system info.
     ///
     /// # Errors
     /// Any [`CppError`] from the exchange.
     pub fn build_info(&mut self) -> Result<BuildFacts, CppError> {
         match self.ask(&Request::BuildInfo, "build_info")? {
-            (Response::Build(b), _) => Ok(b),
+            (Response::Build(b), _) => Ok(*b),
             (other, _) => Err(self.unexpected("build_info", &other)),
+        }
+    }
+
+    /// ggml's tensor-type table as the reference's library knows it.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] for a backend without it; any [`CppError`] from the exchange.
+    pub fn type_traits(&mut self) -> Result<Vec<TypeTrait>, CppError> {
+        match self.ask(&Request::TypeTraits, "type_traits")? {
+            (Response::TypeTraits { types }, _) => Ok(types),
+            (other, _) => Err(self.unexpected("type_traits", &other)),
         }
     }
 
@@ -831,6 +675,55 @@ impl Session {
     /// reports it (Linux).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(Some(self.child.id()))
+    }
+
+    /// llama.cpp's sampler chain on given logits: accept `accepted`, then for each row of
+    /// `rows` (whole rows of [`Session::n_vocab`] logits) sample and accept. Returns the
+    /// chosen tokens and the chain's seed.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp);
+    /// [`CppError::Request`] when it refuses the parameters; any [`CppError`] from the
+    /// exchange.
+    pub fn sample(
+        &mut self,
+        chain: &SamplerChainSpec,
+        accepted: &[i32],
+        rows: &[f32],
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let n_rows = rows.len().checked_div(self.n_vocab).unwrap_or(0) as u32;
+        let r = Request::Sample {
+            chain: chain.clone(),
+            accepted: accepted.to_vec(),
+            n_rows,
+        };
+        match self.ask_with(&r, rows, "sample")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("sample", &other)),
+        }
+    }
+
+    /// Generate as `llama-completion` does (see [`Request::Generate`]): the sampled tokens,
+    /// an end-of-generation token included, and the chain's seed.
+    ///
+    /// # Errors
+    /// [`CppError::Unsupported`] when the reference has no sampler chain (bitnet.cpp); any
+    /// [`CppError`] from the exchange.
+    pub fn generate(
+        &mut self,
+        chain: &SamplerChainSpec,
+        prompt: &[i32],
+        n_predict: u32,
+    ) -> Result<(Vec<i32>, u32), CppError> {
+        let r = Request::Generate {
+            chain: chain.clone(),
+            prompt: prompt.to_vec(),
+            n_predict,
+        };
+        match self.ask(&r, "generate")? {
+            (Response::Sampled { tokens, seed }, _) => Ok((tokens, seed)),
+            (other, _) => Err(self.unexpected("generate", &other)),
+        }
     }
 
     /// The process id of the reference (tests use it to kill the process).
@@ -872,11 +765,6 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The repository root (where `cpp/` lives), known at compile time.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this process with `None`,
 /// where the system reports it (Linux `/proc`); benchmarks compare both engines' figures.
 pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
@@ -887,116 +775,4 @@ pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Where a reference's binary is: `$BITNET_CPP_LLAMA` / `$BITNET_CPP_BITNET` if set,
-/// otherwise built (once per process, a no-op when up to date) from its package.
-///
-/// # Errors
-/// [`CppError::NotBuilt`] with the build's error output and what to do.
-pub fn reference_binary(backend: Backend) -> Result<PathBuf, CppError> {
-    if let Some(p) = std::env::var_os(backend.env_var()) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            return Err(CppError::NotBuilt {
-                backend,
-                reason: format!(
-                    "{} points at {}, which is not a file",
-                    backend.env_var(),
-                    p.display()
-                ),
-            });
-        }
-        return Ok(p);
-    }
-    static BUILT: [OnceLock<Result<PathBuf, String>>; 2] = [OnceLock::new(), OnceLock::new()];
-    let slot = &BUILT[backend as usize];
-    slot.get_or_init(|| build_reference(backend))
-        .clone()
-        .map_err(|reason| CppError::NotBuilt { backend, reason })
-}
-
-/// `cargo build --release` of the reference package, with the environment that
-/// `scripts/prereqs.sh` recorded (libclang location, bindgen flags).
-fn build_reference(backend: Backend) -> Result<PathBuf, String> {
-    let root = repo_root();
-    let pkg = root.join(backend.package_dir());
-    let manifest = pkg.join("Cargo.toml");
-    let binary = pkg.join("target/release").join(backend.binary_name());
-    if !manifest.is_file() {
-        return Err(format!(
-            "{} is missing; set {} to a prebuilt {} binary",
-            manifest.display(),
-            backend.env_var(),
-            backend.binary_name()
-        ));
-    }
-    if !binary.is_file() {
-        eprintln!(
-            "building the {} C++ reference (first time, a few minutes): cargo build --release --manifest-path {}",
-            backend.name(),
-            manifest.display()
-        );
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest);
-    // The reference has its own target directory; never inherit the caller's.
-    cmd.env_remove("CARGO_TARGET_DIR");
-    for (k, v) in prereqs_env(&root) {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(25)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(format!(
-            "building it failed (cargo build --release --manifest-path {}).\n  Install the prerequisites with `bash scripts/prereqs.sh` (cmake, a C++ compiler{}), then retry.\n  Last lines of the build:\n    {}",
-            manifest.display(),
-            if backend == Backend::Llama { ", libclang" } else { "" },
-            tail.join("\n    ")
-        ));
-    }
-    if !binary.is_file() {
-        return Err(format!(
-            "the build succeeded but {} does not exist",
-            binary.display()
-        ));
-    }
-    Ok(binary)
-}
-
-/// `export KEY="VALUE"` lines of `target/prereqs.env`, when the prerequisites script wrote
-/// one. PATH lines prepend to the running PATH; other keys the caller already set win.
-fn prereqs_env(root: &Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(root.join("target/prereqs.env")) else {
-        return Vec::new();
-    };
-    let mut path = std::env::var("PATH").unwrap_or_default();
-    let mut vars = Vec::new();
-    for line in text.lines() {
-        let Some((k, v)) = line
-            .trim()
-            .strip_prefix("export ")
-            .and_then(|kv| kv.split_once('='))
-        else {
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
-        if let Some(prefix) = v.strip_suffix(":$PATH") {
-            path = format!("{prefix}:{path}");
-        } else if std::env::var_os(k).is_none() {
-            vars.push((k.to_string(), v.to_string()));
-        }
-    }
-    vars.push(("PATH".to_string(), path));
-    vars
 }

@@ -31,7 +31,7 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// The header ends before a field it announces.
-    #[error("file truncated in the header: {what} at offset {offset} needs {needed} bytes, {available} remain")]
+    #[error("truncated or not a GGUF file: the file ends inside its header ({what} at offset {offset} needs {needed} bytes, {available} remain)")]
     Truncated {
         /// What was being read.
         what: &'static str,
@@ -42,8 +42,9 @@ pub enum GgufError {
         /// Bytes left in the file.
         available: u64,
     },
-    /// A count (tensors, keys, array elements) cannot fit in the bytes that remain.
-    #[error("absurd {what} {count} at offset {offset}: the remaining {available} bytes could hold at most {max}")]
+    /// A count (tensors, keys, array elements) cannot fit in the bytes that remain: the file
+    /// ends before the header it announces does.
+    #[error("truncated or not a GGUF file: {what} {count} at offset {offset} cannot fit in the {available} bytes that remain (at most {max})")]
     CountTooLarge {
         /// Which count.
         what: &'static str,
@@ -56,8 +57,8 @@ pub enum GgufError {
         /// Largest count those bytes could hold.
         max: u64,
     },
-    /// A string length exceeds the bytes that remain.
-    #[error("string length {len} at offset {offset} exceeds the {available} bytes that remain")]
+    /// A string length exceeds the bytes that remain: the file ends before the header does.
+    #[error("truncated or not a GGUF file: a string of {len} bytes at offset {offset} runs past the {available} bytes that remain")]
     StringTooLong {
         /// The length found.
         len: u64,

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::reader::DEFAULT_ALIGNMENT;
+use crate::reader::{GgufFile, DEFAULT_ALIGNMENT};
 use crate::types::GgmlType;
 use crate::value::{Array, Value};
 
@@ -43,14 +43,9 @@ pub enum WriteError {
         /// The name.
         name: String,
     },
-    /// A key or tensor to edit is not there.
-    #[error("no {what} {name:?}")]
-    Missing {
-        /// "metadata key" or "tensor".
-        what: &'static str,
-        /// The name.
-        name: String,
-    },
+    /// [`GgufWriter::replace_tensor`] named a tensor the writer does not hold.
+    #[error("no tensor {0:?} to replace")]
+    MissingTensor(String),
     /// Alignment must be a non-zero power of two.
     #[error("alignment {0} is not a power of two")]
     BadAlignment(u64),
@@ -88,6 +83,24 @@ impl GgufWriter {
             metadata: Vec::new(),
             tensors: Vec::new(),
         }
+    }
+
+    /// A copy of `file` — its alignment, metadata and tensors, in order — to derive a
+    /// modified file from (tests craft variants this way: one tensor in another type, …).
+    ///
+    /// # Errors
+    /// Only for a file the reader would not have accepted (a bad alignment).
+    pub fn from_file(file: &GgufFile) -> Result<GgufWriter, WriteError> {
+        let mut w = GgufWriter::new().with_alignment(file.alignment)?;
+        for (k, v) in file.metadata() {
+            if k != "general.alignment" {
+                w.add_metadata(k.clone(), v.clone())?;
+            }
+        }
+        for t in file.tensors() {
+            w.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())?;
+        }
+        Ok(w)
     }
 
     /// Use another alignment; it is recorded as `general.alignment` when it is not 32.
@@ -236,10 +249,12 @@ impl GgufWriter {
             .map(|t| (t.ty, t.dims.as_slice(), t.data.as_mut_slice()))
     }
 
-    /// Replace a tensor's type, dimensions and data, keeping its place in the file.
+    /// Replace a tensor's type, dimensions and data, keeping its place in the file (pass its
+    /// own dimensions to retype it in place).
     ///
     /// # Errors
-    /// As [`GgufWriter::add_tensor`]; [`WriteError::Missing`] when there is no such tensor.
+    /// As [`GgufWriter::add_tensor`]; [`WriteError::MissingTensor`] when there is no such
+    /// tensor (the writer is then unchanged).
     pub fn replace_tensor(
         &mut self,
         name: &str,
@@ -248,10 +263,7 @@ impl GgufWriter {
         data: Vec<u8>,
     ) -> Result<&mut Self, WriteError> {
         let Some(i) = self.tensors.iter().position(|t| t.name == name) else {
-            return Err(WriteError::Missing {
-                what: "tensor",
-                name: name.to_string(),
-            });
+            return Err(WriteError::MissingTensor(name.to_string()));
         };
         let t = self.tensors.remove(i);
         if let Err(e) = self.add_tensor(name, dims, ty, data) {

@@ -156,6 +156,44 @@ fn writer_rejects_inconsistent_tensors() {
 }
 
 #[test]
+fn a_copy_of_a_file_writes_the_same_bytes_and_tensors_can_be_retyped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = GgufWriter::new().with_alignment(64).unwrap();
+    w.add_metadata("general.architecture", Value::String("llama".into()))
+        .unwrap();
+    w.add_tensor("a", &[32, 2], GgmlType::F32, (0..=255).collect())
+        .unwrap();
+    w.add_tensor("b", &[4], GgmlType::F16, vec![7; 8]).unwrap();
+    let path = dir.path().join("orig.gguf");
+    w.write_file(&path).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    let mut copy = GgufWriter::from_file(&file).unwrap();
+    assert_eq!(copy.to_bytes(), std::fs::read(&path).unwrap());
+    // One tensor in another type: same place, same dims, the new bytes.
+    copy.replace_tensor("a", &[32, 2], GgmlType::Q8_0, vec![1; 68])
+        .unwrap();
+    assert!(copy
+        .replace_tensor("a", &[32, 2], GgmlType::Q8_0, vec![1; 67])
+        .is_err());
+    assert!(copy
+        .replace_tensor("b", &[4], GgmlType::Q8_0, vec![0; 34])
+        .is_err());
+    assert!(copy
+        .replace_tensor("zz", &[0], GgmlType::F32, vec![])
+        .is_err());
+    let out = dir.path().join("retyped.gguf");
+    copy.write_file(&out).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    let (a, data) = f.tensor_data_by_name("a").unwrap();
+    assert_eq!(
+        (a.ty, a.dims.as_slice(), data),
+        (GgmlType::Q8_0, &[32u64, 2][..], &[1u8; 68][..])
+    );
+    assert_eq!(f.tensors()[1].name, "b");
+    assert_eq!(f.alignment, 64);
+}
+
+#[test]
 fn typed_accessors_convert_integers_and_reject_wrong_types() {
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", Value::String("llama".into()))

@@ -1,6 +1,6 @@
 //! The bitnet-rs engine: load a GGUF model (`llama`, upstream `bitnet`, Microsoft's
 //! `bitnet-b1.58`), evaluate a prompt in one batched pass, decode with a KV cache, generate
-//! greedily.
+//! greedily or sample as llama.cpp samples ([`sampling`]).
 //!
 //! Every caller goes through one evaluation request, [`Eval`]: token ids in; the logits of the
 //! positions asked for ([`Outputs`]: all for cross-validation, the last for generation and
@@ -31,6 +31,7 @@ mod model;
 pub mod numerics;
 pub mod ops;
 pub mod rules;
+pub mod sampling;
 pub mod tap;
 pub mod template;
 mod weights;
@@ -40,7 +41,10 @@ pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
 pub use rules::check_model_file;
 pub use tap::{FirstNonFinite, NonFiniteAt, Observer, Tapped, TensorName};
-pub use template::{format_prompt, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType};
+pub use template::{
+    format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
+    TemplateWarning,
+};
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +65,12 @@ pub enum InferenceError {
     /// A tensor has the wrong shape or unreadable data.
     #[error("bad tensor: {0}")]
     BadTensor(String),
-    /// A matrix type the engine has no kernel for.
-    #[error("tensor {tensor:?} has type {ty}, which the engine cannot multiply (supported: f32, f16, bf16, q8_0, q4_0, q4_1, tq1_0, tq2_0, i2_s)")]
+    /// A matrix type the engine has no kernel for (the message lists
+    /// [`bitnet_quant::WeightType::ALL`]).
+    #[error(
+        "tensor {tensor:?} has type {ty}, which the engine cannot multiply (supported: {list})",
+        list = bitnet_quant::WeightType::names()
+    )]
     UnsupportedTensorType {
         /// The tensor.
         tensor: String,
@@ -97,4 +105,31 @@ pub enum InferenceError {
         /// The limit.
         context: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unsupported-type message names the tensor, its type, and every type the engine can
+    /// multiply, from bitnet-quant's one list.
+    #[test]
+    fn unsupported_type_message_lists_the_supported_types() {
+        let e = InferenceError::UnsupportedTensorType {
+            tensor: "blk.0.ffn_down.weight".into(),
+            ty: bitnet_gguf::GgmlType::Q6_K,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("tensor \"blk.0.ffn_down.weight\" has type q6_K"),
+            "{msg}"
+        );
+        for w in bitnet_quant::WeightType::ALL {
+            assert!(msg.contains(w.ggml().name()), "{msg} lacks {:?}", w);
+        }
+        assert!(
+            msg.contains("q5_0, q5_1") && msg.contains("iq4_nl"),
+            "{msg}"
+        );
+    }
 }

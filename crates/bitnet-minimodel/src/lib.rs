@@ -105,13 +105,17 @@ pub struct Spec {
     /// Architecture.
     pub arch: Arch,
     /// Type of the linear (matrix) weights. Norms are always f32; with a quantized type the
-    /// token embedding is f16.
+    /// token embedding is f16 unless `embd_type` says otherwise.
     pub qtype: GgmlType,
+    /// Type of the token embedding (which is also the output head of the tied
+    /// architectures) [default: f16 with a quantized `qtype`, else `qtype`].
+    pub embd_type: Option<GgmlType>,
     /// A preset shape (explicit fields still override it).
     pub preset: Option<Preset>,
     /// Layers [default: 2].
     pub layers: Option<u64>,
-    /// Hidden size [default: 64, or 256 when the qtype's blocks are larger than 64].
+    /// Hidden size [default: 64, or 256 when the blocks of the qtype or the embedding type
+    /// are larger than 64].
     pub dim: Option<u64>,
     /// Attention heads [default: 4].
     pub heads: Option<u64>,
@@ -125,6 +129,9 @@ pub struct Spec {
     pub rope_base: Option<f32>,
     /// Seed of the random weights.
     pub seed: u64,
+    /// A `tokenizer.chat_template` to write instead of the vocabulary's (for tests of the
+    /// template renderer; `Some("")` writes an empty one).
+    pub chat_template: Option<String>,
 }
 
 impl Spec {
@@ -133,6 +140,7 @@ impl Spec {
         Spec {
             arch,
             qtype,
+            embd_type: None,
             preset: None,
             layers: None,
             dim: None,
@@ -142,6 +150,7 @@ impl Spec {
             ctx: None,
             rope_base: None,
             seed: 42,
+            chat_template: None,
         }
     }
     /// Apply the preset and the defaults, then check the shape is one the model can have.
@@ -150,7 +159,8 @@ impl Spec {
     /// [`GenError::BadShape`] for inconsistent dimensions (heads not dividing dim, rows that the
     /// qtype's blocks cannot tile).
     pub fn shape(&self) -> Result<Shape, GenError> {
-        let wide_blocks = block_alignment(self.qtype) > 64;
+        let wide_blocks =
+            block_alignment(self.qtype).max(block_alignment(self.embedding_type())) > 64;
         let base = match self.preset {
             Some(Preset::Bitnet2b) => Shape {
                 layers: 30,
@@ -222,6 +232,14 @@ impl Spec {
                 )));
             }
         }
+        let embd = self.embedding_type();
+        if !s.dim.is_multiple_of(block_alignment(embd)) {
+            return Err(usage(format!(
+                "--dim {} is not a multiple of {}, the row granularity of the embedding type {embd}",
+                s.dim,
+                block_alignment(embd)
+            )));
+        }
         if !(s.rope_base.is_finite() && s.rope_base > 0.0) {
             return Err(usage(format!(
                 "--rope-base {} must be a positive number",
@@ -229,6 +247,15 @@ impl Spec {
             )));
         }
         Ok(s)
+    }
+
+    /// The token embedding's type: `embd_type`, or f16 with a quantized `qtype`, else `qtype`.
+    pub fn embedding_type(&self) -> GgmlType {
+        self.embd_type.unwrap_or(if self.qtype.is_quantized() {
+            GgmlType::F16
+        } else {
+            self.qtype
+        })
     }
 }
 
@@ -343,8 +370,10 @@ fn values(seed: u64, name: &str, n: usize, kind: Kind) -> Vec<f32> {
 pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
     let args = spec;
     let shape = args.shape()?;
-    if !bitnet_quant::ENCODABLE.contains(&args.qtype) {
-        return Err(GenError::NoEncoder(args.qtype));
+    for ty in [args.qtype, args.embedding_type()] {
+        if !bitnet_quant::ENCODABLE.contains(&ty) {
+            return Err(GenError::NoEncoder(ty));
+        }
     }
     let vocab = GgufFile::open(vocab_path).map_err(|source| GenError::Vocab {
         path: vocab_path.to_path_buf(),
@@ -383,18 +412,18 @@ pub fn build(spec: &Spec, vocab_path: &Path) -> Result<GgufWriter, GenError> {
     w.add_metadata(format!("{a}.rope.freq_base"), Value::F32(shape.rope_base))?;
     w.add_metadata(format!("{a}.rope.dimension_count"), u32v(head_dim))?;
     for (k, v) in vocab.metadata() {
-        if k.starts_with("tokenizer.") {
+        let replaced = k == "tokenizer.chat_template" && args.chat_template.is_some();
+        if k.starts_with("tokenizer.") && !replaced {
             w.add_metadata(k.clone(), v.clone())?;
         }
+    }
+    if let Some(t) = &args.chat_template {
+        w.add_metadata("tokenizer.chat_template", Value::String(t.clone()))?;
     }
 
     let seed = args.seed;
     let ternary = arch != Arch::Llama;
-    let embd_type = if args.qtype.is_quantized() {
-        GgmlType::F16
-    } else {
-        args.qtype
-    };
+    let embd_type = args.embedding_type();
     let add = |w: &mut GgufWriter,
                name: String,
                dims: &[u64],
@@ -528,8 +557,12 @@ pub fn write_tiny(dir: &Path, spec: &Spec, vocab_path: &Path) -> Result<PathBuf,
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let embd = spec
+        .embd_type
+        .map(|t| format!("-embd-{}", t.name()))
+        .unwrap_or_default();
     let out = dir.join(format!(
-        "{}-{}-{vocab}-{}.gguf",
+        "{}-{}{embd}-{vocab}-{}.gguf",
         spec.arch.name(),
         spec.qtype.name(),
         spec.seed

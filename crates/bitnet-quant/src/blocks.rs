@@ -1,9 +1,10 @@
 //! Block geometry of every supported type, and small byte helpers.
 //!
 //! Sizes and field order come from ggml's `ggml-common.h` (`block_q4_0`, `block_q4_1`,
-//! `block_q8_0`, `block_q8_1`, `block_tq1_0`, `block_tq2_0`, `block_q8_K` and their
-//! `static_assert`s); I2_S from bitnet.cpp (`ggml_nbytes` in `3rdparty/llama.cpp/ggml/src/
-//! ggml.c`: `nbytes / 4 + 32`, and `quantize_i2_s` in `src/ggml-bitnet-mad.cpp`).
+//! `block_q5_0`, `block_q5_1`, `block_iq4_nl`, `block_q8_0`, `block_q8_1`, `block_tq1_0`,
+//! `block_tq2_0`, `block_q8_K` and their `static_assert`s); I2_S from bitnet.cpp
+//! (`ggml_nbytes` in `3rdparty/llama.cpp/ggml/src/ggml.c`: `nbytes / 4 + 32`, and
+//! `quantize_i2_s` in `src/ggml-bitnet-mad.cpp`).
 
 use bitnet_gguf::GgmlType;
 
@@ -20,6 +21,13 @@ pub(crate) const Q8_0_BYTES: usize = 2 + QK;
 pub(crate) const Q4_0_BYTES: usize = 2 + QK / 2;
 /// `block_q4_1`: `ggml_half d; ggml_half m; uint8_t qs[16];`
 pub(crate) const Q4_1_BYTES: usize = 4 + QK / 2;
+/// `block_q5_0`: `ggml_half d; uint8_t qh[4]; uint8_t qs[16];` (bit j of qh is element j's
+/// fifth bit).
+pub(crate) const Q5_0_BYTES: usize = 2 + 4 + QK / 2;
+/// `block_q5_1`: `ggml_half d; ggml_half m; uint8_t qh[4]; uint8_t qs[16];`
+pub(crate) const Q5_1_BYTES: usize = 4 + 4 + QK / 2;
+/// `block_iq4_nl`: `ggml_half d; uint8_t qs[16];` (Q4_0's layout; nibbles index a table).
+pub(crate) const IQ4_NL_BYTES: usize = 2 + QK / 2;
 /// `block_tq1_0`: `uint8_t qs[48]; uint8_t qh[4]; ggml_half d;` (the scale comes *last*).
 pub(crate) const TQ1_0_BYTES: usize = TQ1_QS + TQ1_QH + 2;
 /// `sizeof(block_tq1_0::qs)` = `(QK_K - 4 * QK_K / 64) / 5`: five trits per byte.
@@ -46,9 +54,15 @@ pub(crate) fn row_bytes(ty: GgmlType, n: usize) -> usize {
         GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
         GgmlType::Q4_0 => n / QK * Q4_0_BYTES,
         GgmlType::Q4_1 => n / QK * Q4_1_BYTES,
+        GgmlType::Q5_0 => n / QK * Q5_0_BYTES,
+        GgmlType::Q5_1 => n / QK * Q5_1_BYTES,
+        GgmlType::IQ4_NL => n / QK * IQ4_NL_BYTES,
         GgmlType::TQ1_0 => n / QK_K * TQ1_0_BYTES,
         GgmlType::TQ2_0 => n / QK_K * TQ2_0_BYTES,
         GgmlType::I2_S => n / 4,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            n / QK_K * crate::kquants::block_bytes(ty).expect("a k-quant")
+        }
         other => unreachable!("row_bytes called for unsupported type {other}"),
     }
 }
@@ -71,12 +85,10 @@ pub(crate) fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
-/// ggml's `nearest_int` (`ggml-quants.c`): adds 1.5·2²³ and reads the mantissa, i.e. round
-/// half to even for |v| < 2²². ggml only asserts that range in debug builds, so the bit
-/// trick itself is the specification outside it: NaN gives 0 and ±∞ gives −2²², as in the
-/// release builds of the references.
+/// ggml's `nearest_int` (`ggml-quants.c`): adds 1.5·2²³ and reads the low mantissa bits —
+/// round half to even for |v| < 2²² (ggml's assert, compiled out in release builds), and the
+/// same bits as ggml outside that range (NaN → 0, ±inf → −2²²), which corrupt inputs reach.
 #[inline(always)]
 pub(crate) fn nearest_int(v: f32) -> i32 {
-    let magic = v + 12_582_912.0;
-    (magic.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }

@@ -1,5 +1,6 @@
 //! Decoders: ggml bytes → f32, reproducing ggml's `dequantize_row_*` (`ggml-quants.c`) and
-//! bitnet.cpp's `dequantize_row_i2_s` (`3rdparty/llama.cpp/ggml/src/ggml-quants.c`).
+//! bitnet.cpp's `dequantize_row_i2_s` (`3rdparty/llama.cpp/ggml/src/ggml-quants.c`). Q5_0,
+//! Q5_1 and IQ4_NL blocks are decoded in `legacy::codec`.
 
 use bitnet_gguf::GgmlType;
 
@@ -7,6 +8,8 @@ use crate::blocks::{
     f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S, QK_K, TQ1_0_BYTES, TQ1_QH, TQ1_QS,
     TQ2_0_BYTES,
 };
+use crate::blocks::{IQ4_NL_BYTES, Q5_0_BYTES, Q5_1_BYTES};
+use crate::legacy::codec as legacy;
 
 /// Decode `out.len()` elements (sizes already validated). For I2_S, `bytes` is the whole
 /// tensor including the trailing scale.
@@ -42,9 +45,13 @@ pub(crate) fn row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         GgmlType::Q8_0 => each_block(bytes, Q8_0_BYTES, out, QK, q8_0),
         GgmlType::Q4_0 => each_block(bytes, Q4_0_BYTES, out, QK, q4_0),
         GgmlType::Q4_1 => each_block(bytes, Q4_1_BYTES, out, QK, q4_1),
+        GgmlType::Q5_0 => each_block(bytes, Q5_0_BYTES, out, QK, legacy::decode_q5_0),
+        GgmlType::Q5_1 => each_block(bytes, Q5_1_BYTES, out, QK, legacy::decode_q5_1),
+        GgmlType::IQ4_NL => each_block(bytes, IQ4_NL_BYTES, out, QK, legacy::decode_iq4_nl),
         GgmlType::TQ1_0 => each_block(bytes, TQ1_0_BYTES, out, QK_K, tq1_0),
         GgmlType::TQ2_0 => each_block(bytes, TQ2_0_BYTES, out, QK_K, tq2_0),
-        other => unreachable!("dequantize::row called for {other}"),
+        other => crate::kquants::decode_all(other, bytes, out)
+            .unwrap_or_else(|| unreachable!("dequantize::row called for {other}")),
     }
 }
 

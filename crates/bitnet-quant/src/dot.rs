@@ -87,14 +87,14 @@ pub(crate) fn bf16_bf16(w: &[u8], a: &QuantizedActivation) -> f32 {
 
 /// One i16 lane of `_mm256_maddubs_epi16`: `a0·b0 + a1·b1` (u8 × i8), saturated to i16.
 #[inline(always)]
-fn maddubs(a0: u8, b0: i8, a1: u8, b1: i8) -> i32 {
+pub(crate) fn maddubs(a0: u8, b0: i8, a1: u8, b1: i8) -> i32 {
     (a0 as i32 * b0 as i32 + a1 as i32 * b1 as i32).clamp(i16::MIN as i32, i16::MAX as i32)
 }
 
 /// One i32 lane of ggml's `mul_sum_i8_pairs_float` (signed × signed, four elements): the
 /// `_mm256_sign_epi8` trick multiplies |x| by y·sign(x), where negating −128 wraps.
 #[inline(always)]
-fn signed_lane(x: [i8; 4], y: [i8; 4]) -> i32 {
+pub(crate) fn signed_lane(x: [i8; 4], y: [i8; 4]) -> i32 {
     let s = |x: i8, y: i8| {
         let sy = match x.signum() {
             1 => y,
@@ -112,17 +112,17 @@ fn signed_lane(x: [i8; 4], y: [i8; 4]) -> i32 {
 
 /// One i32 lane of `madd(maddubs(u, y), 1)` (unsigned × signed, four elements).
 #[inline(always)]
-fn unsigned_lane(u: [u8; 4], y: [i8; 4]) -> i32 {
+pub(crate) fn unsigned_lane(u: [u8; 4], y: [i8; 4]) -> i32 {
     maddubs(u[0], y[0], u[1], y[1]) + maddubs(u[2], y[2], u[3], y[3])
 }
 
-fn four<T: Copy>(v: &[T], k: usize) -> [T; 4] {
+pub(crate) fn four<T: Copy>(v: &[T], k: usize) -> [T; 4] {
     [v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]]
 }
 
 /// `acc[k] = fma(d, lane[k], acc[k])` per block (`_mm256_fmadd_ps(d, q, acc)`).
 #[inline(always)]
-fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: impl Fn(usize) -> i32) {
+pub(crate) fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: impl Fn(usize) -> i32) {
     for (k, acc) in acc.iter_mut().enumerate() {
         *acc = d.mul_add(lanes(k) as f32, *acc);
     }
@@ -146,7 +146,7 @@ pub(crate) fn q8_0_q8_0(w: &[u8], a: &QuantizedActivation) -> f32 {
 
 /// The 32 nibbles of a Q4 block in element order (low nibbles, then high).
 #[inline(always)]
-fn nibbles(qs: &[u8]) -> [u8; QK] {
+pub(crate) fn nibbles(qs: &[u8]) -> [u8; QK] {
     std::array::from_fn(|p| {
         if p < QK / 2 {
             qs[p] & 0x0F

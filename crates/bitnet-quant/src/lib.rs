@@ -5,7 +5,8 @@
 //! # What this crate provides
 //!
 //! * [`encode`] / [`decode`]: f32 ⇄ the bytes ggml stores for F32, F16, BF16, Q8_0, Q4_0,
-//!   Q4_1, TQ1_0, TQ2_0 and BitNet's I2_S. Encoders follow ggml's `quantize_row_*_ref` (and
+//!   Q4_1, Q5_0, Q5_1, IQ4_NL, TQ1_0, TQ2_0, the k-quants Q2_K…Q6_K and BitNet's I2_S.
+//!   Encoders follow ggml's `quantize_row_*_ref` (`quantize_iq4_nl` for IQ4_NL, and
 //!   bitnet.cpp's `quantize_i2_s`) line by line, so a file written here is byte-identical to
 //!   one written by `llama-quantize` without an importance matrix.
 //! * [`QuantizedActivation`]: the activation side of a quantized matmul, quantized exactly as
@@ -15,7 +16,10 @@
 //! * [`QuantizedMatrix`]: a borrowed, zero-copy view of a weight matrix (typically straight
 //!   from a GGUF memory map) with `row`, `dot_row`, `matvec` and `matmul` — batched products
 //!   take four tokens per weight row where the type has such a kernel (I2_S, Q8_0, Q4_1,
-//!   TQ2_0), with the same bits per token.
+//!   Q5_0, Q5_1, TQ2_0, the k-quants), with the same bits per token. Where llama.cpp sums a
+//!   batch in another order than one token (tinyBLAS for IQ4_NL, its tiled matmul for
+//!   k-quant batches of 8+) or repacks the weights on load (Q4_0, IQ4_NL and Q4_K,
+//!   [`QuantizedMatrix::repacked_like_llama_cpp`]), the matrix follows it.
 //! * [`FloatOrder`] and [`QuantizedMatrix::float_matmul`]: F32/F16 products summed in the exact
 //!   order of bitnet.cpp's older ggml (tinyBLAS for a batch, `vec_dot` for one token, at the
 //!   host's vector width), which is what makes the engine bit-identical to bitnet.cpp.
@@ -25,12 +29,14 @@
 //! **Bit-exact with the kernels the references actually run.** The C++ references on x86-64
 //! are built with AVX2 + FMA + F16C (llama.cpp via `llama-cpp-sys-2`) and `-march=native`
 //! (bitnet.cpp). Their quantized dot products split each block's integer dot into eight
-//! i32 lanes, convert to f32 and accumulate with fused multiply-adds in eight f32 lanes;
+//! i32 lanes, convert to f32 and accumulate with fused multiply-adds in eight f32 lanes
+//! (IQ4_NL's one-token kernel in two such accumulators, for even and odd blocks);
 //! BitNet's I2_S kernel accumulates in wrapping i16 lanes. The scalar kernels here emulate
 //! exactly those operations (not ggml's generic C code, which rounds differently), and the
 //! AVX2 kernels use the same instructions, so scalar, AVX2 and the C++ kernels all produce
 //! the same bits. This was verified against the references' own static libraries
-//! (`ggml_vec_dot_*`, `quantize_row_q8_*`, `quantize_row_*_ref`, `quantize_i2_s`,
+//! (`ggml_vec_dot_*`, `quantize_row_q8_*`, `quantize_row_*_ref`, `quantize_iq4_nl`,
+//! `llamafile_sgemm`, `ggml_gemv/gemm_iq4_nl_8x8_q8_0`, `quantize_i2_s`,
 //! `quantize_row_i8_s`, `ggml_vec_dot_i2_i8_s`): encoders, activation quantizers and dot
 //! products matched byte for byte / bit for bit. A parity difference can therefore never hide
 //! in "which CPU ran the test".
@@ -75,6 +81,8 @@ mod blocks;
 mod dequantize;
 mod dot;
 pub mod float_order;
+mod kquants;
+mod legacy;
 mod matrix;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
@@ -143,9 +151,17 @@ pub const ENCODABLE: &[GgmlType] = &[
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::I2_S,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
 ];
 
 /// Types [`decode`] can read.

@@ -25,15 +25,62 @@ pub enum WeightType {
     Q4_0,
     /// 4-bit with minimum, blocks of 32.
     Q4_1,
+    /// 5-bit symmetric, blocks of 32.
+    Q5_0,
+    /// 5-bit with minimum, blocks of 32.
+    Q5_1,
+    /// 4-bit indices into a non-linear table of 16 levels, blocks of 32.
+    IQ4_NL,
     /// Ternary, base-3 packed, blocks of 256.
     TQ1_0,
     /// Ternary, 2-bit codes, blocks of 256.
     TQ2_0,
     /// BitNet's ternary type: 2-bit codes, one f32 scale per tensor.
     I2_S,
+    /// 2-bit k-quant with minimums, blocks of 256.
+    Q2_K,
+    /// 3-bit k-quant, blocks of 256.
+    Q3_K,
+    /// 4-bit k-quant with minimums, blocks of 256.
+    Q4_K,
+    /// 5-bit k-quant with minimums, blocks of 256.
+    Q5_K,
+    /// 6-bit k-quant, blocks of 256.
+    Q6_K,
 }
 
 impl WeightType {
+    /// Every weight type, in ggml's type-id order: the one list of what the engine can
+    /// multiply (error messages name these).
+    pub const ALL: &'static [WeightType] = &[
+        WeightType::F32,
+        WeightType::F16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+        WeightType::Q2_K,
+        WeightType::Q3_K,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+        WeightType::IQ4_NL,
+        WeightType::BF16,
+        WeightType::TQ1_0,
+        WeightType::TQ2_0,
+        WeightType::I2_S,
+    ];
+
+    /// The names of [`WeightType::ALL`] (ggml's: `f32, f16, q4_0, …`), comma-separated.
+    pub fn names() -> String {
+        WeightType::ALL
+            .iter()
+            .map(|w| w.ggml().name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The supported weight type for a GGUF tensor type, if any.
     pub fn from_ggml(ty: GgmlType) -> Option<Self> {
         Some(match ty {
@@ -43,9 +90,17 @@ impl WeightType {
             GgmlType::Q8_0 => WeightType::Q8_0,
             GgmlType::Q4_0 => WeightType::Q4_0,
             GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::Q5_0 => WeightType::Q5_0,
+            GgmlType::Q5_1 => WeightType::Q5_1,
+            GgmlType::IQ4_NL => WeightType::IQ4_NL,
             GgmlType::TQ1_0 => WeightType::TQ1_0,
             GgmlType::TQ2_0 => WeightType::TQ2_0,
             GgmlType::I2_S => WeightType::I2_S,
+            GgmlType::Q2_K => WeightType::Q2_K,
+            GgmlType::Q3_K => WeightType::Q3_K,
+            GgmlType::Q4_K => WeightType::Q4_K,
+            GgmlType::Q5_K => WeightType::Q5_K,
+            GgmlType::Q6_K => WeightType::Q6_K,
             _ => return None,
         })
     }
@@ -59,9 +114,17 @@ impl WeightType {
             WeightType::Q8_0 => GgmlType::Q8_0,
             WeightType::Q4_0 => GgmlType::Q4_0,
             WeightType::Q4_1 => GgmlType::Q4_1,
+            WeightType::Q5_0 => GgmlType::Q5_0,
+            WeightType::Q5_1 => GgmlType::Q5_1,
+            WeightType::IQ4_NL => GgmlType::IQ4_NL,
             WeightType::TQ1_0 => GgmlType::TQ1_0,
             WeightType::TQ2_0 => GgmlType::TQ2_0,
             WeightType::I2_S => GgmlType::I2_S,
+            WeightType::Q2_K => GgmlType::Q2_K,
+            WeightType::Q3_K => GgmlType::Q3_K,
+            WeightType::Q4_K => GgmlType::Q4_K,
+            WeightType::Q5_K => GgmlType::Q5_K,
+            WeightType::Q6_K => GgmlType::Q6_K,
         }
     }
 
@@ -73,9 +136,15 @@ impl WeightType {
             WeightType::F16 => ActivationType::F16,
             WeightType::BF16 => ActivationType::BF16,
             WeightType::Q8_0 | WeightType::Q4_0 => ActivationType::Q8_0,
-            WeightType::Q4_1 => ActivationType::Q8_1,
+            WeightType::Q5_0 | WeightType::IQ4_NL => ActivationType::Q8_0,
+            WeightType::Q4_1 | WeightType::Q5_1 => ActivationType::Q8_1,
             WeightType::TQ1_0 | WeightType::TQ2_0 => ActivationType::Q8_K,
             WeightType::I2_S => ActivationType::I8_S,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => ActivationType::Q8_K,
         }
     }
 
@@ -84,8 +153,14 @@ impl WeightType {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => QK,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => QK,
             WeightType::TQ1_0 | WeightType::TQ2_0 => QK_K,
             WeightType::I2_S => QK_I2_S,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => QK_K,
         }
     }
 }
@@ -131,9 +206,95 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
             WeightType::Q8_0 => Some(|w, s, a| unsafe { crate::x86::q8_0_q8_0_x4(w, s, a) }),
             WeightType::Q4_1 => Some(|w, s, a| unsafe { crate::x86::q4_1_q8_1_x4(w, s, a) }),
             WeightType::TQ2_0 => Some(|w, s, a| unsafe { crate::x86::tq2_0_q8_k_x4(w, s, a) }),
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => crate::kquants::x86::kernels(ty.ggml()).map(|k| k.1),
+            // IQ4_NL's four-token kernel has the batch order (its `BatchKernels`).
+            WeightType::Q5_0 | WeightType::Q5_1 => crate::legacy::kernel4(ty, backend),
             _ => None,
         },
     }
+}
+
+/// Which tokens of a batch llama.cpp multiplies in another order than a lone token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchRule {
+    /// The tokens in whole groups of four (the repacked gemm; the rest take the gemv).
+    WholeGroupsOfFour,
+    /// Every token, when the batch has at least this many (the tiled k-quant matmul).
+    AllFrom(usize),
+}
+
+/// The kernels for the tokens of a batch that [`BatchRule`] picks.
+#[derive(Clone, Copy)]
+struct BatchKernels {
+    rule: BatchRule,
+    kernel: RowKernel,
+    kernel4: Option<RowKernel4>,
+}
+
+impl BatchKernels {
+    /// How many of `n` tokens (the first ones) take these kernels.
+    fn tokens(&self, n: usize) -> usize {
+        match self.rule {
+            BatchRule::WholeGroupsOfFour => n / 4 * 4,
+            BatchRule::AllFrom(min) if n >= min => n,
+            BatchRule::AllFrom(_) => 0,
+        }
+    }
+}
+
+/// The batch kernels of a plain (not repacked) matrix: llama.cpp multiplies k-quants in
+/// batches of 8 tokens or more with its tiled matmul (`ggml_compute_forward_mul_mat_tiled`),
+/// and IQ4_NL in batches of two or more with tinyBLAS (`llamafile_sgemm` declines `n < 2`),
+/// whose order differs from `vec_dot`'s. (tinyBLAS also takes Q8_0, Q4_0 and Q5_0, with
+/// `vec_dot`'s bits.)
+fn batch_kernels(ty: WeightType, backend: Backend) -> Option<BatchKernels> {
+    if ty == WeightType::IQ4_NL {
+        return Some(BatchKernels {
+            rule: BatchRule::AllFrom(2),
+            kernel: crate::legacy::batch_kernel(ty, backend)?,
+            kernel4: crate::legacy::kernel4(ty, backend),
+        });
+    }
+    let (kernel, kernel4) = match backend {
+        Backend::Scalar => (crate::kquants::scalar_tiled_kernel(ty.ggml())?, None),
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            let (one, four) = crate::kquants::x86::tiled_kernels(ty.ggml())?;
+            (one, Some(four))
+        }
+    };
+    Some(BatchKernels {
+        rule: BatchRule::AllFrom(crate::kquants::TILED_MIN_BATCH),
+        kernel,
+        kernel4,
+    })
+}
+
+/// Repacked Q4_K: `(gemv order, gemm order)` (see `kquants::q4_k::dot_repacked`).
+fn repacked_q4_k_kernels(backend: Backend) -> (RowKernel, BatchKernels) {
+    use crate::kquants::q4_k::{dot_repacked, GEMM_FOLD, GEMV_FOLD};
+    let (gemv, gemm, gemm4): (RowKernel, RowKernel, Option<RowKernel4>) = match backend {
+        Backend::Scalar => (
+            |w, _, a| dot_repacked(w, a, GEMV_FOLD),
+            |w, _, a| dot_repacked(w, a, GEMM_FOLD),
+            None,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            let (gemv, gemm, gemm4) = crate::kquants::x86::q4_k_repacked_kernels();
+            (gemv, gemm, Some(gemm4))
+        }
+    };
+    let batch = BatchKernels {
+        rule: BatchRule::WholeGroupsOfFour,
+        kernel: gemm,
+        kernel4: gemm4,
+    };
+    (gemv, batch)
 }
 
 /// The kernel for Q4_0 repacked as llama.cpp repacks it.
@@ -159,6 +320,16 @@ pub(crate) fn kernel(ty: WeightType, backend: Backend) -> RowKernel {
             WeightType::TQ1_0 => |w, _, a| dot::tq1_0_q8_k(w, a),
             WeightType::TQ2_0 => |w, _, a| dot::tq2_0_q8_k(w, a),
             WeightType::I2_S => dot::i2_s_i8_s,
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => {
+                crate::legacy::kernel(ty, backend)
+            }
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => {
+                crate::kquants::scalar_kernel(ty.ggml()).expect("every k-quant has a scalar kernel")
+            }
         },
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => crate::x86::kernel(ty),
@@ -181,6 +352,9 @@ pub struct QuantizedMatrix<'a> {
     scale: f32,
     kernel: RowKernel,
     kernel4: Option<RowKernel4>,
+    /// Kernels for the tokens of a batch that llama.cpp sums in another order.
+    batch: Option<BatchKernels>,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for QuantizedMatrix<'_> {
@@ -234,18 +408,42 @@ impl<'a> QuantizedMatrix<'a> {
             scale,
             kernel: kernel(wt, Backend::detect()),
             kernel4: kernel4(wt, Backend::detect()),
+            batch: batch_kernels(wt, Backend::detect()),
+            backend: Backend::detect(),
         })
     }
 
     /// The same matrix summed the way llama.cpp sums it after repacking: on x86 with AVX2,
-    /// llama.cpp moves Q4_0 weights whose row count is a multiple of 8 into interleaved 8×8
-    /// blocks (`GGML_CPU_REPACK`) and folds each row's blocks into one accumulator, block by
-    /// block, instead of eight lanes reduced at the end. Other types and shapes are returned
-    /// unchanged.
+    /// llama.cpp moves Q4_0, IQ4_NL and Q4_K weights whose row count is a multiple of 8 into
+    /// interleaved 8×8 blocks (`GGML_CPU_REPACK`, `ggml_repack_get_optimal_repack_type`) and
+    /// folds each row's integer sums into scalar accumulators instead of eight lanes reduced
+    /// at the end: Q4_0 and IQ4_NL block by block, for one token and a batch alike; Q4_K
+    /// every super-block for one token (`gemv`) but every 64 elements for the tokens of a
+    /// batch it takes in whole groups of four (`gemm`), which [`QuantizedMatrix::matmul`]
+    /// reproduces. Other types and shapes are returned unchanged.
     pub fn repacked_like_llama_cpp(mut self) -> Self {
-        if self.ty == WeightType::Q4_0 && self.rows.is_multiple_of(8) {
-            self.kernel = repacked_q4_0_kernel(Backend::detect());
-            self.kernel4 = None;
+        if !self.rows.is_multiple_of(8) {
+            return self;
+        }
+        match self.ty {
+            WeightType::Q4_0 => {
+                self.kernel = repacked_q4_0_kernel(self.backend);
+                self.kernel4 = None;
+            }
+            WeightType::IQ4_NL => {
+                let (kernel, kernel4) = crate::legacy::repacked_iq4_nl(self.backend);
+                self.kernel = kernel;
+                self.kernel4 = kernel4;
+                // The repacked kernels replace tinyBLAS for a batch too.
+                self.batch = None;
+            }
+            WeightType::Q4_K => {
+                let (gemv, gemm) = repacked_q4_k_kernels(self.backend);
+                self.kernel = gemv;
+                self.kernel4 = None;
+                self.batch = Some(gemm);
+            }
+            _ => {}
         }
         self
     }
@@ -293,7 +491,8 @@ impl<'a> QuantizedMatrix<'a> {
         }
     }
 
-    /// Dot product of row `i` with `act`, computed as the C++ reference computes it.
+    /// Dot product of row `i` with `act`, computed as the C++ reference computes it for a
+    /// lone token (see [`QuantizedMatrix::matmul`] for batches).
     ///
     /// # Panics
     /// If `i >= rows`, or `act` is not of [`QuantizedMatrix::activation_type`] with `cols`
@@ -322,7 +521,11 @@ impl<'a> QuantizedMatrix<'a> {
     }
 
     /// Batched product: `out[t * rows + r] = dot_row(r, &acts[t])` (token-major, like
-    /// ggml's `dst`).
+    /// ggml's `dst`) — except where llama.cpp sums a batch in another order than a lone
+    /// token, which this reproduces: k-quants in batches of 8 or more tokens take its tiled
+    /// matmul; IQ4_NL (not repacked) in batches of two or more its tinyBLAS order; for
+    /// repacked Q4_K the tokens in whole groups of four (all but the last `acts.len() % 4`)
+    /// take its gemm.
     ///
     /// # Panics
     /// As [`QuantizedMatrix::dot_row`] for every activation, and if
@@ -334,10 +537,24 @@ impl<'a> QuantizedMatrix<'a> {
             acts.len() * self.rows,
             "output must be tokens × rows"
         );
+        let special = self.batch.map_or(0, |b| b.tokens(acts.len()));
+        let (group_acts, rest_acts) = acts.split_at(special);
+        let (group_out, rest_out) = out.split_at_mut(special * self.rows);
+        if let Some(g) = self.batch.filter(|_| special > 0) {
+            self.products(
+                group_acts,
+                self.cols,
+                group_out,
+                |w, a| (g.kernel)(w, self.scale, a),
+                g.kernel4
+                    .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
+                None::<Kernel4x4<QuantizedActivation>>,
+            );
+        }
         self.products(
-            acts,
+            rest_acts,
             self.cols,
-            out,
+            rest_out,
             |w, a| (self.kernel)(w, self.scale, a),
             self.kernel4
                 .map(|k| move |w: &[u8], a: [&QuantizedActivation; 4]| k(w, self.scale, a)),
@@ -508,11 +725,24 @@ impl<'a> QuantizedMatrix<'a> {
         );
     }
 
+    /// Row `i` times `act` in the order llama.cpp uses for a batch of two tokens (tests).
+    #[cfg(test)]
+    pub(crate) fn batch_dot_row(&self, i: usize, act: &QuantizedActivation) -> f32 {
+        self.check(act);
+        let k = self
+            .batch
+            .filter(|b| b.tokens(2) == 2)
+            .map_or(self.kernel, |b| b.kernel);
+        k(self.row(i), self.scale, act)
+    }
+
     /// The same matrix using the given kernel backend (tests compare backends).
     #[cfg(test)]
     pub(crate) fn with_backend(mut self, backend: Backend) -> Self {
         self.kernel = kernel(self.ty, backend);
         self.kernel4 = kernel4(self.ty, backend);
+        self.batch = batch_kernels(self.ty, backend);
+        self.backend = backend;
         self
     }
 }

@@ -1,9 +1,10 @@
 //! Weight encoders: f32 → ggml bytes, reproducing the reference quantizers.
 //!
-//! For Q8_0 / Q4_0 / Q4_1 / TQ1_0 / TQ2_0, ggml's `quantize_q*` (the entry points
-//! `llama-quantize` calls) run `quantize_row_*_ref` over the whole tensor when there is no
-//! importance matrix (`ggml-quants.c`), and every block is independent, so encoding the
-//! flattened tensor block by block is the same as encoding it row by row.
+//! For Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / TQ1_0 / TQ2_0, ggml's `quantize_q*` (the entry
+//! points `llama-quantize` calls) run `quantize_row_*_ref` over the whole tensor when there is
+//! no importance matrix (`ggml-quants.c`); `quantize_iq4_nl` runs its own search block by
+//! block (`legacy::codec`). Every block is independent, so encoding the flattened tensor
+//! block by block is the same as encoding it row by row.
 
 use bitnet_gguf::GgmlType;
 
@@ -11,6 +12,8 @@ use crate::blocks::{
     f16_bytes, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S, QK_K, TQ1_0_BYTES, TQ1_QH, TQ1_QS,
     TQ2_0_BYTES,
 };
+use crate::blocks::{IQ4_NL_BYTES, Q5_0_BYTES, Q5_1_BYTES};
+use crate::legacy::codec as legacy;
 use crate::QuantError;
 
 /// Encode the whole tensor (shape already validated by the caller).
@@ -27,10 +30,13 @@ pub(crate) fn encode(ty: GgmlType, v: &[f32]) -> Result<Vec<u8>, QuantError> {
         GgmlType::Q8_0 => blocks(v, QK, Q8_0_BYTES, q8_0_block),
         GgmlType::Q4_0 => blocks(v, QK, Q4_0_BYTES, q4_0_block),
         GgmlType::Q4_1 => blocks(v, QK, Q4_1_BYTES, q4_1_block),
+        GgmlType::Q5_0 => blocks(v, QK, Q5_0_BYTES, legacy::q5_0_block),
+        GgmlType::Q5_1 => blocks(v, QK, Q5_1_BYTES, legacy::q5_1_block),
+        GgmlType::IQ4_NL => blocks(v, QK, IQ4_NL_BYTES, legacy::iq4_nl_block),
         GgmlType::TQ1_0 => blocks(v, QK_K, TQ1_0_BYTES, tq1_0_block),
         GgmlType::TQ2_0 => blocks(v, QK_K, TQ2_0_BYTES, tq2_0_block),
         GgmlType::I2_S => i2_s(v),
-        other => return Err(QuantError::Unsupported(other)),
+        other => crate::kquants::encode_all(other, v).ok_or(QuantError::Unsupported(other))?,
     })
 }
 
@@ -49,13 +55,27 @@ fn q8_0_block(x: &[f32], y: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     for (q, &v) in y[2..].iter_mut().zip(x) {
-        *q = (v * id).round() as i8 as u8;
+        // The assignment to `int8_t` converts as C does (code 0 for the ±∞ of a subnormal d).
+        *q = c_trunc((v * id).round()) as i8 as u8;
     }
 }
 
-/// ggml `quantize_row_q4_0_ref`: d = (signed value of largest magnitude) / -8, codes
-/// `min(15, (int8)(x/d + 8.5))`; element j in the low nibble of byte j, j + 16 in the high.
-fn q4_0_block(x: &[f32], y: &mut [u8]) {
+/// C's float → integer conversion as GCC emits it on x86-64 (`cvttss2si`): truncation toward
+/// zero, and the "integer indefinite" `i32::MIN` for NaN and values out of range. Casts to
+/// `int8_t` / `uint8_t` then keep the low byte. (Rust's `as` saturates instead, which differs
+/// for the infinite codes a subnormal scale produces.)
+#[inline(always)]
+pub(crate) fn c_trunc(v: f32) -> i32 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
+    }
+}
+
+/// The signed value of largest magnitude, the first one on a tie (ggml's `if (amax <
+/// fabsf(v))` loop of `quantize_row_q4_0_ref` / `q5_0_ref`); 0 for an empty or all-zero block.
+pub(crate) fn signed_extreme(x: &[f32]) -> f32 {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         // Strict `<`: the first element of largest magnitude wins, as in ggml.
@@ -64,20 +84,12 @@ fn q4_0_block(x: &[f32], y: &mut [u8]) {
             max = v;
         }
     }
-    let d = max / -8.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    y[..2].copy_from_slice(&f16_bytes(d));
-    for j in 0..QK / 2 {
-        // C's float → int8_t conversion truncates toward zero; the values are in [0, 16.5].
-        let lo = ((x[j] * id + 8.5) as i8).min(15) as u8;
-        let hi = ((x[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
-        y[2 + j] = lo | (hi << 4);
-    }
+    max
 }
 
-/// ggml `quantize_row_q4_1_ref`: d = (max − min) / 15, m = min, codes
-/// `min(15, (int8)((x − min)/d + 0.5))`, same nibble order as Q4_0.
-fn q4_1_block(x: &[f32], y: &mut [u8]) {
+/// The block's minimum and maximum as ggml's `quantize_row_q4_1_ref` / `q5_1_ref` find them
+/// (starting from `FLT_MAX` / `-FLT_MAX`, so NaNs are skipped).
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
     for &v in x {
         if v < min {
@@ -87,22 +99,50 @@ fn q4_1_block(x: &[f32], y: &mut [u8]) {
             max = v;
         }
     }
+    (min, max)
+}
+
+/// ggml `quantize_row_q4_0_ref`: d = (signed value of largest magnitude) / -8, codes
+/// `min(15, (int8)(x/d + 8.5))`; element j in the low nibble of byte j, j + 16 in the high.
+fn q4_0_block(x: &[f32], y: &mut [u8]) {
+    let d = signed_extreme(x) / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    y[..2].copy_from_slice(&f16_bytes(d));
+    for j in 0..QK / 2 {
+        // `(int8_t)` truncates toward zero; the values are in [0, 16.5] unless a subnormal d
+        // made `id` infinite, where the C conversion's integer indefinite leaves code 0.
+        let lo = (c_trunc(x[j] * id + 8.5) as i8).min(15) as u8;
+        let hi = (c_trunc(x[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+        y[2 + j] = lo | (hi << 4);
+    }
+}
+
+/// ggml `quantize_row_q4_1_ref`: d = (max − min) / 15, m = min, codes
+/// `min(15, (int8)((x − min)/d + 0.5))`, same nibble order as Q4_0.
+fn q4_1_block(x: &[f32], y: &mut [u8]) {
+    let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[..2].copy_from_slice(&f16_bytes(d));
     y[2..4].copy_from_slice(&f16_bytes(min));
     for j in 0..QK / 2 {
-        let lo = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
-        let hi = (((x[j + QK / 2] - min) * id + 0.5) as i8).min(15) as u8;
+        let lo = (c_trunc((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+        let hi = (c_trunc((x[j + QK / 2] - min) * id + 0.5) as i8).min(15) as u8;
         y[4 + j] = lo | (hi << 4);
     }
 }
 
-/// Ternary code of `v` for scale inverse `id`: `lroundf(v * id) + 1` (ggml, TQ quantizers).
+/// Ternary code of `v` for scale inverse `id`: `int xi = lroundf(v * id) + 1` (ggml, TQ
+/// quantizers). A subnormal amax makes `id` infinite, and glibc's `lroundf` of ±∞ or NaN is
+/// `LONG_MIN`, whose `+ 1` truncates to the `int` 1: the zero trit, as the pinned llama.cpp
+/// writes. Finite products lie within ±1 (|v| ≤ amax); the clamp only guards the arithmetic.
 #[inline]
 fn trit(v: f32, id: f32) -> u8 {
-    // The clamp only matters for degenerate scales (subnormal amax makes `id` infinite).
-    (((v * id).round() as i32).clamp(-1, 1) + 1) as u8
+    let r = v * id;
+    if !r.is_finite() {
+        return 1;
+    }
+    ((r.round() as i32).clamp(-1, 1) + 1) as u8
 }
 
 /// ggml `quantize_row_tq1_0_ref`. d = amax (f16), trits t = round(x/d) + 1 packed base 3,

@@ -58,8 +58,8 @@ fn float_encodings_round_trip_representable_values() {
 #[test]
 fn unsupported_and_bad_shapes_are_errors() {
     assert_eq!(
-        encode(GgmlType::Q6_K, &[0.0; 256], 256),
-        Err(QuantError::Unsupported(GgmlType::Q6_K))
+        encode(GgmlType::IQ2_XXS, &[0.0; 256], 256),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     );
     assert!(matches!(
         encode(GgmlType::F32, &[0.0; 5], 2),
@@ -84,8 +84,8 @@ fn unsupported_and_bad_shapes_are_errors() {
         })
     );
     assert_eq!(
-        decode(GgmlType::Q2_K, &[], &mut []),
-        Err(QuantError::Unsupported(GgmlType::Q2_K))
+        decode(GgmlType::IQ2_XXS, &[], &mut []),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     );
 }
 
@@ -98,9 +98,17 @@ fn every_encodable_type_has_the_size_ggml_expects() {
         GgmlType::Q8_0 => 16 * 34,
         GgmlType::Q4_0 => 16 * 18,
         GgmlType::Q4_1 => 16 * 20,
+        GgmlType::Q5_0 => 16 * 22,
+        GgmlType::Q5_1 => 16 * 24,
+        GgmlType::IQ4_NL => 16 * 18,
         GgmlType::TQ1_0 => 2 * 54,
         GgmlType::TQ2_0 => 2 * 66,
         GgmlType::I2_S => 128 + 32,
+        GgmlType::Q2_K => 2 * 84,
+        GgmlType::Q3_K => 2 * 110,
+        GgmlType::Q4_K => 2 * 144,
+        GgmlType::Q5_K => 2 * 176,
+        GgmlType::Q6_K => 2 * 210,
         other => panic!("no expectation for {other}"),
     };
     let v = noise(1, 512);
@@ -149,6 +157,34 @@ fn q4_0_golden_block() {
     c[1] = -8.0;
     let back = decoded(GgmlType::Q4_0, &encode(GgmlType::Q4_0, &c, 32).unwrap(), 32);
     assert_eq!((back[0], back[1], back[2]), (8.0, -7.0, 0.0));
+}
+
+/// A block whose largest |x| is tiny (1e-39) gets a subnormal f32 scale, so `1/d` is
+/// infinite and every code comes from converting ±∞ or NaN to an integer: C on x86 gives the
+/// "integer indefinite" (code 0 after the cast), not Rust's saturation; the TQ quantizers'
+/// `lroundf` gives `LONG_MIN`, hence the zero trit. Bytes from the pinned llama.cpp's
+/// `quantize_row_q8_0_ref`, `quantize_row_q{4,5}_{0,1}_ref` and `quantize_row_tq{1,2}_0_ref`.
+#[test]
+fn degenerate_scales_give_ggmls_bytes() {
+    let x: Vec<f32> = (0..32).map(|i| ((i % 3) as f32 - 1.0) * 1e-39).collect();
+    let hex = |b: Vec<u8>| b.iter().map(|v| format!("{v:02x}")).collect::<String>();
+    let zeros = |n: usize| "00".repeat(n);
+    let min_f16 = "0080"; // f16(-1e-39) = -0.0
+    for (ty, want) in [
+        (GgmlType::Q8_0, zeros(34)),
+        (GgmlType::Q4_0, zeros(18)),
+        (GgmlType::Q4_1, format!("0000{min_f16}{}", zeros(16))),
+        (GgmlType::Q5_0, zeros(22)),
+        (GgmlType::Q5_1, format!("0000{min_f16}{}", zeros(20))),
+    ] {
+        assert_eq!(hex(encode(ty, &x, 32).unwrap()), want, "{ty}");
+    }
+    // TQ: every trit is the zero trit (code 1); the f16 of 1e-39 is 0.
+    let x: Vec<f32> = (0..256).map(|i| ((i % 3) as f32 - 1.0) * 1e-39).collect();
+    let tq2 = format!("{}0000", "55".repeat(64));
+    let tq1 = format!("{}{}0000", "80".repeat(48), "7f".repeat(4));
+    assert_eq!(hex(encode(GgmlType::TQ2_0, &x, 256).unwrap()), tq2);
+    assert_eq!(hex(encode(GgmlType::TQ1_0, &x, 256).unwrap()), tq1);
 }
 
 #[test]
@@ -682,8 +718,8 @@ fn matrix_view_validates_and_exposes_rows() {
         Err(QuantError::PartialBlock { .. })
     ));
     assert!(matches!(
-        QuantizedMatrix::new(GgmlType::Q5_K, &bytes, 1, 256),
-        Err(QuantError::Unsupported(GgmlType::Q5_K))
+        QuantizedMatrix::new(GgmlType::IQ2_XXS, &bytes, 1, 256),
+        Err(QuantError::Unsupported(GgmlType::IQ2_XXS))
     ));
     // I2_S rows read the tensor's scale.
     let t = ternary(4, 2 * 128, 0.125);
@@ -716,7 +752,8 @@ fn weight_types_map_to_ggml_vec_dot_types() {
     assert_eq!(WeightType::Q4_1.activation_type(), ActivationType::Q8_1);
     assert_eq!(WeightType::TQ1_0.activation_type(), ActivationType::Q8_K);
     assert_eq!(WeightType::I2_S.activation_type(), ActivationType::I8_S);
-    assert_eq!(WeightType::from_ggml(GgmlType::Q6_K), None);
+    assert_eq!(WeightType::Q6_K.activation_type(), ActivationType::Q8_K);
+    assert_eq!(WeightType::from_ggml(GgmlType::IQ2_XXS), None);
 }
 
 /// I2_S and TQ2_0 holding the same ternary weights give the same products up to the scale's

@@ -39,11 +39,21 @@ pub(crate) fn kernel(ty: WeightType) -> RowKernel {
         WeightType::TQ1_0 => |w, _, a| unsafe { tq1_0_q8_k(w, a) },
         WeightType::TQ2_0 => |w, _, a| unsafe { tq2_0_q8_k(w, a) },
         WeightType::I2_S => |w, s, a| unsafe { i2_s_i8_s(w, s, a) },
+        WeightType::Q2_K
+        | WeightType::Q3_K
+        | WeightType::Q4_K
+        | WeightType::Q5_K
+        | WeightType::Q6_K => {
+            crate::kquants::x86::kernels(ty.ggml())
+                .expect("a k-quant")
+                .0
+        }
+        WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4_NL => crate::legacy::x86::kernel(ty),
     }
 }
 
 #[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b00_00_00_01>(s));
@@ -52,26 +62,76 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// ggml's `hsum_float_8` (same order as `dot::hsum_float_8`).
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
 }
 
-/// The f16 at `b[off..off + 2]` as f32, with F16C (exact, like `blocks::f16_at`).
+/// The f16 at `b[off..off + 2]` as f32 (exact, like `blocks::f16_at`), from a table of all
+/// 65536 values, as ggml's x86 kernels do (`ggml_table_f32_f16`).
+///
+/// Not with F16C: for `_mm_cvtph_ps(_mm_cvtsi32_si128(bits))` LLVM emits a `vpinsrw` into
+/// whatever register is free — often a kernel's accumulator — and that false dependency
+/// chains every block's scale conversion to the previous block's fused multiply-add: the
+/// kernels ran ~2.5× slower than llama.cpp's.
 #[inline(always)]
-unsafe fn f16_at_fast(b: &[u8], off: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[off], b[off + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+pub(crate) fn f16_at_fast(b: &[u8], off: usize) -> f32 {
+    F16_TO_F32[u16::from_le_bytes([b[off], b[off + 1]]) as usize]
+}
+
+/// [`f16_at_fast`] without the bounds check, for kernels that checked their slices once.
+///
+/// # Safety
+/// `p` and `p + 1` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn f16_at_ptr(p: *const u8) -> f32 {
+    F16_TO_F32[u16::from_le(std::ptr::read_unaligned(p as *const u16)) as usize]
+}
+
+/// Every f16 bit pattern widened to f32 (256 KiB, built at compile time).
+static F16_TO_F32: [f32; 65536] = {
+    let mut t = [0.0f32; 65536];
+    let mut h = 0;
+    while h < 65536 {
+        t[h] = f16_bits_to_f32(h as u32);
+        h += 1;
+    }
+    t
+};
+
+/// IEEE binary16 → binary32, exact (NaNs keep their payload, quieted as F16C does).
+const fn f16_bits_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000) << 16;
+    let exponent = (h >> 10) & 0x1f;
+    let mantissa = h & 0x03ff;
+    let bits = if exponent == 0x1f {
+        let quiet = if mantissa != 0 { 0x0040_0000 } else { 0 };
+        0x7f80_0000 | quiet | (mantissa << 13)
+    } else if exponent != 0 {
+        ((exponent + 127 - 15) << 23) | (mantissa << 13)
+    } else if mantissa == 0 {
+        0
+    } else {
+        // Subnormal: normalise the mantissa (value = mantissa · 2⁻²⁴).
+        let mut e = 127 - 15 + 1;
+        let mut m = mantissa;
+        while m & 0x0400 == 0 {
+            m <<= 1;
+            e -= 1;
+        }
+        (e << 23) | ((m & 0x03ff) << 13)
+    };
+    f32::from_bits(sign | bits)
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(crate) unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(crate) unsafe fn load128(p: *const u8) -> __m128i {
     _mm_loadu_si128(p as *const __m128i)
 }
 
@@ -148,14 +208,14 @@ unsafe fn bf16_bf16(w: &[u8], a: &QuantizedActivation) -> f32 {
 /// ggml's `mul_sum_i8_pairs_float` without the float conversion: i32 lane k = Σ x·y over
 /// bytes 4k..4k+3, through the `_mm256_sign_epi8` trick and `maddubs` (with its saturation).
 #[inline(always)]
-unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+pub(crate) unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
     let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
 /// 16 Q4 bytes → 32 nibbles in element order (ggml `bytes_from_nibbles_32`).
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
     let b = load128(p);
     let m = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(b, m);
@@ -410,7 +470,7 @@ pub(crate) unsafe fn i2_s_i8_s_x4(
 }
 
 /// Checks shared by the four-activation kernels: equal lengths, enough codes and scales.
-fn check4(a: [&QuantizedActivation; 4], block: usize) -> usize {
+pub(crate) fn check4(a: [&QuantizedActivation; 4], block: usize) -> usize {
     let nb = a[0].len / block;
     for act in a {
         assert!(act.len == a[0].len && act.qs.len() >= nb * block && act.d.len() >= nb);
@@ -525,4 +585,31 @@ pub(crate) unsafe fn q4_0_q8_0_repacked(w: &[u8], _: f32, a: &QuantizedActivatio
         acc = (isum as f32).mul_add(f16_at_fast(w, ib * Q4_0_BYTES) * a.d[ib], acc);
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f16 table holds what F16C's `vcvtph2ps` gives for every bit pattern (NaNs
+    /// included: quieted, payload kept), and what `blocks::f16_at` gives.
+    #[test]
+    fn f16_table_is_f16c() {
+        for h in 0..=u16::MAX {
+            let b = h.to_le_bytes();
+            let table = f16_at_fast(&b, 0);
+            assert_eq!(
+                table.to_bits(),
+                crate::blocks::f16_at(&b, 0).to_bits(),
+                "{h:#06x}"
+            );
+            // SAFETY: the two bytes are readable.
+            assert_eq!(unsafe { f16_at_ptr(b.as_ptr()) }.to_bits(), table.to_bits());
+            if available() {
+                // SAFETY: F16C is present.
+                let hw = unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32))) };
+                assert_eq!(table.to_bits(), hw.to_bits(), "{h:#06x}");
+            }
+        }
+    }
 }

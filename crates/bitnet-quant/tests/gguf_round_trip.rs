@@ -45,8 +45,12 @@ fn encoded_tensors_survive_a_gguf_file_and_multiply_from_its_bytes() {
                 .zip(&xq)
                 .map(|(&a, &b)| (a as f64 * b as f64).abs())
                 .sum();
-            // Q4_1's kernel uses the activation's f16 block sums for the minimum's term.
-            let tol = if ty == bitnet_gguf::GgmlType::Q4_1 {
+            // Q4_1's and Q5_1's kernels use the activation's f16 block sums for the minimum's
+            // term.
+            let tol = if matches!(
+                ty,
+                bitnet_gguf::GgmlType::Q4_1 | bitnet_gguf::GgmlType::Q5_1
+            ) {
                 2e-3
             } else {
                 1e-5

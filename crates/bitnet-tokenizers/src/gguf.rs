@@ -702,6 +702,19 @@ impl GgufTokenizer {
         &self.special
     }
 
+    /// The raw bytes of `ids` as llama.cpp's `llama_vocab::detokenize(ids, special)` gives
+    /// them (leading-space removal and `clean_spaces` included, no lossy UTF-8 conversion):
+    /// DRY's sequence breakers are matched against these bytes.
+    ///
+    /// # Errors
+    /// [`TokenizerError::IdOutOfRange`] for an id outside the vocabulary.
+    pub fn detokenize_bytes(&self, ids: &[u32], special: bool) -> Result<Vec<u8>, TokenizerError> {
+        for &id in ids {
+            self.check(id)?;
+        }
+        Ok(self.detokenize(ids, special))
+    }
+
     /// End-of-generation ids (EOS, EOT, EOM and the tokens llama.cpp recognises by text).
     pub fn eog_ids(&self) -> &[u32] {
         &self.eog
@@ -730,6 +743,18 @@ impl GgufTokenizer {
     /// included), or `None` when out of range.
     pub fn token_text(&self, id: u32) -> Option<&str> {
         ((id as usize) < self.vocab.len()).then(|| self.vocab.text(id))
+    }
+
+    /// The longest token text of the vocabulary in bytes (at least 1). No token stands for more
+    /// input text than its stored text (`▁` is 3 bytes for 1 space, a GPT-2 byte character 1–2
+    /// bytes for 1 byte, `<0x0A>` 6 for 1), so `ceil(len / longest)` tokens is a lower bound on
+    /// the tokenization of `len` bytes: a context check that needs no tokenizing.
+    pub fn longest_token_bytes(&self) -> usize {
+        (0..self.vocab.len())
+            .map(|id| self.vocab.text(id as u32).len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
     }
 
     /// llama.cpp's `tokenizer_st_partition`: cut `text` at special tokens.

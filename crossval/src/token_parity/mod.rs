@@ -129,10 +129,24 @@ pub struct ReportContext {
     /// for `auto`, the one detected); `None` when unknown. Anything but `raw` triggers the
     /// "Use --prompt-template raw" hint.
     pub prompt_template: Option<String>,
-    /// Further arguments to repeat in the example command (e.g. `["--cpp-model", "f32.gguf"]`),
-    /// each one shell-quoted on output. Must not contain `--model`, `--tokenizer`, `--prompt`,
-    /// `--prompt-template` or `--no-bos`: the report decides those.
-    pub extra_args: Vec<String>,
+    /// The template the user asked for, when it is not the one applied (`auto`): the report
+    /// then shows both, `auto → raw`.
+    pub requested_template: Option<String>,
+    /// The `--system-prompt` given. The example command repeats it only with a template that
+    /// uses a system prompt (never with `raw`).
+    pub system_prompt: Option<String>,
+    /// Whether this run asked the tokenizers to add BOS (the template's decision and
+    /// `--no-bos`); `None` when unknown. When false, a BOS in one sequence came from the
+    /// formatted text, and `--no-bos` cannot remove it.
+    pub add_bos: Option<bool>,
+    /// Whether the model's vocabulary adds BOS by default; decides whether `--no-bos` has any
+    /// effect with `raw` or `instruct`. `None` when unknown (assumed yes).
+    pub vocab_add_bos: Option<bool>,
+    /// Further flags to repeat in the example command, as `(flag, value)` pairs (e.g.
+    /// `("--cpp-model", "f32.gguf")`), printed as `--flag=value` with the value shell-quoted.
+    /// Must not contain `--model`, `--tokenizer`, `--prompt`, `--prompt-template`,
+    /// `--system-prompt` or `--no-bos`: the report decides those.
+    pub extra_args: Vec<(String, String)>,
     /// `--dump-ids` was already given (so the report does not suggest it).
     pub dump_ids_requested: bool,
     /// `--no-bos` was already given (so the report does not suggest it).
@@ -155,6 +169,10 @@ impl Default for ReportContext {
             model_path: None,
             tokenizer_path: None,
             prompt_template: None,
+            requested_template: None,
+            system_prompt: None,
+            add_bos: None,
+            vocab_add_bos: None,
             extra_args: Vec::new(),
             dump_ids_requested: false,
             no_bos_requested: false,
@@ -223,7 +241,8 @@ pub enum Hint {
     },
     /// A non-raw template was used: suggest `--prompt-template raw`.
     UseRawTemplate,
-    /// Model path known, and either a non-raw template was used or a special token sits at the
+    /// Model path known, and either a chat template was used (anything but `raw` and
+    /// `instruct`, which owe nothing to the model's metadata) or a special token sits at the
     /// first difference: suggest `bitnet inspect <model>` to see the chat template metadata.
     InspectModel {
         /// The model path.
@@ -355,7 +374,11 @@ impl TokenParityError {
                 .flatten()
                 .filter_map(|&id| u32::try_from(id).ok())
                 .any(|id| ctx.special_ids.contains(&id));
-            if non_raw || special_at_diff {
+            let chat = ctx
+                .prompt_template
+                .as_deref()
+                .is_some_and(|t| !matches!(t, "raw" | "instruct"));
+            if chat || special_at_diff {
                 hints.push(Hint::InspectModel {
                     model: model.clone(),
                 });
@@ -393,17 +416,18 @@ impl TokenParityError {
     /// The hints as plain-text lines (what the report lists under "Suggested fixes:", and what
     /// a JSON report can put in its `suggestions` array).
     pub fn suggestions(&self) -> Vec<String> {
-        let no_bos_known = self.context.as_ref().is_some_and(|c| c.no_bos_requested);
-        let command = self
-            .context
-            .as_ref()
-            .map_or(DEFAULT_COMMAND, |c| c.command.as_str());
+        let default_ctx = ReportContext::default();
+        let ctx = self.context.as_deref().unwrap_or(&default_ctx);
+        let command = ctx.command.as_str();
+        // BOS was not added by the tokenizers: a BOS in the sequence comes from the text.
+        let bos_from_text = ctx.add_bos == Some(false) && !ctx.no_bos_requested;
+        let non_raw = ctx.template_is_raw() == Some(false);
         self.hints()
             .into_iter()
             .map(|h| match h {
                 Hint::DuplicateBos { side, bos } => {
-                    let fix = if no_bos_known {
-                        "try: --prompt-template raw (the tokenizer adds BOS even with --no-bos)"
+                    let fix = if bos_from_text || ctx.no_bos_requested {
+                        "try: --prompt-template raw (the formatted text already starts with BOS)"
                     } else {
                         "try: --no-bos or --prompt-template raw"
                     };
@@ -413,7 +437,11 @@ impl TokenParityError {
                     )
                 }
                 Hint::BosOnOneSide { side, bos } => {
-                    let fix = if no_bos_known { "" } else { " - try: --no-bos" };
+                    let fix = match (bos_from_text, ctx.no_bos_requested, non_raw) {
+                        (true, _, true) => " - the formatted text carries it: try --prompt-template raw",
+                        (true, _, false) | (false, true, _) => "",
+                        (false, false, _) => " - try: --no-bos",
+                    };
                     format!(
                         "BOS (id {bos}) starts only the {side} tokens: the two tokenizers disagree \
                          on adding BOS (a tokenizer.json post-processor can add one){fix}"
@@ -432,10 +460,9 @@ impl TokenParityError {
                         .to_string()
                 }
                 Hint::TokenizerJsonMismatch { tokenizer } => {
-                    let model = self
-                        .context
+                    let model = ctx
+                        .model_path
                         .as_ref()
-                        .and_then(|c| c.model_path.as_ref())
                         .map_or_else(|| "MODEL.gguf".to_string(), |m| m.to_string_lossy().into());
                     let bulk = command.replace("crossval-per-token", "crossval-tokenizer");
                     format!(
@@ -454,58 +481,82 @@ impl TokenParityError {
     /// The example command (header line, then the command on indented continuation lines), or
     /// `None` when the evidence suggests no change of flags or the model path is unknown.
     ///
-    /// Changes: `--prompt-template raw` when a non-raw template was used; `--no-bos` for a BOS
-    /// problem when the template is raw and `--no-bos` was not given; `--tokenizer` dropped when
-    /// the tokenizer.json is suspected. Every argument is shell-quoted ([`shell_quote`]).
+    /// The command carries every fix the hints name, and no flag that has no effect there:
+    /// * `--prompt-template raw` when a non-raw template was applied (else the template that
+    ///   was applied, so `auto` is shown resolved);
+    /// * `--tokenizer` dropped when the tokenizer.json is suspected (both sides then use the
+    ///   GGUF's vocabulary and the same BOS decision, so a BOS hint needs no `--no-bos`);
+    /// * `--no-bos` for a BOS hint (or when it was given), but only with a template that adds
+    ///   BOS at all: never with `llama3-chat` / `chatml`, not with `raw` / `instruct` on a
+    ///   vocabulary without BOS;
+    /// * `--system-prompt` only with a template that uses it (not `raw`).
+    ///
+    /// Values are written `--flag=value` and shell-quoted ([`shell_quote`]), so a value that
+    /// starts with `-` cannot be taken for a flag.
     pub fn example_command(&self) -> Option<(String, String)> {
+        let (header, words) = self.example_words()?;
+        Some((header, words.join(" \\\n    ")))
+    }
+
+    /// The example command on one line (what a JSON report carries), or `None` as for
+    /// [`TokenParityError::example_command`].
+    pub fn example_command_line(&self) -> Option<String> {
+        self.example_words().map(|(_, words)| words.join(" "))
+    }
+
+    /// The example's header and its shell words (the command first, then one word per flag).
+    fn example_words(&self) -> Option<(String, Vec<String>)> {
         let ctx = self.context.as_ref()?;
         let model = ctx.model_path.as_ref()?;
         let hints = self.hints();
-        let non_raw = hints.contains(&Hint::UseRawTemplate);
-        let bos_problem = hints
+        let to_raw = hints.contains(&Hint::UseRawTemplate);
+        let bos_hint = hints
             .iter()
             .any(|h| matches!(h, Hint::DuplicateBos { .. } | Hint::BosOnOneSide { .. }));
-        let add_no_bos = bos_problem && !non_raw && !ctx.no_bos_requested;
         let drop_tokenizer = hints
             .iter()
             .any(|h| matches!(h, Hint::TokenizerJsonMismatch { .. }));
-        if !non_raw && !add_no_bos && !drop_tokenizer {
+        let template = if to_raw {
+            Some("raw")
+        } else {
+            ctx.prompt_template.as_deref()
+        };
+        let adds_bos_at_all = match template {
+            Some("llama3-chat" | "chatml") => false,
+            _ => ctx.vocab_add_bos.unwrap_or(true),
+        };
+        let no_bos = (ctx.no_bos_requested || (bos_hint && !drop_tokenizer)) && adds_bos_at_all;
+        let adds_no_bos = no_bos && !ctx.no_bos_requested;
+        if !to_raw && !adds_no_bos && !drop_tokenizer {
             return None;
         }
-        let mut args: Vec<(String, Option<String>)> =
-            vec![("--model".into(), Some(model.to_string_lossy().into_owned()))];
+        let flag = |name: &str, value: &str| format!("{name}={}", shell_quote(value));
+        let mut words = vec![
+            ctx.command.clone(),
+            flag("--model", &model.to_string_lossy()),
+        ];
         if let (Some(t), false) = (&ctx.tokenizer_path, drop_tokenizer) {
-            args.push(("--tokenizer".into(), Some(t.to_string_lossy().into_owned())));
+            words.push(flag("--tokenizer", &t.to_string_lossy()));
         }
-        args.push(("--prompt".into(), Some(self.prompt.clone())));
-        let template = if non_raw {
-            Some("raw".to_string())
-        } else {
-            ctx.prompt_template.clone()
-        };
+        words.push(flag("--prompt", &self.prompt));
         if let Some(t) = template {
-            args.push(("--prompt-template".into(), Some(t)));
+            words.push(flag("--prompt-template", t));
         }
-        if ctx.no_bos_requested || add_no_bos {
-            args.push(("--no-bos".into(), None));
+        if let (Some(s), false) = (&ctx.system_prompt, template == Some("raw")) {
+            words.push(flag("--system-prompt", s));
         }
-        let mut lines = vec![ctx.command.clone()];
-        for (flag, value) in args {
-            lines.push(match value {
-                Some(v) => format!("{flag} {}", shell_quote(&v)),
-                None => flag,
-            });
+        if no_bos {
+            words.push("--no-bos".into());
         }
-        if !ctx.extra_args.is_empty() {
-            let quoted: Vec<String> = ctx.extra_args.iter().map(|a| shell_quote(a)).collect();
-            lines.push(quoted.join(" "));
+        for (name, value) in &ctx.extra_args {
+            words.push(flag(name, value));
         }
-        let header = if non_raw {
+        let header = if to_raw {
             "Example command with raw template:"
         } else {
             "Example command:"
         };
-        Some((header.to_string(), lines.join(" \\\n    ")))
+        Some((header.to_string(), words))
     }
 
     /// The full mismatch report as plain text (no ANSI codes).
@@ -537,8 +588,13 @@ impl TokenParityError {
         out.push('\n');
         out.push_str("Rust and C++ produced different tokens - cannot compare logits!\n\n");
         out.push_str(&format!("Prompt: {:?}\n", self.prompt));
-        if let Some(t) = &ctx.prompt_template {
-            out.push_str(&format!("Template: {t}\n"));
+        match (&ctx.requested_template, &ctx.prompt_template) {
+            (Some(asked), Some(used)) if asked != used => {
+                out.push_str(&format!("Template: {asked} → {used}\n"))
+            }
+            (_, Some(used)) => out.push_str(&format!("Template: {used}\n")),
+            (Some(asked), None) => out.push_str(&format!("Template: {asked}\n")),
+            (None, None) => {}
         }
         out.push('\n');
         out.push_str("Rust tokens:\n");
@@ -694,396 +750,4 @@ impl fmt::Display for TokenParityError {
 impl std::error::Error for TokenParityError {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(rust: &[u32], cpp: &[i32]) -> TokenParityError {
-        match validate_token_parity(rust, cpp, "What is 2+2?") {
-            Err(e) => e,
-            Ok(()) => panic!("expected a mismatch for {rust:?} vs {cpp:?}"),
-        }
-    }
-
-    fn ctx() -> ReportContext {
-        ReportContext {
-            model_path: Some("models/model.gguf".into()),
-            prompt_template: Some("raw".into()),
-            bos_id: Some(1),
-            eos_ids: vec![2],
-            ..ReportContext::default()
-        }
-    }
-
-    fn has(e: &TokenParityError, pred: impl Fn(&Hint) -> bool) -> bool {
-        e.hints().iter().any(pred)
-    }
-
-    #[test]
-    fn identical_sequences_pass() {
-        assert_eq!(validate_token_parity(&[1, 2, 3], &[1, 2, 3], "p"), Ok(()));
-        assert_eq!(TokenParityChecker::validate(&[], &[], ""), Ok(()));
-    }
-
-    #[test]
-    fn first_position_difference() {
-        let e = err(&[5, 2, 3], &[6, 2, 3]);
-        assert_eq!(e.first_diff_idx, 0);
-        assert_eq!(e.rust_tokens, vec![5, 2, 3]);
-        assert_eq!(e.cpp_tokens, vec![6, 2, 3]);
-        assert_eq!(e.prompt, "What is 2+2?");
-    }
-
-    #[test]
-    fn prefix_reports_shorter_length() {
-        assert_eq!(err(&[1, 2, 3], &[1, 2]).first_diff_idx, 2);
-        assert_eq!(err(&[1, 2], &[1, 2, 3]).first_diff_idx, 2);
-        assert_eq!(err(&[], &[7]).first_diff_idx, 0);
-    }
-
-    #[test]
-    fn difference_beyond_first_block() {
-        let rust: Vec<u32> = (0..1000).collect();
-        let mut cpp: Vec<i32> = (0..1000).collect();
-        cpp[777] = 5;
-        assert_eq!(err(&rust, &cpp).first_diff_idx, 777);
-    }
-
-    #[test]
-    fn negative_cpp_id_never_matches_wrapped_value() {
-        let e = err(&[u32::MAX, 7], &[-1, 7]);
-        assert_eq!(e.first_diff_idx, 0);
-        assert_eq!(e.cpp_tokens_raw, vec![-1, 7]);
-        let report = e.format_error();
-        assert!(report.contains("[-1, 7]"), "{report}");
-        assert!(report.contains("-1 (invalid: negative id)"), "{report}");
-        assert!(!report.contains("4294967295 (2 tokens)"));
-        assert_eq!(first_difference(&[0x8000_0000], &[i32::MIN]), Some(0));
-    }
-
-    #[test]
-    fn report_has_every_section() {
-        let mut c = ctx();
-        c.pieces.insert(1, "<s>".into());
-        c.pieces.insert(29871, "▁".into());
-        c.prompt_template = Some("instruct".into());
-        let e = err(&[1, 1, 29871], &[1, 29871]).with_context(c);
-        let r = e.format_error();
-        for needle in [
-            "Token Sequence Mismatch",
-            "Rust tokens:\n  [1, 1, 29871] (3 tokens)",
-            "C++ tokens:\n  [1, 29871] (2 tokens)",
-            "First diff at index: 1",
-            "[1] ✗ 1 \"<s>\" BOS | 29871 \"▁\"",
-            "[0] ✓ 1 \"<s>\" BOS | 1 \"<s>\" BOS",
-            "[2] ✗ 29871 \"▁\"   | (end)",
-            "Suggested fixes:",
-            "Possible duplicate BOS token",
-            "--no-bos or --prompt-template raw",
-            "Use --prompt-template raw",
-            "Check GGUF chat_template metadata with: bitnet inspect models/model.gguf",
-            "--dump-ids",
-            "Example command with raw template:",
-            "--prompt 'What is 2+2?'",
-        ] {
-            assert!(r.contains(needle), "missing {needle:?} in:\n{r}");
-        }
-        assert!(!r.contains('\x1b'));
-    }
-
-    #[test]
-    fn long_sequences_list_first_64_with_total() {
-        let rust: Vec<u32> = (1000..1100).collect();
-        let cpp: Vec<i32> = (2000..2100).collect();
-        let r = err(&rust, &cpp).format_error();
-        assert!(r.contains("(first 64 of 100 tokens)"), "{r}");
-        assert!(r.contains("1063, ...]"));
-        assert!(!r.contains("1064"));
-        assert!(r.contains("2063, ...]"));
-    }
-
-    #[test]
-    fn report_without_context_renders_without_pieces() {
-        let r = err(&[10, 11], &[10, 12]).format_error();
-        assert!(r.contains("[1] ✗ 11 | 12"), "{r}");
-        assert!(!r.contains("Example command"));
-        assert!(!r.contains("bitnet inspect"));
-    }
-
-    #[test]
-    fn hint_duplicate_bos() {
-        let dup = |e: &TokenParityError| has(e, |h| matches!(h, Hint::DuplicateBos { .. }));
-        let e = err(&[1, 1, 450], &[1, 450]).with_context(ctx());
-        assert!(e.hints().contains(&Hint::DuplicateBos {
-            side: TokenSide::Rust,
-            bos: 1
-        }));
-        let e = err(&[1, 450], &[1, 1, 450]).with_context(ctx());
-        assert!(e.hints().contains(&Hint::DuplicateBos {
-            side: TokenSide::Cpp,
-            bos: 1
-        }));
-        // Without a known BOS id: the repeated first id that the other side starts with.
-        assert!(dup(&err(&[7, 7, 450], &[7, 450])));
-        // Not: a repeated id that is not BOS, both sides repeated, or no repetition.
-        assert!(!dup(&err(&[5, 5, 450], &[5, 450]).with_context(ctx())));
-        assert!(!dup(&err(&[1, 1, 450], &[1, 1, 451]).with_context(ctx())));
-        assert!(!dup(&err(&[1, 2, 3], &[1, 2, 4]).with_context(ctx())));
-        assert!(!dup(&err(&[7, 7, 450], &[8, 450])));
-        let r = err(&[1, 2, 3], &[1, 2, 4])
-            .with_context(ctx())
-            .format_error();
-        assert!(!r.contains("duplicate BOS"));
-    }
-
-    #[test]
-    fn hint_bos_on_one_side() {
-        let one = |e: &TokenParityError| has(e, |h| matches!(h, Hint::BosOnOneSide { .. }));
-        let e = err(&[1, 450], &[450]).with_context(ctx());
-        assert!(e.hints().contains(&Hint::BosOnOneSide {
-            side: TokenSide::Rust,
-            bos: 1
-        }));
-        assert!(e
-            .format_error()
-            .contains("BOS (id 1) starts only the Rust tokens"));
-        assert!(one(&err(&[450], &[1, 450]).with_context(ctx())));
-        assert!(!one(&err(&[1, 450], &[450]))); // BOS id unknown
-        assert!(!one(&err(&[3, 450], &[450]).with_context(ctx())));
-        assert!(!one(&err(&[1, 450, 3], &[1, 450, 4]).with_context(ctx())));
-    }
-
-    #[test]
-    fn hint_raw_template_only_for_non_raw_templates() {
-        let raw = |e: &TokenParityError| e.hints().contains(&Hint::UseRawTemplate);
-        let mut c = ctx();
-        c.prompt_template = Some("llama3-chat".into());
-        assert!(raw(&err(&[1, 2], &[1, 3]).with_context(c)));
-        assert!(!raw(&err(&[1, 2], &[1, 3]).with_context(ctx())));
-        assert!(!raw(&err(&[1, 2], &[1, 3])));
-        let r = err(&[1, 2], &[1, 3]).with_context(ctx()).format_error();
-        assert!(!r.contains("Use --prompt-template raw"));
-    }
-
-    #[test]
-    fn hint_inspect_needs_model_and_template_or_special_evidence() {
-        let insp = |e: &TokenParityError| has(e, |h| matches!(h, Hint::InspectModel { .. }));
-        let mut chat = ctx();
-        chat.prompt_template = Some("chatml".into());
-        chat.model_path = Some("/m/it's model.gguf".into());
-        let e = err(&[1, 2], &[1, 3]).with_context(chat.clone());
-        assert!(e
-            .format_error()
-            .contains("bitnet inspect '/m/it'\\''s model.gguf'"));
-        // Raw template, ordinary tokens: no.
-        assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(ctx())));
-        // Raw template but a special token at the difference: yes.
-        let mut special = ctx();
-        special.special_ids.insert(32000);
-        assert!(insp(&err(&[1, 32000], &[1, 3]).with_context(special)));
-        // No model path: never.
-        chat.model_path = None;
-        assert!(!insp(&err(&[1, 2], &[1, 3]).with_context(chat)));
-    }
-
-    #[test]
-    fn hint_dump_ids_unless_already_given() {
-        assert!(err(&[1, 2], &[1, 3]).hints().contains(&Hint::DumpIds));
-        let mut c = ctx();
-        c.dump_ids_requested = true;
-        let e = err(&[1, 2], &[1, 3]).with_context(c);
-        assert!(!e.hints().contains(&Hint::DumpIds));
-        assert!(!e.format_error().contains("--dump-ids"));
-    }
-
-    #[test]
-    fn hint_tokenizer_json_when_differing_from_index_zero() {
-        let tj = |e: &TokenParityError| has(e, |h| matches!(h, Hint::TokenizerJsonMismatch { .. }));
-        let mut c = ctx();
-        c.tokenizer_path = Some("tok/tokenizer.json".into());
-        let e = err(&[5, 2], &[3, 4]).with_context(c.clone());
-        assert!(tj(&e));
-        // BOS on one side that does not explain the rest: still suspect.
-        assert!(tj(&err(&[1, 5, 2], &[3, 4]).with_context(c.clone())));
-        let r = e.format_error();
-        assert!(
-            r.contains("tok/tokenizer.json may be a different vocabulary"),
-            "{r}"
-        );
-        assert!(r.contains("crossval-tokenizer --model models/model.gguf"));
-        // The example command drops --tokenizer.
-        let (_, cmd) = e.example_command().expect("example");
-        assert!(!cmd.contains("--tokenizer"));
-        // The first content token after a BOS both share differs: yes.
-        assert!(tj(&err(&[1, 2], &[1, 4]).with_context(c.clone())));
-        // Later difference, no tokenizer.json, or BOS explains index 0: no.
-        assert!(!tj(&err(&[1, 2, 3], &[1, 2, 4]).with_context(c.clone())));
-        assert!(!tj(&err(&[1, 2], &[3, 4]).with_context(ctx())));
-        assert!(!tj(&err(&[1, 2], &[2]).with_context(c)));
-    }
-
-    #[test]
-    fn example_command_only_when_a_flag_change_is_suggested() {
-        // Raw template, ordinary difference: nothing to change.
-        assert_eq!(
-            err(&[1, 2], &[1, 3]).with_context(ctx()).example_command(),
-            None
-        );
-        // Duplicate BOS with raw template: --no-bos.
-        let (h, cmd) = err(&[1, 1, 2], &[1, 2])
-            .with_context(ctx())
-            .example_command()
-            .expect("example");
-        assert_eq!(h, "Example command:");
-        assert!(
-            cmd.ends_with("--prompt-template raw \\\n    --no-bos"),
-            "{cmd}"
-        );
-        // Non-raw template: raw, keeping the tokenizer.
-        let mut c = ctx();
-        c.prompt_template = Some("instruct".into());
-        c.tokenizer_path = Some("t.json".into());
-        c.extra_args = vec!["--cpp-model".into(), "f 32.gguf".into()];
-        let (h, cmd) = err(&[1, 5, 2], &[1, 5, 3])
-            .with_context(c)
-            .example_command()
-            .expect("example");
-        assert_eq!(h, "Example command with raw template:");
-        assert_eq!(
-            cmd,
-            "cargo run -p xtask --release -- crossval-per-token \\\n    --model models/model.gguf \\\n    \
-             --tokenizer t.json \\\n    --prompt 'What is 2+2?' \\\n    --prompt-template raw \\\n    \
-             --cpp-model 'f 32.gguf'"
-        );
-        // No model path: no command.
-        assert_eq!(err(&[1, 1, 2], &[1, 2]).example_command(), None);
-    }
-
-    fn sh_args(script: &str) -> Vec<String> {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .expect("run sh");
-        assert!(out.status.success(), "{script}: {out:?}");
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    const NASTY: &[&str] = &[
-        "What is 2+2?",
-        "it's \"quoted\"",
-        "line one\nline two\n",
-        "$HOME $(echo pwned) `id` ${x}",
-        r"back\slash \\ \n",
-        "ünïcödé ▁ 日本語 🦀‍🔥",
-        "'",
-        "''",
-        " leading and trailing ",
-        "*.gguf ?[a] ~ # ; & | < > ! %",
-        "",
-    ];
-
-    #[test]
-    fn shell_quote_round_trips_through_sh() {
-        for s in NASTY {
-            let got = sh_args(&format!("printf '%s\\0' {}", shell_quote(s)));
-            let want: Vec<String> = if s.is_empty() {
-                vec![]
-            } else {
-                vec![s.to_string()]
-            };
-            assert_eq!(got, want, "quoted as {}", shell_quote(s));
-        }
-        assert_eq!(shell_quote("models/a-b_c.gguf"), "models/a-b_c.gguf");
-        assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn example_command_is_copy_pasteable() {
-        for prompt in NASTY.iter().filter(|p| !p.is_empty()) {
-            let mut c = ctx();
-            c.command = "printf '%s\\0'".into();
-            c.prompt_template = Some("instruct".into());
-            c.model_path = Some("my models/$m.gguf".into());
-            let e = TokenParityError::new(&[1, 1, 2], &[1, 2], 1, prompt).with_context(c);
-            let (_, cmd) = e.example_command().expect("example");
-            let args = sh_args(&cmd);
-            assert_eq!(
-                args,
-                vec![
-                    "--model",
-                    "my models/$m.gguf",
-                    "--prompt",
-                    prompt,
-                    "--prompt-template",
-                    "raw"
-                ],
-                "{cmd}"
-            );
-        }
-    }
-
-    #[test]
-    fn colour_only_when_asked() {
-        let e = err(&[1, 2], &[1, 3]).with_context(ctx());
-        assert!(e.format_error_styled(true).contains("\x1b["));
-        assert_eq!(e.format_error_styled(false), e.format_error());
-        assert!(should_colour(true, None));
-        assert!(!should_colour(false, None));
-        assert!(!should_colour(true, Some(OsStr::new("1"))));
-        assert!(!should_colour(true, Some(OsStr::new(""))));
-    }
-
-    #[test]
-    fn display_is_one_line_and_alternate_is_the_report() {
-        let e = err(&[1, 2], &[1, 3, 4]);
-        let line = e.to_string();
-        assert_eq!(
-            line,
-            "token sequence mismatch: Rust and C++ differ at index 1 (Rust 2 tokens, C++ 3 tokens)"
-        );
-        assert_eq!(format!("{e:#}"), e.format_error());
-        let boxed: Box<dyn std::error::Error> = Box::new(e);
-        assert!(boxed.to_string().contains("index 1"));
-    }
-
-    #[test]
-    fn window_ids_and_fill_pieces() {
-        let rust: Vec<u32> = (100..120).collect();
-        let mut cpp: Vec<i32> = (100..120).collect();
-        cpp[10] = -3;
-        let e = err(&rust, &cpp);
-        assert_eq!(e.window(), 7..15);
-        assert_eq!(e.window_ids(), (107..115).collect::<Vec<u32>>());
-        let mut c = ReportContext::default();
-        c.fill_pieces(e.window_ids(), |id| (id != 108).then(|| format!("p{id}")));
-        assert_eq!(c.pieces.len(), 7);
-        let r = e.with_context(c).format_error();
-        assert!(
-            r.contains("[10] ✗ 110 \"p110\" | -3 (invalid: negative id)"),
-            "{r}"
-        );
-        assert!(r.contains("[ 8] ✓ 108"), "{r}");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn first_difference_matches_naive(
-            rust in proptest::collection::vec(0u32..6, 0..200),
-            cpp in proptest::collection::vec(-1i32..6, 0..200),
-        ) {
-            let naive = rust
-                .iter()
-                .zip(&cpp)
-                .position(|(&a, &b)| b < 0 || a != b as u32)
-                .or((rust.len() != cpp.len()).then_some(rust.len().min(cpp.len())));
-            proptest::prop_assert_eq!(first_difference(&rust, &cpp), naive);
-            let same: Vec<i32> = rust.iter().map(|&t| t as i32).collect();
-            proptest::prop_assert!(validate_token_parity(&rust, &same, "").is_ok());
-        }
-    }
-}
+mod tests;

@@ -5,10 +5,25 @@
 //! formats (raw, instruct) add BOS when the vocabulary does and treat `<s>`-like text as
 //! text; chat formats parse their special tokens and never add a BOS of their own (their text
 //! carries it where the model wants it).
+//!
+//! `jinja` renders the model's own `tokenizer.chat_template`, which is untrusted code from the
+//! model file: [`jinja`] renders it within limits (instructions, nesting, output, memory, time),
+//! and [`BoundedAllocator`] is what lets a binary enforce the memory limit.
+//!
+//! A flag that a template ignores is never silently dropped: [`template_warnings`] names it
+//! (the `--system-prompt` of `raw`), and also the chat markers a vocabulary does not have as
+//! single tokens (`<|im_start|>` split into `<`, `|`, `im`, … on a Llama-3 vocabulary).
 
+mod budget;
+pub mod jinja;
+
+use std::fmt;
 use std::str::FromStr;
 
 use bitnet_gguf::GgufFile;
+
+pub use budget::BoundedAllocator;
+pub use jinja::RenderLimit;
 
 /// The templates a user can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +55,29 @@ pub enum TemplateError {
     /// `jinja` on a model without `tokenizer.chat_template`.
     #[error("the model has no tokenizer.chat_template to render; use --prompt-template raw, instruct, llama3-chat or chatml")]
     NoChatTemplate,
+    /// The GGUF's `tokenizer.chat_template` is empty (or only whitespace).
+    #[error("the model's tokenizer.chat_template is empty: there is no template to render; use --prompt-template raw, instruct, llama3-chat or chatml")]
+    EmptyChatTemplate,
     /// The GGUF's template failed to render.
     #[error("the model's chat template failed to render: {0}")]
     Render(String),
+    /// The GGUF's template rendered nothing at all.
+    #[error("the model's chat template rendered an empty prompt")]
+    EmptyRender,
+    /// The GGUF's template ran into one of the renderer's limits (see [`jinja`]).
+    #[error("the model's chat template hit the renderer's {0}; a tokenizer.chat_template that needs more is malformed or hostile")]
+    Limit(RenderLimit),
+}
+
+impl TemplateError {
+    /// Whether the error is the user's choice of flags (exit 2) rather than a problem with the
+    /// model file (exit 3). A template that cannot be rendered is a malformed file.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            TemplateError::Unknown(_) | TemplateError::NoChatTemplate
+        )
+    }
 }
 
 impl FromStr for TemplateType {
@@ -77,6 +112,22 @@ impl TemplateType {
     /// Whether the formatted text is tokenized with special-token parsing.
     pub fn parse_special(self) -> bool {
         !matches!(self, TemplateType::Raw | TemplateType::Instruct)
+    }
+
+    /// The special-token texts the built-in template writes, which the vocabulary must know as
+    /// single tokens for the format to mean anything (none for raw, instruct, and the model's
+    /// own jinja template).
+    pub fn special_markers(self) -> &'static [&'static str] {
+        match self {
+            TemplateType::Llama3Chat => &[
+                "<|begin_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ],
+            TemplateType::ChatMl => &["<|im_start|>", "<|im_end|>"],
+            _ => &[],
+        }
     }
 }
 
@@ -166,7 +217,8 @@ pub fn detect(info: &ModelChatInfo) -> (TemplateType, String) {
 /// vocabulary adds BOS by default when `vocab_add_bos`.
 ///
 /// # Errors
-/// [`TemplateError::NoChatTemplate`] / [`TemplateError::Render`] for `jinja`.
+/// For `jinja`: [`TemplateError::NoChatTemplate`], [`TemplateError::EmptyChatTemplate`],
+/// [`TemplateError::Render`], [`TemplateError::EmptyRender`], [`TemplateError::Limit`].
 pub fn format_prompt(
     template: TemplateType,
     prompt: &str,
@@ -214,7 +266,7 @@ pub fn format_prompt(
             ));
             s
         }
-        TemplateType::Jinja => render_jinja(info, prompt, system)?,
+        TemplateType::Jinja => jinja::render(info, prompt, system)?,
         TemplateType::Auto => unreachable!("resolved above"),
     };
     let (add_bos, parse_special) = match template {
@@ -237,46 +289,73 @@ pub fn format_prompt(
     })
 }
 
-fn render_jinja(
-    info: &ModelChatInfo,
-    prompt: &str,
-    system: Option<&str>,
-) -> Result<String, TemplateError> {
-    let source = info
-        .chat_template
-        .as_deref()
-        .ok_or(TemplateError::NoChatTemplate)?;
-    let mut env = minijinja::Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
-    env.add_template("chat", source)
-        .map_err(|e| TemplateError::Render(e.to_string()))?;
-    let mut messages = Vec::new();
-    if let Some(sys) = system {
-        messages.push(minijinja::context! { role => "system", content => sys });
+/// Something the user should know about a formatted prompt: a flag the template ignores, or a
+/// format the vocabulary cannot express. Callers print these as warnings (and list them in
+/// their JSON output); they never change the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateWarning {
+    /// A system prompt was given, but the formatted text does not contain it.
+    SystemPromptIgnored {
+        /// The template applied.
+        template: TemplateType,
+    },
+    /// Special markers the template writes are not single tokens of the model's vocabulary,
+    /// so they are tokenized as plain text.
+    MarkersNotSingleTokens {
+        /// The template applied.
+        template: TemplateType,
+        /// The markers that are not single tokens.
+        markers: Vec<&'static str>,
+    },
+}
+
+impl fmt::Display for TemplateWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateWarning::SystemPromptIgnored { template } => write!(
+                f,
+                "--system-prompt has no effect: the {} template does not put it in the formatted prompt",
+                template.name()
+            ),
+            TemplateWarning::MarkersNotSingleTokens { template, markers } => write!(
+                f,
+                "the {} template's markers {} are not single tokens of the model's vocabulary: \
+                 they are tokenized as plain text, so the prompt is not in a format the model knows",
+                template.name(),
+                markers.join(", ")
+            ),
+        }
     }
-    messages.push(minijinja::context! { role => "user", content => prompt });
-    let tmpl = env
-        .get_template("chat")
-        .map_err(|e| TemplateError::Render(e.to_string()))?;
-    tmpl.render(minijinja::context! {
-        messages => messages,
-        add_generation_prompt => true,
-        bos_token => info.bos_token.clone(),
-        eos_token => info.eos_token.clone(),
-    })
-    .map_err(|e| TemplateError::Render(e.to_string()))
+}
+
+/// The warnings for `formatted` (made from `system`, if any): a system prompt the template
+/// ignored, and the template's [`TemplateType::special_markers`] for which `token_count` (the
+/// number of tokens the model's vocabulary makes of the text, special tokens parsed) is not 1.
+pub fn template_warnings(
+    formatted: &FormattedPrompt,
+    system: Option<&str>,
+    mut token_count: impl FnMut(&str) -> usize,
+) -> Vec<TemplateWarning> {
+    let mut warnings = Vec::new();
+    if system.is_some_and(|s| !s.is_empty() && !formatted.text.contains(s)) {
+        warnings.push(TemplateWarning::SystemPromptIgnored {
+            template: formatted.template,
+        });
+    }
+    let markers: Vec<&'static str> = formatted
+        .template
+        .special_markers()
+        .iter()
+        .copied()
+        .filter(|m| token_count(m) != 1)
+        .collect();
+    if !markers.is_empty() {
+        warnings.push(TemplateWarning::MarkersNotSingleTokens {
+            template: formatted.template,
+            markers,
+        });
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -363,6 +442,39 @@ mod tests {
         let f = format_prompt(TemplateType::Auto, "Hi", None, &info(None, None), true).unwrap();
         assert_eq!(f.template, TemplateType::Raw);
         assert!(f.add_bos);
+    }
+
+    #[test]
+    fn warnings_name_an_ignored_system_prompt_and_missing_markers() {
+        let i = info(None, None);
+        let raw = format_prompt(TemplateType::Raw, "Hi", Some("Be brief."), &i, true).unwrap();
+        assert_eq!(
+            template_warnings(&raw, Some("Be brief."), |_| 1),
+            [TemplateWarning::SystemPromptIgnored {
+                template: TemplateType::Raw
+            }]
+        );
+        assert!(template_warnings(&raw, None, |_| 1).is_empty());
+        let chatml = format_prompt(TemplateType::ChatMl, "Hi", Some("S"), &i, true).unwrap();
+        assert!(template_warnings(&chatml, Some("S"), |_| 1).is_empty());
+        // A vocabulary that splits <|im_end|> into pieces.
+        let w = template_warnings(
+            &chatml,
+            Some("S"),
+            |m| if m == "<|im_end|>" { 5 } else { 1 },
+        );
+        assert_eq!(
+            w,
+            [TemplateWarning::MarkersNotSingleTokens {
+                template: TemplateType::ChatMl,
+                markers: vec!["<|im_end|>"]
+            }]
+        );
+        assert!(w[0]
+            .to_string()
+            .contains("<|im_end|> are not single tokens"));
+        assert!(TemplateType::Raw.special_markers().is_empty());
+        assert_eq!(TemplateType::Llama3Chat.special_markers().len(), 4);
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub mod vocab_check;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,
-    LogitsSummary, PositionMetrics, Side,
+    LogitsSummary, NonFinite, PositionMetrics, Side,
 };
 pub use receipt::{
     validate_receipt, CompilerInfo, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt,

@@ -285,6 +285,83 @@ impl LogitsComparison {
     pub fn ok(&self) -> bool {
         self.summary.all_ok
     }
+
+    /// What the NaN/±∞ values in the two matrices say, when there are any.
+    pub fn non_finite(&self) -> Option<NonFinite> {
+        let rust: Vec<usize> = self
+            .positions
+            .iter()
+            .filter(|p| p.rust_non_finite > 0)
+            .map(|p| p.position)
+            .collect();
+        let cpp: Vec<usize> = self
+            .positions
+            .iter()
+            .filter(|p| p.cpp_non_finite > 0)
+            .map(|p| p.position)
+            .collect();
+        if rust.is_empty() && cpp.is_empty() {
+            return None;
+        }
+        let alike = self
+            .positions
+            .iter()
+            .all(|p| p.rust_non_finite == p.cpp_non_finite);
+        Some(if alike {
+            NonFinite::BothAlike { positions: rust }
+        } else {
+            NonFinite::Differ { rust, cpp }
+        })
+    }
+}
+
+/// Non-finite logits, classified. Either way there are no numbers to compare at those
+/// positions; which case it is tells the user where to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Both sides have exactly as many NaN/±∞ values at every position: the engine reproduces
+    /// the reference's arithmetic, and the model itself produces them (non-finite weights or
+    /// hyper-parameters).
+    BothAlike {
+        /// The positions with non-finite values.
+        positions: Vec<usize>,
+    },
+    /// The sides differ: a real numerical difference.
+    Differ {
+        /// Positions where the Rust logits have non-finite values.
+        rust: Vec<usize>,
+        /// Positions where the C++ logits have non-finite values.
+        cpp: Vec<usize>,
+    },
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |p: &[usize]| {
+            let shown: Vec<String> = p.iter().take(16).map(usize::to_string).collect();
+            let more = if p.len() > 16 { ", …" } else { "" };
+            if p.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{}{more}", shown.join(", "))
+            }
+        };
+        match self {
+            NonFinite::BothAlike { positions } => write!(
+                f,
+                "non-finite logits (NaN/±inf) on both sides alike, at positions {}: the engine \
+                 reproduces the C++ reference, and the model itself produces them (its weights \
+                 or hyper-parameters hold non-finite values); there is nothing to compare",
+                list(positions)
+            ),
+            NonFinite::Differ { rust, cpp } => write!(
+                f,
+                "non-finite logits (NaN/±inf): Rust at positions {}, C++ at positions {}",
+                list(rust),
+                list(cpp)
+            ),
+        }
+    }
 }
 
 fn check_tolerance(cos_tol: f64) -> Result<(), LogitsCompareError> {

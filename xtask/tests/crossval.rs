@@ -482,7 +482,8 @@ fn an_unsupported_tensor_type_is_exit_3_naming_type_and_tensor() {
     let dims = &file.tensor(tensor).unwrap().dims;
     let zeros = vec![0; GgmlType::MXFP4.tensor_bytes(dims).unwrap() as usize];
     let mut w = GgufWriter::from_file(&file).unwrap();
-    w.replace_tensor(tensor, GgmlType::MXFP4, zeros).unwrap();
+    w.replace_tensor(tensor, dims, GgmlType::MXFP4, zeros)
+        .unwrap();
     let model = dir.path().join("llama-with-mxfp4.gguf");
     w.write_file(&model).unwrap();
     let out = crossval(&model, &["--prompt", PROMPT])

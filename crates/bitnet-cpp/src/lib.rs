@@ -32,6 +32,8 @@ mod capture_stream;
 pub mod quantize;
 #[cfg(feature = "client")]
 mod session;
+#[cfg(feature = "client")]
+mod stderr_log;
 #[cfg(feature = "test-models")]
 pub mod test_models;
 
@@ -43,3 +45,5 @@ pub use binaries::reference_binary;
 pub use capture_stream::CaptureStream;
 #[cfg(feature = "client")]
 pub use session::*;
+#[cfg(feature = "client")]
+pub use stderr_log::cpp_failure_lines;

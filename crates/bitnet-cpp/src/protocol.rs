@@ -508,8 +508,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
             "frame header of {len} bytes exceeds the limit"
         )));
     }
-    let mut json = vec![0u8; len as usize];
-    r.read_exact(&mut json)?;
+    let mut json = Vec::new();
+    read_growing(r, &mut json, len as usize)?;
     let header: T = serde_json::from_slice(&json).map_err(|e| {
         invalid(format!(
             "bad frame header ({e}): {}",
@@ -522,8 +522,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     if plen > MAX_PAYLOAD || plen % 4 != 0 {
         return Err(invalid(format!("bad payload length {plen}")));
     }
-    let mut payload = vec![0f32; (plen / 4) as usize];
-    r.read_exact(bytemuck::cast_slice_mut(&mut payload))?;
+    let mut payload: Vec<f32> = Vec::new();
+    read_growing(r, &mut payload, (plen / 4) as usize)?;
     if cfg!(target_endian = "big") {
         for v in &mut payload {
             *v = f32::from_bits(u32::from_le(v.to_bits()));
@@ -531,6 +531,29 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     }
     Ok(Some((header, payload)))
 }
+
+/// Read exactly `n` elements into `out`, growing it by at most [`READ_CHUNK`] bytes at a
+/// time: the memory follows the bytes that actually arrive, so a corrupted or hostile
+/// length (up to the limits above) on a short stream fails with `UnexpectedEof` after
+/// allocating what was sent, not gigabytes up front.
+fn read_growing<R: Read, T: bytemuck::Pod + Default>(
+    r: &mut R,
+    out: &mut Vec<T>,
+    n: usize,
+) -> io::Result<()> {
+    let step = (READ_CHUNK / std::mem::size_of::<T>()).max(1);
+    out.clear();
+    while out.len() < n {
+        let start = out.len();
+        let end = (start + step).min(n);
+        out.resize(end, T::default());
+        r.read_exact(bytemuck::cast_slice_mut(&mut out[start..end]))?;
+    }
+    Ok(())
+}
+
+/// Largest step by which [`read_frame`] grows a buffer before the bytes for it have arrived.
+const READ_CHUNK: usize = 16 << 20;
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
 pub fn argmax(row: &[f32]) -> i32 {
@@ -644,6 +667,15 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut &buf[..]).is_err());
         let mut r = &b"\x05\x00\x00\x00{bad}\x00\x00\x00\x00\x00\x00\x00\x00"[..];
         assert!(read_frame::<_, Request>(&mut r).is_err());
+        // The largest payload length allowed, on a stream that then ends: an error, after
+        // allocating one chunk, not 8 GiB up front.
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Request::Reset, &[]).unwrap();
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        buf.extend_from_slice(&[0; 12]);
+        let err = read_frame::<_, Request>(&mut &buf[..]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The client: [`Session`], one running reference process, and [`CppError`].
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -12,6 +11,7 @@ use bitnet_gguf::{GgufError, GgufFile};
 
 use crate::backend::{Backend, BackendChoice};
 use crate::binaries::reference_binary;
+use crate::stderr_log::{death_suffix, log_suffix, StderrLog};
 
 use crate::protocol::{
     self, BuildFacts, ChatMessage, Request, Response, SamplerChainSpec, TypeTrait, VocabFacts,
@@ -89,10 +89,12 @@ pub enum CppError {
         /// The last lines of llama.cpp's log.
         log: Vec<String>,
     },
-    /// The process ended (crashed, aborted, was killed) while we waited for it.
+    /// The process ended (crashed, aborted, was killed) while we waited for it. The message
+    /// quotes the C++ assertion or exception from its stderr when there is one
+    /// ([`crate::cpp_failure_lines`]), otherwise the last lines of its stderr.
     #[error(
         "the {backend} reference process died ({status}) during {during}{}",
-        log_suffix(stderr)
+        death_suffix(stderr)
     )]
     Died {
         /// Which reference.
@@ -144,18 +146,6 @@ pub enum CppError {
         /// What came back.
         answer: String,
     },
-}
-
-fn log_suffix(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        let start = lines.len().saturating_sub(12);
-        format!(
-            "\n  last lines of its log:\n    {}",
-            lines[start..].join("\n    ")
-        )
-    }
 }
 
 /// Options for [`Session::open`].
@@ -215,13 +205,11 @@ pub struct Session {
     child: Child,
     stdin: Option<BufWriter<ChildStdin>>,
     frames: Receiver<Frame>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<StderrLog>>,
     timeout: Duration,
     n_vocab: usize,
     n_ctx: u32,
 }
-
-const STDERR_LINES: usize = 40;
 
 impl Session {
     /// Validate `model`, resolve the backend, start its reference and load the model.
@@ -307,6 +295,10 @@ impl Session {
             .stderr(Stdio::piped());
         if opts.verbose {
             cmd.env("BITNET_CPP_VERBOSE", "1");
+        } else {
+            // ggml attaches gdb to print a backtrace before it aborts: seconds of waiting and
+            // a hundred lines that bury the assertion. Upstream ggml skips it on request.
+            cmd.env("GGML_NO_BACKTRACE", "1");
         }
         let mut child = cmd.spawn().map_err(|source| CppError::Spawn {
             path: binary.to_path_buf(),
@@ -315,7 +307,7 @@ impl Session {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let stdin = child.stdin.take().expect("piped stdin");
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::new(Mutex::new(StderrLog::default()));
         let sink = Arc::clone(&tail);
         let verbose = opts.verbose;
         std::thread::spawn(move || {
@@ -324,10 +316,7 @@ impl Session {
                     eprintln!("[{}] {line}", backend.name());
                 }
                 if let Ok(mut t) = sink.lock() {
-                    if t.len() == STDERR_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
+                    t.push(line);
                 }
             }
         });
@@ -390,11 +379,10 @@ impl Session {
         self.n_ctx
     }
 
+    /// Its assertion and exception lines (even when a backtrace pushed them out of the
+    /// tail), then the last lines of its stderr.
     fn stderr_tail(&self) -> Vec<String> {
-        self.stderr
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
+        self.stderr.lock().map(|t| t.lines()).unwrap_or_default()
     }
 
     pub(crate) fn unexpected(&self, during: &str, answer: &Response) -> CppError {

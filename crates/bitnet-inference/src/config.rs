@@ -115,7 +115,7 @@ impl ModelConfig {
             .unwrap_or(head_dim);
         if rope_dims > head_dim || rope_dims % 2 != 0 {
             return Err(InferenceError::BadConfig(format!(
-                "rope.dimension_count {rope_dims} does not fit head size {head_dim}"
+                "{arch_name}.rope.dimension_count {rope_dims} does not fit head size {head_dim} (it must be even and at most the head size)"
             )));
         }
         Ok(ModelConfig {

@@ -33,6 +33,7 @@ mod model;
 pub mod numerics;
 pub mod ops;
 pub mod perplexity;
+pub mod rules;
 pub mod sampling;
 pub mod tap;
 pub mod template;
@@ -41,7 +42,8 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
-pub use tap::{graph_ops, Observer, Tapped, TensorName};
+pub use rules::check_model_file;
+pub use tap::{graph_ops, FirstNonFinite, NonFiniteAt, Observer, Tapped, TensorName};
 pub use template::{
     format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
     TemplateWarning,
@@ -77,6 +79,15 @@ pub enum InferenceError {
         tensor: String,
         /// Its type.
         ty: bitnet_gguf::GgmlType,
+    },
+    /// The file breaks a rule a C++ reference enforces (or holds a value no model can have):
+    /// see [`rules`].
+    #[error("{subject}: {problem}")]
+    Refused {
+        /// The key or tensor.
+        subject: String,
+        /// What is wrong, and who says so.
+        problem: String,
     },
     /// A token id outside the vocabulary.
     #[error("token id {token} is outside the vocabulary (size {n_vocab})")]

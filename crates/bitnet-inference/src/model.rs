@@ -408,12 +408,15 @@ impl Model {
     ///
     /// # Errors
     /// An unreadable or corrupt file, an unsupported architecture or tensor type, a missing
-    /// tensor or one of the wrong shape.
+    /// tensor or one of the wrong shape, a file the C++ references would refuse or die on
+    /// ([`crate::rules`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, InferenceError> {
         #[cfg(feature = "fault-injection")]
         let fault = crate::fault::armed_for(path.as_ref());
         let file = GgufFile::open(path)?;
-        let config = ModelConfig::from_gguf(&file)?;
+        // The references' rules first: nothing below sizes anything from a count they have
+        // not checked.
+        let config = crate::rules::check_model_file(&file)?;
         let weights = Weights::load(&file, &config)?;
         let numerics = Numerics::for_architecture(config.arch);
         Ok(Model {
@@ -450,7 +453,7 @@ impl Model {
     /// A fresh, empty sequence state.
     pub fn new_state(&self) -> State {
         State {
-            layers: vec![LayerCache::default(); self.config.n_layers],
+            layers: vec![LayerCache::default(); self.weights.layers.len()],
             pos: 0,
             scratch: Scratch::default(),
         }

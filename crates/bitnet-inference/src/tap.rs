@@ -246,6 +246,69 @@ impl<'o> Tap<'o> {
     }
 }
 
+/// Finds the first tensor of a pass (in the order the pass produces them) that holds a NaN or
+/// an infinity: where non-finite logits come from.
+#[derive(Debug, Default)]
+pub struct FirstNonFinite {
+    found: Option<NonFiniteAt>,
+}
+
+/// Where non-finite values first appeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteAt {
+    /// The tensor.
+    pub name: TensorName,
+    /// The first position whose row has one.
+    pub position: usize,
+    /// How many of that row's values are NaN or ±∞.
+    pub count: usize,
+    /// The row's length.
+    pub row_len: usize,
+}
+
+impl fmt::Display for NonFiniteAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (position {}: {} of {} values)",
+            self.name, self.position, self.count, self.row_len
+        )
+    }
+}
+
+impl FirstNonFinite {
+    /// An observer that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first tensor with a non-finite value, once the pass has run.
+    pub fn found(&self) -> Option<&NonFiniteAt> {
+        self.found.as_ref()
+    }
+}
+
+impl Observer for FirstNonFinite {
+    fn wants(&mut self, _: TensorName) -> bool {
+        self.found.is_none()
+    }
+
+    fn observe(&mut self, t: Tapped<'_>) {
+        for (i, &position) in t.positions.iter().enumerate() {
+            let count = t.row(i).iter().filter(|v| !v.is_finite()).count();
+            if count > 0 {
+                self.found = Some(NonFiniteAt {
+                    name: t.name,
+                    position,
+                    count,
+                    row_len: t.row_len,
+                });
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +345,28 @@ mod tests {
         assert_eq!(seen.1, vec![("ffn_out-0".to_string(), vec![0, 1], 4)]);
         // No observer: nothing to call.
         Tap::new(None).emit(TensorName::output("result_norm"), &[0], 1, &[0.0]);
+    }
+
+    #[test]
+    fn the_first_non_finite_tensor_is_named() {
+        let mut first = FirstNonFinite::new();
+        {
+            let mut tap = Tap::new(Some(&mut first));
+            tap.emit(TensorName::layer("attn_norm", 0), &[0, 1], 2, &[0.0; 4]);
+            tap.emit(
+                TensorName::layer("Qcur", 0),
+                &[0, 1],
+                2,
+                &[0.0, 1.0, f32::NAN, 2.0],
+            );
+            tap.emit(
+                TensorName::layer("Kcur", 0),
+                &[0, 1],
+                2,
+                &[f32::INFINITY; 4],
+            );
+        }
+        let at = first.found().unwrap();
+        assert_eq!(at.to_string(), "Qcur-0 (position 1: 1 of 2 values)");
     }
 }

@@ -13,8 +13,9 @@
 //! 5. **the context** — the formatted text's size bounds its token count from below, checked
 //!    before tokenizing; then the engine's token count: a prompt that cannot fit with the
 //!    greedy steps is a `usage_error` (2), decided before the C++ reference even starts;
-//! 6. **the C++ reference** starts (with `--cpp-model`, its own view of the vocabulary is
-//!    checked too);
+//! 6. **the C++ reference** starts (a `--cpp-model` is first held to the rules of
+//!    `bitnet_inference::rules`, as the engine's model was on loading: `error`, 3; then its
+//!    own view of the vocabulary is checked too);
 //! 7. **the configuration gate** ([`crate::config_gate`]) — the reference's view of the
 //!    model's hyper-parameters against the engine's: a difference is `config_mismatch` (2),
 //!    with both values; then the reference tokenizes the same text;
@@ -22,7 +23,9 @@
 //!    evaluated;
 //! 9. **logits** of every position on both sides (the C++ side evaluates exactly the validated
 //!    ids), the comparison, the teacher-forced greedy steps ([`crate::steps`]): `ok` (0) or
-//!    `diverged` (1);
+//!    `diverged` (1). NaN/±∞ logits are not compared: alike on both sides is an `error` (3, the
+//!    model produces them), different is `diverged` (1); either way the engine tensor where
+//!    they first appear is named;
 //! 10. with `--locate`, **the first diverging intermediate tensor** ([`crate::locate`]): a
 //!     report only, the exit code stays the logits'. A gate that stopped the run refuses it,
 //!     saying so.
@@ -44,7 +47,7 @@ use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
 use crate::config_gate::{self, ConfigGate};
 use crate::locate::{self, LocateOptions, LocateReport};
-use crate::logits_compare::{compare_logits, LogitsComparison, LogitsMatrix};
+use crate::logits_compare::{compare_logits, LogitsComparison, LogitsMatrix, NonFinite};
 use crate::receipt::{CppBackendInfo, RunStatus};
 use crate::steps::{self, Step};
 use crate::token_parity::ReportContext;
@@ -185,6 +188,8 @@ struct Record {
     cpp_info: Option<CppBackendInfo>,
     threads: usize,
     logits_evaluated: bool,
+    /// What non-finite logits there were, when there were any.
+    non_finite: Option<String>,
 }
 
 /// Run the whole flow. Never panics on bad input: every failure becomes an outcome.
@@ -336,6 +341,11 @@ fn flow(
 
     // Stage 6: the reference, its view of the vocabulary, its tokens.
     let cpp_path = cfg.cpp_model.as_deref().unwrap_or(&cfg.model);
+    if let Some(p) = &cfg.cpp_model {
+        // The reference is held to the same rules as the engine's own model, before it runs.
+        bitnet_inference::rules::check_model_path(p)
+            .map_err(|e| runtime(format!("{}: {e}", p.display())))?;
+    }
     progress(&format!(
         "starting the C++ reference on {}",
         cpp_path.display()
@@ -446,6 +456,31 @@ fn flow(
         cfg.cos_tol,
     )
     .map_err(runtime)?;
+    // NaN/±inf have no cosine: say what they are instead of comparing them, and take no
+    // greedy steps from them.
+    if let Some(nf) = comparison.non_finite() {
+        // Alike on both sides: the engine reproduces the reference and the model produces
+        // them (exit 3); different: a divergence.
+        let text = describe_non_finite(&model, &rec.rust_tokens, &nf);
+        rec.non_finite = Some(text.clone());
+        if matches!(nf, NonFinite::BothAlike { .. }) {
+            rec.comparison = Some(comparison);
+            return Err(runtime(text));
+        }
+        if cfg.format == OutputFormat::Text {
+            out.push_str(&report::text_report(
+                cfg,
+                rec,
+                &comparison,
+                &*tokenizer,
+                RunStatus::Diverged,
+                &build,
+            ));
+            out.push_str(&format!("✗ {text}\n"));
+        }
+        rec.comparison = Some(comparison);
+        return Ok(RunStatus::Diverged);
+    }
 
     // Greedy steps, teacher-forced: both continue from the reference's choice.
     if cfg.max_tokens > 0 {
@@ -668,6 +703,26 @@ fn report_context(
         .collect();
     ctx.pieces.extend(cpp_pieces);
     ctx
+}
+
+/// What the non-finite logits `nf` are, and the first engine tensor that held them, found by
+/// evaluating `tokens` again with an observer (only on this path, so a normal comparison pays
+/// nothing for it).
+fn describe_non_finite(model: &Model, tokens: &[u32], nf: &NonFinite) -> String {
+    let mut first = bitnet_inference::FirstNonFinite::new();
+    let origin = model
+        .eval(
+            &mut model.new_state(),
+            bitnet_inference::Eval::new(tokens)
+                .outputs(bitnet_inference::Outputs::Last)
+                .observe(&mut first),
+        )
+        .ok()
+        .and(first.found().cloned());
+    match origin {
+        Some(at) => format!("{nf}; in the engine they first appear in {at}"),
+        None => nf.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,7 @@ pub(super) fn json_document(
         "example_command": rec.example_command,
         "vocab_mismatch": rec.vocab_mismatch,
         "warnings": rec.warnings,
+        "non_finite": rec.non_finite,
         "error": error,
     })
 }

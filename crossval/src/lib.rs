@@ -34,16 +34,24 @@
 #![deny(missing_docs)]
 
 pub mod bulk;
+pub mod comparison;
+pub mod config_gate;
+pub mod locate;
 pub mod logits_compare;
 pub mod receipt;
+pub mod run_configuration;
 pub mod runner;
 pub mod sampling;
+pub mod stats;
+pub mod steps;
+pub mod suite;
 pub mod token_parity;
+pub mod verdict;
 pub mod vocab_check;
 
 pub use logits_compare::{
     compare_logits, compare_position, LogitsCompareError, LogitsComparison, LogitsMatrix,
-    LogitsSummary, PositionMetrics, Side,
+    LogitsSummary, NonFinite, PositionMetrics, Side,
 };
 pub use receipt::{
     validate_receipt, CompilerInfo, CppBackendInfo, DecodeStep, Environment, Inputs, Receipt,

@@ -12,7 +12,10 @@
 //! | `kl` | `KL(p_cpp ‖ p_rust) = Σ p_cpp,ᵢ (log p_cpp,ᵢ − log p_rust,ᵢ)` with `p = softmax(row)` |
 //! | `top1_match` | the arg-max ids agree (ties: the lowest id wins, as in greedy sampling) |
 //! | `top5_overlap` | number of ids present in both top-5 sets, 0..=5 |
+//! | `rust_top2`, `cpp_top2` | the runner-up ids (absent for a one-token vocabulary) |
+//! | `cpp_top2_margin` | the C++ row's best logit minus its runner-up's |
 //! | `ok` | every value finite and `cosine ≥ cos_tol` |
+//! | `label` | [`Verdict`]: `match` when ok, else `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
 //!
 //! Positions are independent; inputs of a million values or more are split across the available
 //! cores (the result does not depend on the split). All sums are accumulated in `f64`; the softmax is computed stably (log-sum-exp after
@@ -30,6 +33,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::verdict::{classify, TopTwo, Verdict};
 
 /// Which side of the comparison a shape problem is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,12 +227,21 @@ pub struct PositionMetrics {
     pub top1_match: bool,
     /// Ids shared by the two top-5 sets (0..=5; fewer than 5 when the vocabulary is smaller).
     pub top5_overlap: u8,
+    /// Second-best id of the Rust row.
+    pub rust_top2: Option<u32>,
+    /// Second-best id of the C++ row.
+    pub cpp_top2: Option<u32>,
+    /// The C++ row's best logit minus its second best (`inf` without a second).
+    #[serde(with = "float_repr")]
+    pub cpp_top2_margin: f64,
     /// Number of NaN/±∞ values in the Rust row.
     pub rust_non_finite: usize,
     /// Number of NaN/±∞ values in the C++ row.
     pub cpp_non_finite: usize,
     /// Within tolerance: all finite and `cosine ≥ cos_tol`.
     pub ok: bool,
+    /// What kind of difference this is (`match` exactly when `ok`).
+    pub label: Verdict,
 }
 
 /// Summary over all positions.
@@ -270,6 +284,83 @@ impl LogitsComparison {
     /// Every position is within tolerance.
     pub fn ok(&self) -> bool {
         self.summary.all_ok
+    }
+
+    /// What the NaN/±∞ values in the two matrices say, when there are any.
+    pub fn non_finite(&self) -> Option<NonFinite> {
+        let rust: Vec<usize> = self
+            .positions
+            .iter()
+            .filter(|p| p.rust_non_finite > 0)
+            .map(|p| p.position)
+            .collect();
+        let cpp: Vec<usize> = self
+            .positions
+            .iter()
+            .filter(|p| p.cpp_non_finite > 0)
+            .map(|p| p.position)
+            .collect();
+        if rust.is_empty() && cpp.is_empty() {
+            return None;
+        }
+        let alike = self
+            .positions
+            .iter()
+            .all(|p| p.rust_non_finite == p.cpp_non_finite);
+        Some(if alike {
+            NonFinite::BothAlike { positions: rust }
+        } else {
+            NonFinite::Differ { rust, cpp }
+        })
+    }
+}
+
+/// Non-finite logits, classified. Either way there are no numbers to compare at those
+/// positions; which case it is tells the user where to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Both sides have exactly as many NaN/±∞ values at every position: the engine reproduces
+    /// the reference's arithmetic, and the model itself produces them (non-finite weights or
+    /// hyper-parameters).
+    BothAlike {
+        /// The positions with non-finite values.
+        positions: Vec<usize>,
+    },
+    /// The sides differ: a real numerical difference.
+    Differ {
+        /// Positions where the Rust logits have non-finite values.
+        rust: Vec<usize>,
+        /// Positions where the C++ logits have non-finite values.
+        cpp: Vec<usize>,
+    },
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |p: &[usize]| {
+            let shown: Vec<String> = p.iter().take(16).map(usize::to_string).collect();
+            let more = if p.len() > 16 { ", …" } else { "" };
+            if p.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{}{more}", shown.join(", "))
+            }
+        };
+        match self {
+            NonFinite::BothAlike { positions } => write!(
+                f,
+                "non-finite logits (NaN/±inf) on both sides alike, at positions {}: the engine \
+                 reproduces the C++ reference, and the model itself produces them (its weights \
+                 or hyper-parameters hold non-finite values); there is nothing to compare",
+                list(positions)
+            ),
+            NonFinite::Differ { rust, cpp } => write!(
+                f,
+                "non-finite logits (NaN/±inf): Rust at positions {}, C++ at positions {}",
+                list(rust),
+                list(cpp)
+            ),
+        }
     }
 }
 
@@ -441,6 +532,24 @@ impl Top5 {
     fn ids(&self) -> &[u32] {
         &self.ids[..self.len]
     }
+
+    /// The best two ids and the margin between them.
+    fn top_two(&self) -> TopTwo {
+        TopTwo {
+            first: self
+                .ids
+                .first()
+                .copied()
+                .filter(|_| self.len > 0)
+                .unwrap_or(0),
+            second: (self.len > 1).then_some(self.ids[1]),
+            margin: if self.len > 1 {
+                self.vals[0] as f64 - self.vals[1] as f64
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
 }
 
 /// Per-row statistics gathered in the first pass.
@@ -590,9 +699,18 @@ fn metrics(position: usize, a: &[f32], b: &[f32], cos_tol: f64) -> PositionMetri
         cpp_top1,
         top1_match: finite && rust_top1 == cpp_top1,
         top5_overlap,
+        rust_top2: ta.top_two().second,
+        cpp_top2: tb.top_two().second,
+        cpp_top2_margin: tb.top_two().margin,
         rust_non_finite: p.non_finite_a,
         cpp_non_finite: p.non_finite_b,
         ok: finite && cosine >= cos_tol,
+        label: classify(
+            finite && cosine >= cos_tol,
+            finite,
+            ta.top_two(),
+            tb.top_two(),
+        ),
     }
 }
 
@@ -637,6 +755,31 @@ fn kl_body(a: &[f32], b: &[f32], max_a: f32, max_b: f32) -> f64 {
     let lse_a = ma + za.ln();
     let lse_b = mb + zb.ln();
     (weighted / zb - lse_b + lse_a).max(0.0)
+}
+
+/// `ln Σ exp(rowᵢ)` for a finite, non-empty row, stable (the maximum is subtracted first) and
+/// accumulated in `f64` with the same `exp` as the KL above; −∞ for an empty row. The
+/// statistics ([`crate::stats`]) turn a logit into a log-probability with it.
+pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
+    dispatch_avx2!(lse_avx2, lse_body, (row: &[f32]) -> f64)
+}
+
+#[inline(always)]
+fn lse_body(row: &[f32]) -> f64 {
+    const LANES: usize = 4;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = f64::from(max);
+    let mut z = [0f64; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            z[l] += exp_non_positive(f64::from(c[l]) - m);
+        }
+    }
+    for (l, &x) in chunks.remainder().iter().enumerate() {
+        z[l] += exp_non_positive(f64::from(x) - m);
+    }
+    m + z.iter().sum::<f64>().ln()
 }
 
 /// `exp(x)` for finite `x ≤ 0` (a logit minus its row maximum), to within 2 ulp, written without

@@ -65,8 +65,8 @@ fn no_receipt_without_a_readable_model() {
 }
 
 /// The run configuration: one request configures both sides, the reference's resolution of it
-/// passes the configuration gate, and the text header, the JSON document and the receipt state
-/// it (flash attention `auto` resolved by llama.cpp to on; the exact preset off).
+/// passes the run-configuration check, and the text header, the JSON document and the receipt
+/// state it (flash attention `auto` resolved by llama.cpp to on; the exact preset off).
 #[test]
 fn the_configuration_both_sides_ran_is_stated_everywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +82,7 @@ fn the_configuration_both_sides_ran_is_stated_everywhere() {
         cfg.max_tokens = 2;
         let text = run_per_token(&cfg, &mut |_| {});
         assert_eq!(text.status, RunStatus::Ok, "{}", text.stderr);
-        let header = format!("configuration: K cache {k}, V cache {k}, flash attention {}, n_ubatch 512, 1 thread, n_batch", if flash { "on" } else { "off" });
+        let header = format!("run configuration: K cache {k}, V cache {k}, flash attention {}, n_ubatch 512, 1 thread, n_batch", if flash { "on" } else { "off" });
         assert!(text.stdout.contains(&header), "{}", text.stdout);
         cfg.format = OutputFormat::Json;
         cfg.receipt = Some(receipt.clone());
@@ -91,7 +91,7 @@ fn the_configuration_both_sides_ran_is_stated_everywhere() {
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
         bitnet_crossval::receipt::validate_receipt(&r).unwrap();
-        for c in [&doc["configuration"], &r["configuration"]] {
+        for c in [&doc["run_configuration"], &r["run_configuration"]] {
             assert_eq!(c["cache_type_k"], k);
             assert_eq!(c["flash_attn"], flash);
             assert_eq!(c["threads"], 1);
@@ -143,7 +143,7 @@ fn smollm2_crossval_is_bit_identical_under_defaults_and_exact() {
         assert_eq!(out.status, RunStatus::Ok, "{}", out.stderr);
         let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(doc["summary"]["max_abs_diff"], 0.0, "exact={exact}");
-        assert_eq!(doc["configuration"]["flash_attn"], !exact);
+        assert_eq!(doc["run_configuration"]["flash_attn"], !exact);
         assert_eq!(doc["decode"].as_array().unwrap().len(), 8);
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use bitnet_cli::run_config::RunConfigArgs;
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_crossval::bulk::{compare_texts, random_texts};
+use bitnet_crossval::locate::{LocateMode, LocateOptions, LocateTolerance};
 use bitnet_crossval::runner::{run_per_token, OutputFormat, PerTokenConfig};
 use bitnet_crossval::token_parity::{should_colour, TokenParityError};
 use bitnet_inference::TemplateType;
@@ -24,10 +25,13 @@ pub enum Format {
 /// Arguments of `crossval-per-token`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    after_help = "Exit codes: 0 tokens identical and every position within --cos-tol; 1 logits diverged; \
-2 token sequences or vocabularies differ, or a usage error (including a prompt that does not fit the context); \
+    after_help = "Exit codes: 0 tokens identical and every position and greedy step within --cos-tol; 1 logits diverged; \
+2 hyper-parameters differ (the configuration gate), token sequences or vocabularies differ, or a usage error \
+(including a prompt that does not fit the context); \
 3 runtime error (unreadable or malformed model, chat template or tokenizer, C++ reference unavailable, receipt not written).\n\n\
-Example:\n  cargo run -p xtask --release -- crossval-per-token --model model.gguf --prompt 'The capital of France is'"
+Labels: match (within --cos-tol), drift (outside, same top-1), tie-flip (top-1 swapped on a near tie), wrong (anything else).\n\n\
+Example:\n  cargo run -p xtask --release -- crossval-per-token --model model.gguf --prompt 'The capital of France is'\n  \
+cargo run -p xtask --release -- crossval-per-token --model model.gguf --prompt 'The capital of France is' --locate"
 )]
 pub struct PerTokenArgs {
     /// The GGUF model (Rust side; also the C++ side unless --cpp-model).
@@ -81,6 +85,16 @@ pub struct PerTokenArgs {
     /// Show the C++ reference's log.
     #[arg(long)]
     pub verbose: bool,
+    /// Locate where a divergence starts: compare every intermediate tensor of both sides in
+    /// graph order and report the first beyond --locate-tol (`--locate`, `--locate first`),
+    /// or every tensor, the per-layer noise profile (`--locate all`).
+    #[arg(long, value_name = "first|all", num_args = 0..=1, default_missing_value = "first")]
+    pub locate: Option<LocateMode>,
+    /// When a tensor counts as diverged for --locate: nmse[=V] (default 1e-6; NMSE as
+    /// llama.cpp's test-backend-ops computes it), cos[=V] (default 0.99999) or max-abs[=V]
+    /// (default 1e-3). Default: nmse=1e-6.
+    #[arg(long, value_name = "MEASURE[=VALUE]", requires = "locate")]
+    pub locate_tol: Option<LocateTolerance>,
 }
 
 /// Run `crossval-per-token`; returns the exit code.
@@ -124,6 +138,10 @@ pub fn per_token(args: &PerTokenArgs) -> u8 {
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         ),
+        locate: args.locate.map(|mode| LocateOptions {
+            mode,
+            tolerance: args.locate_tol.unwrap_or_default(),
+        }),
     };
     let mut stages = crate::progress::StageProgress::stderr("crossval");
     let outcome = run_per_token(&cfg, &mut |msg: &str| stages.stage(msg));

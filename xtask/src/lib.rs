@@ -6,6 +6,7 @@ pub mod fixtures;
 pub mod gen_mini;
 pub mod progress;
 pub mod quantize;
+pub mod suite;
 
 /// Exit code for a failed task (DESIGN.md): usage problems are 2, everything else is a
 /// runtime error, 3. A bare `Err` from `main` would exit 1, which means "diverged".

@@ -31,6 +31,12 @@ enum Task {
     /// Bulk tokenizer parity: many texts (a file, or random ones covering known failure
     /// classes) through the Rust tokenizer and llama.cpp's.
     CrossvalTokenizer(xtask::crossval::TokenizerArgs),
+    /// Cross-validate a corpus: many prompts (JSONL) or every window of a text, both sides
+    /// loaded once, the pre-gate per item, llama-perplexity's KL/PPL/Δp statistics over all
+    /// of them; shardable (--shard I/N) and resumable (--resume).
+    CrossvalSuite(xtask::suite::SuiteArgs),
+    /// Merge the --out files of a suite's shards into the summary a single run gives.
+    CrossvalMerge(xtask::suite::MergeArgs),
     /// Quantize a GGUF model with llama.cpp's own quantizer (llama-quantize's mixes and
     /// defaults), run in the llama.cpp reference.
     Quantize(xtask::quantize::Args),
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::CrossvalPerToken(args) => return ExitCode::from(xtask::crossval::per_token(&args)),
         Task::CrossvalTokenizer(args) => return ExitCode::from(xtask::crossval::tokenizer(&args)),
+        Task::CrossvalSuite(args) => return ExitCode::from(xtask::suite::run(&args)),
+        Task::CrossvalMerge(args) => return ExitCode::from(xtask::suite::merge(&args)),
         Task::GenMiniGguf(args) => xtask::gen_mini::run(&args),
         Task::Fixtures(args) => xtask::fixtures::run(&args),
         Task::Quantize(args) => xtask::quantize::run(&args),

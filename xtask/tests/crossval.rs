@@ -492,7 +492,7 @@ fn run_configuration_flags_configure_both_sides_and_are_reported() {
     .stdout
     .clone();
     let doc = one_json(&out);
-    let c = &doc["configuration"];
+    let c = &doc["run_configuration"];
     assert_eq!(
         (c["cache_type_k"].as_str(), c["cache_type_v"].as_str()),
         (Some("f32"), Some("f32"))
@@ -551,7 +551,8 @@ fn an_unsupported_tensor_type_is_exit_3_naming_type_and_tensor() {
     let dims = &file.tensor(tensor).unwrap().dims;
     let zeros = vec![0; GgmlType::MXFP4.tensor_bytes(dims).unwrap() as usize];
     let mut w = GgufWriter::from_file(&file).unwrap();
-    w.replace_tensor(tensor, GgmlType::MXFP4, zeros).unwrap();
+    w.replace_tensor(tensor, dims, GgmlType::MXFP4, zeros)
+        .unwrap();
     let model = dir.path().join("llama-with-mxfp4.gguf");
     w.write_file(&model).unwrap();
     let out = crossval(&model, &["--prompt", PROMPT])
@@ -591,7 +592,7 @@ fn json_and_receipt_carry_the_references_real_build() {
     let doc = one_json(&out);
     let saved: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     bitnet_crossval::receipt::validate_receipt(&saved).unwrap();
-    assert_eq!(saved["schema_version"], "2.2.0");
+    assert_eq!(saved["schema_version"], "2.3.0");
     for be in [&doc["cpp_backend"], &saved["cpp_backend"]] {
         let id = be["compiler"]["id"].as_str().unwrap();
         let version = be["compiler"]["version"].as_str().unwrap();
@@ -626,4 +627,55 @@ fn json_and_receipt_carry_the_references_real_build() {
         .find_map(|l| l.strip_prefix("C++ build: "))
         .unwrap_or_else(|| panic!("no build line in:\n{text}"));
     assert_eq!(build, doc["cpp_backend"]["build_info"].as_str().unwrap());
+}
+
+/// `--locate` through the binary: one JSON document with the report; its flags are checked.
+#[test]
+fn locate_flags_reach_the_report_and_bad_values_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Llama, GgmlType::F32, "llama-spm", 1);
+    let out = crossval(
+        &model,
+        &[
+            "--prompt",
+            PROMPT,
+            "--format",
+            "json",
+            "--locate",
+            "all",
+            "--locate-tol",
+            "max-abs=0.5",
+        ],
+    )
+    .assert()
+    .code(0)
+    .get_output()
+    .stdout
+    .clone();
+    let doc = one_json(&out);
+    assert_eq!(doc["locate"]["mode"], "all");
+    assert_eq!(doc["locate"]["tolerance"]["measure"], "max-abs");
+    assert_eq!(doc["locate"]["tolerance"]["bound"], 0.5);
+    assert_eq!(doc["locate"]["tensors_compared"], 2 * 14 + 2);
+    assert_eq!(doc["config_gate"]["ok"], true);
+    crossval(&model, &["--prompt", PROMPT, "--locate"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "locate: the first tensor beyond nmse ≤ 1e-6",
+        ))
+        .stdout(predicate::str::contains("✓ no tensor beyond"));
+    for bad in [
+        vec!["--locate-tol", "nmse=1e-3"],
+        vec!["--locate", "everything"],
+        vec!["--locate", "--locate-tol", "kl"],
+        vec!["--locate", "--locate-tol", "cos=2"],
+    ] {
+        let mut args = vec!["--prompt", PROMPT];
+        args.extend(bad.iter().copied());
+        crossval(&model, &args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("locate"));
+    }
 }

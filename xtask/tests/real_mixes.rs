@@ -33,11 +33,14 @@ const STEPS: &str = "8";
 /// issue's criterion in each; the defaults' document.
 fn assert_bit_identical(model: &Path, label: &str) -> Value {
     let exact = assert_bit_identical_in(model, &format!("{label}, exact"), &["--exact-reference"]);
-    assert_eq!(exact["configuration"]["flash_attn"], false, "{label}");
-    assert_eq!(exact["configuration"]["cache_type_v"], "f32", "{label}");
+    assert_eq!(exact["run_configuration"]["flash_attn"], false, "{label}");
+    assert_eq!(exact["run_configuration"]["cache_type_v"], "f32", "{label}");
     let defaults = assert_bit_identical_in(model, &format!("{label}, defaults"), &[]);
-    assert_eq!(defaults["configuration"]["flash_attn"], true, "{label}");
-    assert_eq!(defaults["configuration"]["cache_type_k"], "f16", "{label}");
+    assert_eq!(defaults["run_configuration"]["flash_attn"], true, "{label}");
+    assert_eq!(
+        defaults["run_configuration"]["cache_type_k"], "f16",
+        "{label}"
+    );
     defaults
 }
 

@@ -59,7 +59,7 @@ pub struct llama_context_params {
     pub yarn_beta_slow: f32,
     pub yarn_orig_ctx: u32,
     pub defrag_thold: f32,
-    pub cb_eval: *mut c_void,
+    pub cb_eval: ggml_backend_sched_eval_callback,
     pub cb_eval_user_data: *mut c_void,
     pub type_k: i32,
     pub type_v: i32,
@@ -92,6 +92,49 @@ pub struct llama_chat_message {
     pub role: *const c_char,
     pub content: *const c_char,
 }
+
+/// This fork's `struct ggml_tensor` (`ggml/include/ggml.h`): it still has the deprecated
+/// `backend` field after `type` and a `grad` pointer before `src`, so it differs from
+/// upstream's layout; the offsets are checked below against the header's arithmetic.
+#[repr(C)]
+pub struct ggml_tensor {
+    pub type_: i32,
+    pub backend: i32,
+    pub buffer: *mut c_void,
+    pub ne: [i64; 4],
+    pub nb: [usize; 4],
+    pub op: i32,
+    pub op_params: [i32; 16],
+    pub flags: i32,
+    pub grad: *mut ggml_tensor,
+    pub src: [*mut ggml_tensor; 10],
+    pub view_src: *mut ggml_tensor,
+    pub view_offs: usize,
+    pub data: *mut c_void,
+    pub name: [c_char; 64],
+    pub extra: *mut c_void,
+}
+
+const _: () = {
+    assert!(std::mem::offset_of!(ggml_tensor, ne) == 16);
+    assert!(std::mem::offset_of!(ggml_tensor, op) == 80);
+    assert!(std::mem::offset_of!(ggml_tensor, op_params) == 84);
+    assert!(std::mem::offset_of!(ggml_tensor, src) == 160);
+    assert!(std::mem::offset_of!(ggml_tensor, data) == 256);
+    assert!(std::mem::offset_of!(ggml_tensor, name) == 264);
+    assert!(std::mem::size_of::<ggml_tensor>() == 336);
+};
+
+/// `ggml_backend_sched_eval_callback`.
+pub type ggml_backend_sched_eval_callback =
+    Option<unsafe extern "C" fn(t: *mut ggml_tensor, ask: bool, user_data: *mut c_void) -> bool>;
+
+/// `LLAMA_ROPE_TYPE_NORM` / `_NEOX`.
+pub const LLAMA_ROPE_TYPE_NORM: i32 = 0;
+pub const LLAMA_ROPE_TYPE_NEOX: i32 = 2;
+
+pub const GGML_TYPE_F32: i32 = 0;
+pub const GGML_TYPE_F16: i32 = 1;
 
 pub type ggml_log_callback =
     Option<unsafe extern "C" fn(level: i32, text: *const c_char, user: *mut c_void)>;
@@ -154,4 +197,17 @@ extern "C" {
         length: i32,
     ) -> i32;
     pub fn llama_print_system_info() -> *const c_char;
+    pub fn llama_n_ctx_train(model: *const llama_model) -> i32;
+    pub fn llama_n_embd(model: *const llama_model) -> i32;
+    pub fn llama_n_layer(model: *const llama_model) -> i32;
+    pub fn llama_n_head(model: *const llama_model) -> i32;
+    pub fn llama_rope_type(model: *const llama_model) -> i32;
+    pub fn llama_model_meta_val_str(
+        model: *const llama_model,
+        key: *const c_char,
+        buf: *mut c_char,
+        buf_size: usize,
+    ) -> i32;
+    pub fn ggml_op_desc(t: *const ggml_tensor) -> *const c_char;
+    pub fn ggml_type_name(ty: i32) -> *const c_char;
 }

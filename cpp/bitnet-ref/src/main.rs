@@ -8,16 +8,21 @@
 //! attention (its default is off), refuses a V cache other than F16 without flash attention,
 //! and crashes with an F32 K or V cache under flash attention (its ggml cannot convert F32 for
 //! that kernel) — that combination is refused here, before bitnet.cpp sees it. The
-//! configuration it actually runs goes back in the `Loaded` answer.
+//! configuration it actually runs goes back in the `Loaded` answer. ggml's eval callback is
+//! installed at context creation (`graph.rs`) and stays off unless a request captures tensors
+//! or probes the graph.
 
 mod ffi;
+mod graph;
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
+use bitnet_cpp::protocol::callback::EvalCallback;
 use bitnet_cpp::protocol::{
-    self, server, BuildFacts, ChatMessage, Engine, LoadFacts, VocabFacts, WirePath,
+    self, server, BuildFacts, Capture, ChatMessage, Engine, LoadFacts, ModelFacts, VocabFacts,
+    WirePath,
 };
 use bitnet_cpp::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 use ffi as sys;
@@ -31,6 +36,9 @@ struct Bitnet {
     n_vocab: u32,
     n_batch: u32,
     n_past: i32,
+    /// The eval callback's state, at a stable address for the process's life (owned here,
+    /// freed on drop).
+    callback: *mut EvalCallback,
 }
 
 unsafe extern "C" fn on_log(_level: i32, text: *const c_char, _user: *mut c_void) {
@@ -190,6 +198,8 @@ impl Engine for Bitnet {
                 cp.n_batch = n_ctx;
             }
             cp.n_ubatch = run.n_ubatch;
+            cp.cb_eval = Some(graph::on_eval);
+            cp.cb_eval_user_data = self.callback as *mut c_void;
             // What the library logs while it creates the context is where it says how it
             // configured it (it has no API for that) or why it refused.
             let tap = server::LogTap::start();
@@ -325,6 +335,38 @@ impl Engine for Bitnet {
         self.decode(tokens, outputs, out)
     }
 
+    fn eval_capture(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        capture: &mut Capture<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        let callback = self.callback;
+        // SAFETY: `callback` is the state installed in this context; only the callback
+        // touches it during the evaluation.
+        unsafe { EvalCallback::capturing(callback, capture, || self.eval(tokens, outputs, out)) }
+    }
+
+    fn model_facts(&mut self) -> Result<ModelFacts, String> {
+        self.need_ctx()?;
+        // SAFETY: the model is loaded.
+        let bos = unsafe { sys::llama_token_bos(self.model) };
+        let token = if bos >= 0 && (bos as u32) < self.n_vocab {
+            bos
+        } else {
+            0
+        };
+        let callback = self.callback;
+        let mut logits = Vec::new();
+        // SAFETY: as in eval_capture.
+        let (evaluated, nodes) =
+            unsafe { EvalCallback::probing(callback, || self.eval(&[token], &[0], &mut logits)) };
+        evaluated?;
+        self.reset()?;
+        Ok(graph::model_facts(self.model, self.n_vocab, &nodes))
+    }
+
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
         self.decode(&[token], &[0], out)
     }
@@ -415,6 +457,7 @@ impl Drop for Bitnet {
             if !self.model.is_null() {
                 sys::llama_free_model(self.model);
             }
+            drop(Box::from_raw(self.callback));
         }
     }
 }
@@ -438,6 +481,7 @@ fn main() {
         n_vocab: 0,
         n_batch: 1,
         n_past: 0,
+        callback: Box::into_raw(Box::default()),
     };
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(frames);

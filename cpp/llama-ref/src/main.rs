@@ -5,13 +5,15 @@
 //! micro-batch size, threads; llama.cpp's own defaults unless asked otherwise), with a batch as
 //! large as the context so a prompt is one `llama_decode` with the logits flag on every
 //! position. The configuration llama.cpp actually runs — `auto` flash attention resolved —
-//! goes back in the `Loaded` answer.
+//! goes back in the `Loaded` answer. ggml's eval callback is installed at context creation
+//! (`graph.rs`) and stays off unless a request captures tensors or probes the graph.
 //!
 //! It also runs llama.cpp's own quantizer (`llama_model_quantize`) as a protocol request rather
 //! than as a subcommand of this binary: the client then gets the same typed errors, crash and
 //! hang detection as for every other request, the quantizer's per-tensor log lines arrive as
 //! progress frames, and bitnet.cpp's reference answers the same request with "unsupported".
 
+mod graph;
 mod quantize;
 mod sampling;
 
@@ -19,9 +21,11 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{BufReader, BufWriter};
 use std::ptr;
 
+use bitnet_cpp::protocol::callback::EvalCallback;
 use bitnet_cpp::protocol::{
-    self, server, BuildFacts, ChatMessage, Engine, LoadFacts, QuantizeProgress, QuantizeReport,
-    QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
+    self, server, BuildFacts, Capture, ChatMessage, Engine, LoadFacts, ModelFacts,
+    QuantizeProgress, QuantizeReport, QuantizeRequest, SamplerChainSpec, TypeTrait, VocabFacts,
+    WirePath,
 };
 use bitnet_cpp::{EffectiveConfig, FlashAttn, RunConfig};
 use llama_cpp_sys_2 as sys;
@@ -36,6 +40,9 @@ struct Llama {
     n_vocab: u32,
     n_batch: u32,
     n_past: i32,
+    /// The eval callback's state, at a stable address for the process's life (owned here,
+    /// freed on drop).
+    callback: *mut EvalCallback,
 }
 
 unsafe extern "C" fn on_log(_level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
@@ -256,6 +263,8 @@ impl Engine for Llama {
                 cp.n_batch = n_ctx;
             }
             cp.n_ubatch = run.n_ubatch;
+            cp.cb_eval = Some(graph::on_eval);
+            cp.cb_eval_user_data = self.callback as *mut c_void;
             // What the library logs while it creates the context is where it says how it
             // configured it (it has no API for that) or why it refused.
             let tap = server::LogTap::start();
@@ -381,6 +390,38 @@ impl Engine for Llama {
             return Err("nothing to evaluate: the token list is empty".into());
         }
         self.decode(tokens, outputs, out)
+    }
+
+    fn eval_capture(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        capture: &mut Capture<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        let callback = self.callback;
+        // SAFETY: `callback` is the state installed in this context; only the callback
+        // touches it during the evaluation.
+        unsafe { EvalCallback::capturing(callback, capture, || self.eval(tokens, outputs, out)) }
+    }
+
+    fn model_facts(&mut self) -> Result<ModelFacts, String> {
+        self.need_ctx()?;
+        // SAFETY: the vocabulary is loaded.
+        let bos = unsafe { sys::llama_vocab_bos(self.vocab) };
+        let token = if bos >= 0 && (bos as u32) < self.n_vocab {
+            bos
+        } else {
+            0
+        };
+        let callback = self.callback;
+        let mut logits = Vec::new();
+        // SAFETY: as in eval_capture.
+        let (evaluated, nodes) =
+            unsafe { EvalCallback::probing(callback, || self.eval(&[token], &[0], &mut logits)) };
+        evaluated?;
+        self.reset()?;
+        Ok(graph::model_facts(self.model, self.n_vocab, &nodes))
     }
 
     fn decode_next(&mut self, token: i32, out: &mut Vec<f32>) -> Result<(), String> {
@@ -525,6 +566,7 @@ impl Drop for Llama {
             if !self.model.is_null() {
                 sys::llama_model_free(self.model);
             }
+            drop(Box::from_raw(self.callback));
         }
     }
 }
@@ -549,6 +591,7 @@ fn main() {
         n_vocab: 0,
         n_batch: 1,
         n_past: 0,
+        callback: Box::into_raw(Box::default()),
     };
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(frames);

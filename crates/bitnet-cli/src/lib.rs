@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod inspect;
+pub mod perplexity;
 pub mod run;
 pub mod run_config;
 pub mod sampling_args;

@@ -62,6 +62,21 @@ enum Command {
     /// hits a limit).
     // Boxed: the sampling flags make it far larger than the other variants.
     Run(Box<bitnet_cli::run::RunArgs>),
+
+    /// The model's perplexity on a text file, computed as llama.cpp's llama-perplexity does.
+    ///
+    /// The text is tokenized once (with BOS as the vocabulary says) and cut into windows of
+    /// --ctx tokens; each window is evaluated from an empty cache with its first token replaced
+    /// by BOS, and the second half of each window is scored. Prints the running perplexity
+    /// after each window ("[1]12.3456,[2]...") and "Final estimate: PPL = X +/- E" on stdout,
+    /// progress on stderr. Same numbers as `llama-perplexity -f TEXT -c N -b N` on the same
+    /// logits.
+    ///
+    /// Exit codes: 0 success; 2 usage error (a context below 4 or past the model's, --batch
+    /// larger than --ctx, a text shorter than two windows); 3 the model or the file cannot be
+    /// read, the file is not UTF-8, or the vocabulary adds EOS (with --json, {"error": ...} on
+    /// stdout too).
+    Perplexity(bitnet_cli::perplexity::PerplexityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +166,26 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Perplexity(args) = &cli.command {
+        let result = bitnet_cli::perplexity::run(
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                let usage = e.downcast_ref::<bitnet_cli::run::UsageError>().is_some();
+                let mut code = if usage { exit::USAGE } else { exit::RUNTIME };
+                if args.json {
+                    let doc = serde_json::json!({ "error": e.to_string() });
+                    code = write_stdout(&format!("{doc}\n")).unwrap_or(code);
+                }
+                ExitCode::from(code)
+            }
+        };
+    }
     let output = match cli.command {
         Command::Inspect(args) => {
             let format = if args.json {
@@ -161,7 +196,7 @@ fn main() -> ExitCode {
             inspect::run(&args.model, format)
         }
         Command::Tokenize(args) => tokenize::run(&tokenize_request(args)),
-        Command::Run(_) => unreachable!("handled above: it streams"),
+        Command::Run(_) | Command::Perplexity(_) => unreachable!("handled above: they stream"),
     };
     emit(output)
 }

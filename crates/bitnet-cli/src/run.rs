@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bitnet_inference::{
-    format_prompt, template_warnings, Eval, Model, ModelChatInfo, Outputs, TemplateType,
+    format_prompt, template_warnings, Eval, FirstNonFinite, Model, ModelChatInfo, Outputs,
+    RunConfig, TemplateType,
 };
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
@@ -55,6 +56,50 @@ pub struct RunArgs {
     pub sampling: SamplingArgs,
 }
 
+/// Non-finite logits make every pick meaningless (an arg-max over NaN is token 0, which
+/// prints as `<unk>`): stop instead of printing text. `tokens` are all the tokens evaluated
+/// so far; `logits` the rows of the last `logits.len() / n_vocab` of them. The error names
+/// where the non-finite values first appear, found by evaluating `tokens` again with an
+/// observer, in the run's configuration `run` (only on this failure path, so a healthy run
+/// pays nothing for it).
+fn check_finite(
+    model: &Model,
+    run: &RunConfig,
+    tokens: &[u32],
+    logits: &[f32],
+    n_vocab: usize,
+) -> anyhow::Result<()> {
+    let first_pos = tokens.len() - logits.len() / n_vocab;
+    for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
+        let bad = row.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            let nan = row.iter().filter(|x| x.is_nan()).count();
+            let mut first = FirstNonFinite::new();
+            let evaluated = model.new_state_with(run).and_then(|mut state| {
+                model.eval(
+                    &mut state,
+                    Eval::new(tokens).outputs(Outputs::Last).observe(&mut first),
+                )
+            });
+            let origin = match evaluated {
+                Ok(_) => first
+                    .found()
+                    .map(|at| format!("; they first appear in {at}"))
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            anyhow::bail!(
+                "the logits of position {} are not finite ({nan} NaN, {} ±inf of {n_vocab}){origin}: \
+                 the model's weights or hyper-parameters hold values that overflow or are not \
+                 numbers; no text is printed from them",
+                first_pos + i,
+                bad - nan
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run the model on the prompt, writing the prompt and the continuation to `out` as it is
 /// generated and the statistics to `err`.
 ///
@@ -64,8 +109,8 @@ pub struct RunArgs {
 /// [`UsageError`] for an empty prompt, a bad sampling parameter, a run configuration the
 /// model's reference refuses, `jinja` on a model without a chat template, or a prompt and
 /// `--n-predict` that do not fit the model's context;
-/// runtime errors (unreadable or unsupported model, a malformed chat template, tokenizer
-/// failure) otherwise.
+/// runtime errors (unreadable, unsupported or refused model, a malformed chat template, text
+/// the vocabulary cannot spell, non-finite logits) otherwise.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
         return Err(UsageError("--prompt must not be empty".into()).into());
@@ -179,6 +224,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     let (n_generated, prompt_secs) = (|| -> anyhow::Result<(usize, f64)> {
         let mut state = state;
         let logits = model.eval(&mut state, Eval::new(&prompt).outputs(Outputs::Last))?;
+        let mut evaluated = prompt.clone();
+        check_finite(&model, &run_config, &evaluated, &logits, v)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let mut next = sampler.sample(&logits[logits.len() - v..]);
         // Pieces are buffered until they form whole UTF-8 characters.
@@ -198,6 +245,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 break;
             }
             let logits = model.forward(&mut state, &[next])?;
+            evaluated.push(next);
+            check_finite(&model, &run_config, &evaluated, &logits, v)?;
             next = sampler.sample(&logits);
         }
         out.write_all(&pending)?;

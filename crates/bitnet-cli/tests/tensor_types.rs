@@ -81,7 +81,7 @@ fn with_tensor_as(dir: &Path, tensor: &str, ty: GgmlType) -> PathBuf {
     let dims = &file.tensor(tensor).unwrap().dims;
     let zeros = vec![0; ty.tensor_bytes(dims).unwrap() as usize];
     let mut w = GgufWriter::from_file(&file).unwrap();
-    w.replace_tensor(tensor, ty, zeros).unwrap();
+    w.replace_tensor(tensor, dims, ty, zeros).unwrap();
     let out = dir.join(format!("llama-with-{}.gguf", ty.name()));
     w.write_file(&out).unwrap();
     out

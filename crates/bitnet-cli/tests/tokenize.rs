@@ -282,3 +282,58 @@ fn usage_errors_exit_2() {
     let doc: Json = serde_json::from_str(&out.stdout).expect("JSON usage error");
     assert!(doc["error"].is_string());
 }
+
+/// A prompt the vocabulary cannot spell is an error naming the characters (llama.cpp would
+/// abort on it), in text and JSON mode alike: never a silently shortened token list.
+#[test]
+fn text_the_vocabulary_cannot_spell_is_exit_3_naming_it() {
+    use bitnet_gguf::GgmlType;
+    use bitnet_minimodel::{crafted, Arch, Spec};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("no-bytes.gguf");
+    let variant = crafted::variants(Arch::Llama, GgmlType::F32)
+        .into_iter()
+        .find(|v| v.name == "vocabulary without byte tokens")
+        .unwrap();
+    variant
+        .write(
+            &Spec::new(Arch::Llama, GgmlType::F32),
+            &bitnet_fixtures::vocab("llama-spm"),
+            &model,
+        )
+        .unwrap();
+    let text = run(&[
+        "tokenize",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hello 🦀 world",
+    ]);
+    assert_eq!(text.code, Some(3), "{}", text.stderr);
+    assert!(
+        text.stderr.contains("U+1F980") && text.stderr.contains("cannot represent"),
+        "{}",
+        text.stderr
+    );
+    assert!(text.stdout.is_empty());
+    let json = run(&[
+        "tokenize",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hello 🦀 world",
+        "--json",
+    ]);
+    assert_eq!(json.code, Some(3));
+    let doc: Json = serde_json::from_str(&json.stdout).unwrap();
+    assert!(doc["error"].as_str().unwrap().contains("U+1F980"), "{doc}");
+    // What it can spell still tokenizes.
+    let ok = run(&[
+        "tokenize",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hello world",
+    ]);
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+}

@@ -30,9 +30,13 @@ mod backend;
 #[cfg(feature = "client")]
 mod binaries;
 #[cfg(feature = "client")]
+mod capture_stream;
+#[cfg(feature = "client")]
 pub mod quantize;
 #[cfg(feature = "client")]
 mod session;
+#[cfg(feature = "client")]
+mod stderr_log;
 #[cfg(feature = "test-models")]
 pub mod test_models;
 
@@ -41,4 +45,8 @@ pub use backend::{Backend, BackendChoice};
 #[cfg(feature = "client")]
 pub use binaries::reference_binary;
 #[cfg(feature = "client")]
+pub use capture_stream::CaptureStream;
+#[cfg(feature = "client")]
 pub use session::*;
+#[cfg(feature = "client")]
+pub use stderr_log::cpp_failure_lines;

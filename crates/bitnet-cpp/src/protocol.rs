@@ -30,10 +30,15 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use crate::build_facts::{CompiledFacts, Compiler, LibraryVersion};
 use crate::run::{EffectiveConfig, RunConfig};
+pub use capture::{Capture, TensorFrame};
 pub use engine::{serve, Engine};
+pub use facts::{FactSource, ModelFacts, Sourced};
 pub use wire_path::WirePath;
 
+pub mod callback;
+pub mod capture;
 mod engine;
+pub mod facts;
 pub mod server;
 mod wire_path;
 
@@ -44,10 +49,14 @@ mod wire_path;
 /// chain). 4: paths as [`WirePath`] bytes; [`Request::Quantize`] with streamed progress;
 /// [`Request::TypeTraits`]; [`Response::Unsupported`] for every request a backend cannot
 /// serve (the quantizer, the type table, the sampler chain); typed build facts in
-/// [`BuildFacts`]. 5: [`Request::Load`] carries the run configuration ([`RunConfig`]: KV
-/// cache types, flash attention, micro-batch size, threads) and [`Response::Loaded`] answers
-/// with [`LoadFacts`], the configuration as the library resolved it.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// [`BuildFacts`]. 5 (two branches, each on its own): [`Request::Load`] carried the run
+/// configuration, and [`Request::Eval`] could capture tensors. 6: both — [`Request::Load`]
+/// carries the run configuration ([`RunConfig`]: KV cache types, flash attention, micro-batch
+/// size, threads) and [`Response::Loaded`] answers with [`LoadFacts`], the configuration as the
+/// library resolved it; [`Request::Eval`] may capture intermediate tensors (streamed as
+/// [`Response::Tensor`] frames before the logits); [`Request::ModelFacts`] asks for the
+/// reference's view of the model's configuration.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Headers larger than this are refused: a corrupted stream must not allocate gigabytes.
 const MAX_HEADER: u32 = 64 << 20;
@@ -151,12 +160,19 @@ pub enum Request {
     },
     /// Clear the KV cache and evaluate `tokens` from position 0 in one batch; logits for the
     /// positions in `outputs` (llama.cpp's per-token logits flags), or for every position.
+    /// With `capture`, the intermediate tensors of those graph names come first, one
+    /// [`Response::Tensor`] frame each, in graph order ([`capture`]).
     Eval {
         /// Token ids.
         tokens: Vec<i32>,
         /// Indices into `tokens`, strictly ascending, whose logits come back; absent = all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outputs: Option<Vec<u32>>,
+        /// llama.cpp graph base names to capture (`attn_norm`, `kq_soft_max`,
+        /// `result_output`): a node is sent when its name is one of them, alone or followed
+        /// by `-<layer>`. Empty: nothing is captured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capture: Vec<String>,
     },
     /// Evaluate one more token after the previous ones; logits for it.
     DecodeNext {
@@ -182,6 +198,9 @@ pub enum Request {
     /// Run the library's own quantizer (`llama_model_quantize`) on a file; needs no loaded
     /// model. Answered by [`Response::QuantizeProgress`] frames, then [`Response::Quantized`].
     Quantize(QuantizeRequest),
+    /// The reference's view of the loaded model's configuration ([`ModelFacts`]); evaluates
+    /// one token (then clears the cache) to read the graph's op parameters.
+    ModelFacts,
     /// Timed runs measured as llama-bench measures (`tools/llama-bench`): a warm-up, then
     /// `repetitions` prompt runs (cache cleared, `prompt` decoded in one batch with the last
     /// position's logits only), a one-token warm-up, then `repetitions` generation runs
@@ -431,6 +450,10 @@ pub enum Response {
         /// The request, by name (`quantize`, `type_traits`, `sample`, `generate`).
         request: String,
     },
+    /// One captured tensor of a capturing [`Request::Eval`]; its values in the payload.
+    Tensor(TensorFrame),
+    /// Answer to [`Request::ModelFacts`].
+    Facts(Box<ModelFacts>),
     /// Answer to [`Request::Bench`]: the seconds of each timed run.
     BenchTimes {
         /// One entry per prompt run.
@@ -499,8 +522,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
             "frame header of {len} bytes exceeds the limit"
         )));
     }
-    let mut json = vec![0u8; len as usize];
-    r.read_exact(&mut json)?;
+    let mut json = Vec::new();
+    read_growing(r, &mut json, len as usize)?;
     let header: T = serde_json::from_slice(&json).map_err(|e| {
         invalid(format!(
             "bad frame header ({e}): {}",
@@ -513,8 +536,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     if plen > MAX_PAYLOAD || plen % 4 != 0 {
         return Err(invalid(format!("bad payload length {plen}")));
     }
-    let mut payload = vec![0f32; (plen / 4) as usize];
-    r.read_exact(bytemuck::cast_slice_mut(&mut payload))?;
+    let mut payload: Vec<f32> = Vec::new();
+    read_growing(r, &mut payload, (plen / 4) as usize)?;
     if cfg!(target_endian = "big") {
         for v in &mut payload {
             *v = f32::from_bits(u32::from_le(v.to_bits()));
@@ -522,6 +545,29 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
     }
     Ok(Some((header, payload)))
 }
+
+/// Read exactly `n` elements into `out`, growing it by at most [`READ_CHUNK`] bytes at a
+/// time: the memory follows the bytes that actually arrive, so a corrupted or hostile
+/// length (up to the limits above) on a short stream fails with `UnexpectedEof` after
+/// allocating what was sent, not gigabytes up front.
+fn read_growing<R: Read, T: bytemuck::Pod + Default>(
+    r: &mut R,
+    out: &mut Vec<T>,
+    n: usize,
+) -> io::Result<()> {
+    let step = (READ_CHUNK / std::mem::size_of::<T>()).max(1);
+    out.clear();
+    while out.len() < n {
+        let start = out.len();
+        let end = (start + step).min(n);
+        out.resize(end, T::default());
+        r.read_exact(bytemuck::cast_slice_mut(&mut out[start..end]))?;
+    }
+    Ok(())
+}
+
+/// Largest step by which [`read_frame`] grows a buffer before the bytes for it have arrived.
+const READ_CHUNK: usize = 16 << 20;
 
 /// Index of the largest value (the first on ties), as greedy sampling picks it.
 pub fn argmax(row: &[f32]) -> i32 {
@@ -586,6 +632,45 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut r).unwrap().is_none());
     }
 
+    /// The capture and facts messages (protocol 6; 5 on the `locate` branch) round-trip; an
+    /// `Eval` without a capture list reads as one capturing nothing.
+    #[test]
+    fn capture_and_facts_messages_round_trip() {
+        let eval = Request::Eval {
+            tokens: vec![1, 2],
+            outputs: None,
+            capture: vec!["attn_norm".into(), "result_output".into()],
+        };
+        let frame = TensorFrame {
+            name: "attn_norm-0".into(),
+            op: "MUL".into(),
+            dtype: "f16".into(),
+            ne: [2, 1, 1, 1],
+            readable: true,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &eval, &[]).unwrap();
+        write_frame(&mut buf, &Response::Tensor(frame.clone()), &[0.5, -1.0]).unwrap();
+        write_frame(&mut buf, &Request::ModelFacts, &[]).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<_, Request>(&mut r).unwrap().unwrap().0, eval);
+        let (t, values): (Response, _) = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!((t, values), (Response::Tensor(frame), vec![0.5, -1.0]));
+        assert_eq!(
+            read_frame::<_, Request>(&mut r).unwrap().unwrap().0,
+            Request::ModelFacts
+        );
+        let old: Request = serde_json::from_str(r#"{"op":"eval","tokens":[3]}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Eval {
+                tokens: vec![3],
+                outputs: None,
+                capture: vec![]
+            }
+        );
+    }
+
     #[test]
     fn corrupt_streams_are_errors_not_allocations() {
         let mut r = &[0xff, 0xff, 0xff, 0x7f][..];
@@ -596,6 +681,15 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut &buf[..]).is_err());
         let mut r = &b"\x05\x00\x00\x00{bad}\x00\x00\x00\x00\x00\x00\x00\x00"[..];
         assert!(read_frame::<_, Request>(&mut r).is_err());
+        // The largest payload length allowed, on a stream that then ends: an error, after
+        // allocating one chunk, not 8 GiB up front.
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Request::Reset, &[]).unwrap();
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        buf.extend_from_slice(&[0; 12]);
+        let err = read_frame::<_, Request>(&mut &buf[..]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The client: [`Session`], one running reference process, and [`CppError`].
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -12,6 +11,7 @@ use bitnet_gguf::{GgufError, GgufFile};
 
 use crate::backend::{Backend, BackendChoice};
 use crate::binaries::reference_binary;
+use crate::stderr_log::{death_suffix, log_suffix, StderrLog};
 
 use crate::protocol::{
     self, BuildFacts, ChatMessage, LoadFacts, Request, Response, SamplerChainSpec, TypeTrait,
@@ -90,10 +90,12 @@ pub enum CppError {
         /// The last lines of llama.cpp's log.
         log: Vec<String>,
     },
-    /// The process ended (crashed, aborted, was killed) while we waited for it.
+    /// The process ended (crashed, aborted, was killed) while we waited for it. The message
+    /// quotes the C++ assertion or exception from its stderr when there is one
+    /// ([`crate::cpp_failure_lines`]), otherwise the last lines of its stderr.
     #[error(
         "the {backend} reference process died ({status}) during {during}{}",
-        log_suffix(stderr)
+        death_suffix(stderr)
     )]
     Died {
         /// Which reference.
@@ -145,18 +147,6 @@ pub enum CppError {
         /// What came back.
         answer: String,
     },
-}
-
-fn log_suffix(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        let start = lines.len().saturating_sub(12);
-        format!(
-            "\n  last lines of its log:\n    {}",
-            lines[start..].join("\n    ")
-        )
-    }
 }
 
 /// Options for [`Session::open`].
@@ -217,12 +207,10 @@ pub struct Session {
     child: Child,
     stdin: Option<BufWriter<ChildStdin>>,
     frames: Receiver<Frame>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<StderrLog>>,
     timeout: Duration,
     facts: LoadFacts,
 }
-
-const STDERR_LINES: usize = 40;
 
 impl Session {
     /// Validate `model`, resolve the backend, start its reference and load the model.
@@ -315,6 +303,10 @@ impl Session {
             .stderr(Stdio::piped());
         if opts.verbose {
             cmd.env("BITNET_CPP_VERBOSE", "1");
+        } else {
+            // ggml attaches gdb to print a backtrace before it aborts: seconds of waiting and
+            // a hundred lines that bury the assertion. Upstream ggml skips it on request.
+            cmd.env("GGML_NO_BACKTRACE", "1");
         }
         let mut child = cmd.spawn().map_err(|source| CppError::Spawn {
             path: binary.to_path_buf(),
@@ -323,7 +315,7 @@ impl Session {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let stdin = child.stdin.take().expect("piped stdin");
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::new(Mutex::new(StderrLog::default()));
         let sink = Arc::clone(&tail);
         let verbose = opts.verbose;
         std::thread::spawn(move || {
@@ -332,14 +324,13 @@ impl Session {
                     eprintln!("[{}] {line}", backend.name());
                 }
                 if let Ok(mut t) = sink.lock() {
-                    if t.len() == STDERR_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
+                    t.push(line);
                 }
             }
         });
-        let (tx, rx) = mpsc::channel();
+        // One frame in flight: a reference streaming tensors faster than the client compares
+        // them waits on the pipe instead of filling this process's memory.
+        let (tx, rx) = mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, stdout);
             loop {
@@ -411,11 +402,10 @@ impl Session {
         self.facts.config
     }
 
+    /// Its assertion and exception lines (even when a backtrace pushed them out of the
+    /// tail), then the last lines of its stderr.
     fn stderr_tail(&self) -> Vec<String> {
-        self.stderr
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
+        self.stderr.lock().map(|t| t.lines()).unwrap_or_default()
     }
 
     pub(crate) fn unexpected(&self, during: &str, answer: &Response) -> CppError {
@@ -475,14 +465,27 @@ impl Session {
         payload: &[f32],
         during: &str,
     ) -> Result<(Response, Vec<f32>), CppError> {
+        self.send(request, payload, during)?;
+        self.receive(during)
+    }
+
+    /// Send a request without reading its answer (for answers of several frames, read
+    /// with [`Session::receive`]).
+    pub(crate) fn send(
+        &mut self,
+        request: &Request,
+        payload: &[f32],
+        during: &str,
+    ) -> Result<(), CppError> {
         let sent = match self.stdin.as_mut() {
             Some(w) => protocol::write_frame(w, request, payload).is_ok(),
             None => false,
         };
-        if !sent {
-            return Err(self.died(during));
+        if sent {
+            Ok(())
+        } else {
+            Err(self.died(during))
         }
-        self.receive(during)
     }
 
     /// Send a request and turn an `Error` or `Unsupported` answer into a [`CppError`].
@@ -588,6 +591,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: None,
+                capture: Vec::new(),
             },
             "eval",
             tokens.len(),
@@ -606,6 +610,7 @@ impl Session {
             &Request::Eval {
                 tokens: tokens.to_vec(),
                 outputs: Some(outputs.to_vec()),
+                capture: Vec::new(),
             },
             "eval",
             outputs.len(),

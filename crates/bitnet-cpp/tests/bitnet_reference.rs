@@ -4,6 +4,7 @@
 
 mod common;
 
+use bitnet_cpp::protocol::FactSource;
 use bitnet_cpp::{Backend, BackendChoice};
 use bitnet_gguf::{GgmlType, GgufFile};
 use bitnet_minimodel::Arch;
@@ -238,4 +239,55 @@ fn this_bitnet_cpp_pin_computes_relu_squared() {
         best_silu < worst_relu2 - 0.05,
         "a SiLU forward fits as well ({best_silu}): relu² is not proven"
     );
+}
+
+/// The graph facts read the activation from the ops the reference's graph applies: this pin
+/// builds relu² (RELU then SQR) and ties the output head to the embedding.
+#[test]
+fn model_facts_read_the_graph_of_bitnet_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::BitnetB158, GgmlType::I2_S, "llama-bpe");
+    let mut s = open(&model, BackendChoice::Bitnet);
+    let f = s.model_facts().unwrap();
+    assert_eq!(f.architecture.value.as_deref(), Some("bitnet-b1.58"));
+    assert_eq!(f.ffn_activation.value.as_deref(), Some("relu_sqr"));
+    assert_eq!(f.ffn_activation.note.as_deref(), Some("ops RELU, SQR"));
+    assert_eq!(f.output_head.value.as_deref(), Some("token_embd.weight"));
+    assert_eq!(f.rope_type.value.as_deref(), Some("neox"));
+    assert_eq!(
+        f.n_head_kv.source,
+        FactSource::Graph,
+        "no getter in this old API"
+    );
+    assert_eq!(f.norm_eps.value, Some(1e-5f32 as f64));
+    // The probe leaves the session as it was.
+    let tokens = s.tokenize("After the probe", true, false).unwrap();
+    let once = s.eval(&tokens).unwrap();
+    assert_eq!(s.eval(&tokens).unwrap(), once);
+}
+
+/// Capturing tensors changes nothing in the logits, and bitnet.cpp's own names come back.
+#[test]
+fn capture_streams_bitnet_cpp_names_and_leaves_logits_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::BitnetB158, GgmlType::I2_S, "llama-bpe");
+    let mut s = open(&model, BackendChoice::Bitnet);
+    let tokens = s.tokenize("The quick brown fox", true, false).unwrap();
+    let plain = s.eval(&tokens).unwrap();
+    let ops: Vec<String> = ["kq_soft_max_ext", "attn_o_out", "ffn_out", "result_output"]
+        .map(String::from)
+        .to_vec();
+    let mut stream = s.eval_capture(&tokens, &ops).unwrap();
+    let mut seen = Vec::new();
+    while let Some((frame, values)) = stream.next_tensor().unwrap() {
+        assert_eq!(values.len() as u64, frame.n_elements());
+        seen.push((frame.name, frame.ne));
+    }
+    assert_eq!(stream.finish().unwrap(), plain);
+    let n = tokens.len() as u64;
+    assert_eq!(seen[0], ("kq_soft_max_ext-0".into(), [32, n, 4, 1]));
+    assert_eq!(seen[1], ("attn_o_out-0".into(), [256, n, 1, 1]));
+    assert_eq!(seen[2], ("ffn_out-0".into(), [512, n, 1, 1]));
+    assert_eq!(seen.len(), 3 * 2 + 1);
+    assert_eq!(seen[6], ("result_output".into(), [128256, n, 1, 1]));
 }

@@ -126,6 +126,18 @@ fn bad_requests_are_errors_and_the_reference_survives() {
     assert!(e.to_string().contains("-5"), "{e}");
     // Still alive and correct afterwards.
     assert_eq!(s.eval(&[1, 2, 3]).unwrap().n_tokens, 3);
+    // A capture refused by the reference, a capture abandoned half-way: typed errors, and
+    // the session stays in step.
+    let mut bad = s.eval_capture(&[1, 999_999], &["l_out".into()]).unwrap();
+    let e = bad.next_tensor().err().unwrap();
+    assert!(e.to_string().contains("999999"), "{e}");
+    drop(bad);
+    let mut half = s.eval_capture(&[1, 2, 3], &["l_out".into()]).unwrap();
+    assert!(half.next_tensor().unwrap().is_some());
+    drop(half);
+    assert_eq!(s.eval(&[1, 2, 3]).unwrap().n_tokens, 3);
+    let e = s.model_facts().map(|_| ()).err();
+    assert!(e.is_none(), "{e:?}");
 }
 
 /// A fake reference written in shell: speaks a future protocol version, or never answers.
@@ -185,7 +197,11 @@ fn protocol_mismatch_and_hangs_are_typed_errors() {
     let crash = fake_reference(
         dir.path(),
         "crash",
-        "echo 'GGML_ASSERT(x) failed' >&2; kill -ABRT $$",
+        "echo 'llama_model_load: loading' >&2; \
+         echo '/src/ggml/src/ggml-cpu/ops.cpp:4026: GGML_ASSERT(eps >= 0.0f) failed' >&2; \
+         echo '#0  0x00007f in ggml_abort () from libggml.so' >&2; \
+         echo '#1  0x00007f in ggml_compute_forward_rms_norm () from libggml.so' >&2; \
+         kill -ABRT $$",
     );
     let e = Session::spawn(Backend::Bitnet, &crash, &SessionOptions::default())
         .err()
@@ -200,6 +216,15 @@ fn protocol_mismatch_and_hangs_are_typed_errors() {
         }
         other => panic!("{other}"),
     }
+    // The message quotes the assertion, not the backtrace after it.
+    let msg = e.to_string();
+    assert!(
+        msg.contains(
+            "C++ said:\n    /src/ggml/src/ggml-cpu/ops.cpp:4026: GGML_ASSERT(eps >= 0.0f) failed"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("#1") && !msg.contains("loading"), "{msg}");
 
     let missing = Session::spawn(
         Backend::Llama,
@@ -209,4 +234,29 @@ fn protocol_mismatch_and_hangs_are_typed_errors() {
     .err()
     .unwrap();
     assert!(matches!(missing, CppError::Spawn { .. }), "{missing}");
+}
+
+#[test]
+fn the_cpp_failure_is_picked_out_of_the_stderr_tail() {
+    let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let tail = lines(&[
+        "llm_load_print_meta: n_vocab = 32000",
+        "terminate called after throwing an instance of 'std::out_of_range'",
+        "  what():  unordered_map::at",
+        "[New LWP 1234]",
+        "#0  0x0000 in __GI_abort () at abort.c:79",
+    ]);
+    assert_eq!(
+        bitnet_cpp::cpp_failure_lines(&tail),
+        [
+            "terminate called after throwing an instance of 'std::out_of_range'",
+            "what():  unordered_map::at"
+        ]
+    );
+    let abort = lines(&[
+        "/x/ggml/src/ggml-cpu/binary-ops.cpp:135: binary_op: unsupported types: dst: f32, src0: f32, src1: f16",
+        "a line: with a colon",
+    ]);
+    assert_eq!(bitnet_cpp::cpp_failure_lines(&abort).len(), 1);
+    assert!(bitnet_cpp::cpp_failure_lines(&lines(&["nothing here"])).is_empty());
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bitnet_cpp::protocol::ChatMessage;
+use bitnet_cpp::protocol::{ChatMessage, FactSource};
 use bitnet_cpp::{Backend, BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
 use bitnet_minimodel::Arch;
@@ -166,4 +166,74 @@ fn two_sessions_at_once() {
     assert_ne!(a.pid(), b.pid());
     let t = a.tokenize("two at once", true, false).unwrap();
     assert_eq!(a.eval(&t).unwrap(), b.eval(&t).unwrap());
+}
+
+/// llama.cpp's view of SmolLM2: getters, metadata and its graph (SwiGLU, the tied head).
+#[test]
+fn model_facts_of_smollm2_come_from_getters_metadata_and_the_graph() {
+    let mut s = open(&bitnet_fixtures::smollm2(), BackendChoice::Llama);
+    let f = s.model_facts().unwrap();
+    assert_eq!(f.architecture.value.as_deref(), Some("llama"));
+    assert_eq!(f.architecture.source, FactSource::Metadata);
+    assert_eq!(
+        (f.n_layer.value, f.n_layer.source),
+        (Some(30), FactSource::Api)
+    );
+    assert_eq!(f.n_embd.value, Some(576));
+    assert_eq!((f.n_head.value, f.n_head_kv.value), (Some(9), Some(3)));
+    assert_eq!(f.head_dim.value, Some(64));
+    assert_eq!(f.n_ff.value, Some(1536));
+    assert_eq!(f.n_vocab.value, Some(49152));
+    assert_eq!(f.rope_type.value.as_deref(), Some("norm"));
+    assert_eq!(f.rope_freq_base.source, FactSource::Graph);
+    assert_eq!(f.rope_freq_base.value, Some(100_000.0));
+    assert_eq!(f.ffn_activation.value.as_deref(), Some("silu"));
+    assert_eq!(f.output_head.value.as_deref(), Some("token_embd.weight"));
+}
+
+/// Capturing streams the last node of each wanted name in graph order — after RoPE for
+/// `Qcur`, the scaled product for upstream bitnet's `ffn_up_s` — and changes no logit.
+#[test]
+fn capture_streams_final_nodes_in_graph_order_and_leaves_logits_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), Arch::Bitnet, GgmlType::TQ2_0, "llama-bpe");
+    let mut s = open(&model, BackendChoice::Llama);
+    let tokens = s.tokenize("The quick brown fox", true, false).unwrap();
+    let plain = s.eval(&tokens).unwrap();
+    let ops: Vec<String> = ["Qcur", "ffn_up_s", "kq_soft_max", "l_out", "result_norm"]
+        .map(String::from)
+        .to_vec();
+    let mut stream = s.eval_capture(&tokens, &ops).unwrap();
+    let mut seen = Vec::new();
+    while let Some((frame, values)) = stream.next_tensor().unwrap() {
+        assert_eq!(values.len() as u64, frame.n_elements());
+        assert_eq!(frame.dtype, "f32");
+        seen.push((frame.name, frame.op));
+    }
+    assert_eq!(
+        stream.finish().unwrap(),
+        plain,
+        "capturing changed the logits"
+    );
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Qcur-0",
+            "kq_soft_max-0",
+            "ffn_up_s-0",
+            "l_out-0",
+            "Qcur-1",
+            "kq_soft_max-1",
+            "ffn_up_s-1",
+            "l_out-1",
+            "result_norm"
+        ]
+    );
+    assert_eq!(
+        seen[0].1, "ROPE",
+        "the queries after RoPE, not the projection"
+    );
+    // The session is as usable as before.
+    assert_eq!(s.eval(&tokens).unwrap(), plain);
 }

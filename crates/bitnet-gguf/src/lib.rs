@@ -35,7 +35,7 @@ mod value;
 mod writer;
 
 pub use error::GgufError;
-pub use metadata::{ModelHparams, TokenizerMetadata};
+pub use metadata::{DuplicateToken, ModelHparams, TokenizerMetadata};
 pub use reader::{GgufFile, GgufHeader, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
 pub use types::{GgmlType, Layout};
 pub use value::{Array, Value, ValueType};

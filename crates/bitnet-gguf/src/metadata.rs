@@ -68,6 +68,49 @@ pub struct TokenizerMetadata<'a> {
     pub chat_template: Option<&'a str>,
 }
 
+/// Two ids that llama.cpp's vocabulary loader reads as the same token text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateToken {
+    /// The first id with this text.
+    pub first: u32,
+    /// The later id with the same text.
+    pub second: u32,
+    /// The text as llama.cpp sees it.
+    pub text: String,
+}
+
+impl TokenizerMetadata<'_> {
+    /// The first two tokens whose texts llama.cpp cannot tell apart, if any.
+    ///
+    /// llama.cpp (and bitnet.cpp) read each token text as a C string, so it ends at the first
+    /// NUL; an empty text is renamed `[EMPTY_<id>]`; then they assert
+    /// `id_to_token.size() == token_to_id.size()`, which aborts the process when two ids share
+    /// a text. Checking this first turns that abort into an error that names both ids.
+    pub fn first_duplicate_token(&self) -> Option<DuplicateToken> {
+        let tokens = self.tokens?;
+        let mut seen: std::collections::HashMap<std::borrow::Cow<'_, str>, u32> =
+            std::collections::HashMap::with_capacity(tokens.len());
+        for (id, text) in tokens.iter().enumerate() {
+            let id = id as u32;
+            let c_text = text.split('\0').next().unwrap_or("");
+            let key = if c_text.is_empty() {
+                std::borrow::Cow::Owned(format!("[EMPTY_{id}]"))
+            } else {
+                std::borrow::Cow::Borrowed(c_text)
+            };
+            if let Some(&first) = seen.get(&key) {
+                return Some(DuplicateToken {
+                    first,
+                    second: id,
+                    text: key.into_owned(),
+                });
+            }
+            seen.insert(key, id);
+        }
+        None
+    }
+}
+
 impl GgufHeader {
     fn typed<'a, T>(
         &'a self,

@@ -103,42 +103,6 @@ impl GgufWriter {
         Ok(w)
     }
 
-    /// Give tensor `name` another type and data, keeping its place and dimensions.
-    ///
-    /// # Errors
-    /// [`WriteError::MissingTensor`], or the size errors of [`GgufWriter::add_tensor`].
-    pub fn replace_tensor(
-        &mut self,
-        name: &str,
-        ty: GgmlType,
-        data: Vec<u8>,
-    ) -> Result<&mut Self, WriteError> {
-        let t = self
-            .tensors
-            .iter_mut()
-            .find(|t| t.name == name)
-            .ok_or_else(|| WriteError::MissingTensor(name.to_string()))?;
-        let expected = ty
-            .tensor_bytes(&t.dims)
-            .ok_or_else(|| WriteError::BadShape {
-                name: name.to_string(),
-                ty,
-                dims: t.dims.clone(),
-            })?;
-        if expected != data.len() as u64 {
-            return Err(WriteError::WrongDataSize {
-                name: name.to_string(),
-                ty,
-                dims: t.dims.clone(),
-                expected,
-                got: data.len() as u64,
-            });
-        }
-        t.ty = ty;
-        t.data = data;
-        Ok(self)
-    }
-
     /// Use another alignment; it is recorded as `general.alignment` when it is not 32.
     ///
     /// # Errors
@@ -210,6 +174,104 @@ impl GgufWriter {
             ty,
             data,
         });
+        Ok(self)
+    }
+
+    /// Replace the value of `key`, or add it when absent: the one-field rewrites that crafted
+    /// test models are made of. Keeps the key's position, so only that field changes.
+    ///
+    /// # Errors
+    /// [`WriteError::Duplicate`] for `general.alignment` (set with [`GgufWriter::with_alignment`]).
+    pub fn set_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: Value,
+    ) -> Result<&mut Self, WriteError> {
+        let key = key.into();
+        match self.metadata.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => {
+                self.add_metadata(key, value)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Remove `key`; its value, if it was there.
+    pub fn remove_metadata(&mut self, key: &str) -> Option<Value> {
+        let i = self.metadata.iter().position(|(k, _)| k == key)?;
+        Some(self.metadata.remove(i).1)
+    }
+
+    /// The metadata added so far, in order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    /// The tensor names added so far, in order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.name.as_str())
+    }
+
+    /// Remove a tensor; whether it was there.
+    pub fn remove_tensor(&mut self, name: &str) -> bool {
+        let before = self.tensors.len();
+        self.tensors.retain(|t| t.name != name);
+        self.tensors.len() != before
+    }
+
+    /// Give a tensor another name; whether it was there.
+    ///
+    /// # Errors
+    /// [`WriteError::Duplicate`] when `new_name` is already taken.
+    pub fn rename_tensor(&mut self, name: &str, new_name: &str) -> Result<bool, WriteError> {
+        if self.tensors.iter().any(|t| t.name == new_name) {
+            return Err(WriteError::Duplicate {
+                what: "tensor",
+                name: new_name.to_string(),
+            });
+        }
+        Ok(match self.tensors.iter_mut().find(|t| t.name == name) {
+            Some(t) => {
+                t.name = new_name.to_string();
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The type, dimensions and encoded bytes of a tensor, for in-place edits (a byte of a
+    /// block's scale, say); the length cannot change, so the layout stays valid.
+    pub fn tensor_mut(&mut self, name: &str) -> Option<(GgmlType, &[u64], &mut [u8])> {
+        self.tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .map(|t| (t.ty, t.dims.as_slice(), t.data.as_mut_slice()))
+    }
+
+    /// Replace a tensor's type, dimensions and data, keeping its place in the file (pass its
+    /// own dimensions to retype it in place).
+    ///
+    /// # Errors
+    /// As [`GgufWriter::add_tensor`]; [`WriteError::MissingTensor`] when there is no such
+    /// tensor (the writer is then unchanged).
+    pub fn replace_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<&mut Self, WriteError> {
+        let Some(i) = self.tensors.iter().position(|t| t.name == name) else {
+            return Err(WriteError::MissingTensor(name.to_string()));
+        };
+        let t = self.tensors.remove(i);
+        if let Err(e) = self.add_tensor(name, dims, ty, data) {
+            self.tensors.insert(i, t);
+            return Err(e);
+        }
+        let new = self.tensors.pop().expect("just added");
+        self.tensors.insert(i, new);
         Ok(self)
     }
 

@@ -170,15 +170,17 @@ fn a_copy_of_a_file_writes_the_same_bytes_and_tensors_can_be_retyped() {
     let mut copy = GgufWriter::from_file(&file).unwrap();
     assert_eq!(copy.to_bytes(), std::fs::read(&path).unwrap());
     // One tensor in another type: same place, same dims, the new bytes.
-    copy.replace_tensor("a", GgmlType::Q8_0, vec![1; 68])
+    copy.replace_tensor("a", &[32, 2], GgmlType::Q8_0, vec![1; 68])
         .unwrap();
     assert!(copy
-        .replace_tensor("a", GgmlType::Q8_0, vec![1; 67])
+        .replace_tensor("a", &[32, 2], GgmlType::Q8_0, vec![1; 67])
         .is_err());
     assert!(copy
-        .replace_tensor("b", GgmlType::Q8_0, vec![0; 34])
+        .replace_tensor("b", &[4], GgmlType::Q8_0, vec![0; 34])
         .is_err());
-    assert!(copy.replace_tensor("zz", GgmlType::F32, vec![]).is_err());
+    assert!(copy
+        .replace_tensor("zz", &[0], GgmlType::F32, vec![])
+        .is_err());
     let out = dir.path().join("retyped.gguf");
     copy.write_file(&out).unwrap();
     let f = GgufFile::open(&out).unwrap();
@@ -224,4 +226,68 @@ fn typed_accessors_convert_integers_and_reject_wrong_types() {
     );
     let err = f.tokenizer().unwrap_err().to_string();
     assert!(err.contains("tokenizer.ggml.scores"), "{err}");
+}
+
+#[test]
+fn one_field_rewrites_change_only_that_field() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("a", Value::U32(1)).unwrap();
+    w.add_metadata("b", Value::U32(2)).unwrap();
+    w.add_tensor("x", &[4], GgmlType::F32, vec![0; 16]).unwrap();
+    w.add_tensor("y", &[4], GgmlType::F32, vec![1; 16]).unwrap();
+    w.set_metadata("a", Value::F32(f32::NAN)).unwrap();
+    w.set_metadata("c", Value::U8(3)).unwrap();
+    assert_eq!(w.remove_metadata("b"), Some(Value::U32(2)));
+    assert_eq!(w.remove_metadata("b"), None);
+    assert!(w.set_metadata("general.alignment", Value::U32(1)).is_err());
+    w.tensor_mut("x").unwrap().2[0..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    assert!(w.rename_tensor("y", "x").is_err());
+    assert!(w.rename_tensor("y", "z").unwrap());
+    w.replace_tensor("z", &[32], GgmlType::F16, vec![0; 64])
+        .unwrap();
+    assert!(w
+        .replace_tensor("z", &[3], GgmlType::Q8_0, vec![0; 3])
+        .is_err());
+    assert!(w
+        .replace_tensor("nope", &[1], GgmlType::F32, vec![0; 4])
+        .is_err());
+    assert_eq!(w.tensor_names().collect::<Vec<_>>(), ["x", "z"]);
+
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "c"], "a keeps its place, c is appended");
+    assert!(f.get_f32("a").unwrap().unwrap().is_nan());
+    let (x, data) = f.tensor_data_by_name("x").unwrap();
+    assert_eq!(x.ty, GgmlType::F32);
+    assert_eq!(&data[..4], &f32::INFINITY.to_le_bytes());
+    assert_eq!(f.tensor("z").unwrap().ty, GgmlType::F16);
+    assert_eq!(f.tensor("z").unwrap().dims, [32]);
+    assert!(w.remove_tensor("x"));
+    assert!(!w.remove_tensor("x"));
+}
+
+#[test]
+fn duplicate_tokens_are_found_as_llama_cpp_reads_them() {
+    let file = |tokens: &[&str]| {
+        let mut w = GgufWriter::new();
+        w.add_metadata(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(
+                tokens.iter().map(|t| t.to_string()).collect(),
+            )),
+        )
+        .unwrap();
+        GgufFile::from_bytes(w.to_bytes()).unwrap()
+    };
+    let dup = |tokens: &[&str]| file(tokens).tokenizer().unwrap().first_duplicate_token();
+    assert_eq!(dup(&["a", "b", "", "c"]), None);
+    let d = dup(&["a", "b", "a"]).unwrap();
+    assert_eq!((d.first, d.second, d.text.as_str()), (0, 2, "a"));
+    // A C string ends at the first NUL: "b\0x" is "b".
+    let d = dup(&["a", "b", "b\0x"]).unwrap();
+    assert_eq!((d.first, d.second), (1, 2));
+    // An empty token is renamed "[EMPTY_<id>]", which can collide with a real one.
+    let d = dup(&["[EMPTY_1]", ""]).unwrap();
+    assert_eq!((d.first, d.second, d.text.as_str()), (0, 1, "[EMPTY_1]"));
+    assert_eq!(dup(&["", "\0"]), None, "two empties get different names");
 }

@@ -32,13 +32,17 @@ pub(crate) fn layer(
     // feed-forward: x += down · sub_norm(relu(gate · h)² * (up · h)), h = norm(x)
     s.h.clear();
     s.h.extend_from_slice(&io.x);
-    ops::rms_norm(&mut s.h, &w.ffn_norm, eps);
+    ops::rms_norm(&mut s.h, &w.ffn_norm, ctx.ffn_norm_eps(io.il));
     io.tap(names::FFN_NORM, &s.h);
     ctx.linear(&w.up, &s.h, &mut s.mm, &mut s.up);
     io.tap(names::FFN_UP, &s.up);
     ctx.linear(&w.gate, &s.h, &mut s.mm, &mut s.gate);
     io.tap(names::FFN_GATE, &s.gate);
-    ops::relu2_mul(&mut s.gate, &s.up);
+    if ctx.silu_instead_of_relu2() {
+        ops::silu_mul(&mut s.gate, &s.up);
+    } else {
+        ops::relu2_mul(&mut s.gate, &s.up);
+    }
     io.tap(names::FFN_OUT, &s.gate);
     sub_norm(&mut s.gate, &w.ffn_sub_norm);
     io.tap(names::FFN_SUB_NORM, &s.gate);

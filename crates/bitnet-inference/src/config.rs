@@ -24,6 +24,16 @@ impl Architecture {
             Architecture::BitnetB158 => "bitnet-b1.58",
         }
     }
+
+    /// The feed-forward activation the architecture's graph applies to the gate: `silu`
+    /// (`llama`, upstream `bitnet`) or `relu_sqr` (bitnet.cpp's `bitnet-b1.58`) — the names
+    /// the references' graph facts use.
+    pub fn ffn_activation(self) -> &'static str {
+        match self {
+            Architecture::Llama | Architecture::Bitnet => "silu",
+            Architecture::BitnetB158 => "relu_sqr",
+        }
+    }
 }
 
 /// How RoPE pairs the elements of a head.
@@ -105,7 +115,7 @@ impl ModelConfig {
             .unwrap_or(head_dim);
         if rope_dims > head_dim || rope_dims % 2 != 0 {
             return Err(InferenceError::BadConfig(format!(
-                "rope.dimension_count {rope_dims} does not fit head size {head_dim}"
+                "{arch_name}.rope.dimension_count {rope_dims} does not fit head size {head_dim} (it must be even and at most the head size)"
             )));
         }
         Ok(ModelConfig {

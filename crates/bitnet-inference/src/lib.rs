@@ -28,10 +28,14 @@ pub mod attention;
 mod bitnet;
 mod bitnet_b158;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod llama;
 mod model;
 pub mod numerics;
 pub mod ops;
+pub mod perplexity;
+pub mod rules;
 pub mod run;
 pub mod sampling;
 pub mod tap;
@@ -42,8 +46,9 @@ pub use bitnet_cpp::run::{CacheType, EffectiveConfig, FlashAttn, RunConfig};
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use model::{Eval, Model, Outputs, State};
 pub use numerics::Numerics;
+pub use rules::check_model_file;
 pub use run::RunChoice;
-pub use tap::{Observer, Tapped, TensorName};
+pub use tap::{graph_ops, FirstNonFinite, NonFiniteAt, Observer, Tapped, TensorName};
 pub use template::{
     format_prompt, template_warnings, FormattedPrompt, ModelChatInfo, TemplateError, TemplateType,
     TemplateWarning,
@@ -79,6 +84,15 @@ pub enum InferenceError {
         tensor: String,
         /// Its type.
         ty: bitnet_gguf::GgmlType,
+    },
+    /// The file breaks a rule a C++ reference enforces (or holds a value no model can have):
+    /// see [`rules`].
+    #[error("{subject}: {problem}")]
+    Refused {
+        /// The key or tensor.
+        subject: String,
+        /// What is wrong, and who says so.
+        problem: String,
     },
     /// A token id outside the vocabulary.
     #[error("token id {token} is outside the vocabulary (size {n_vocab})")]

@@ -24,7 +24,7 @@ pub(crate) fn layer(
     // feed-forward: x += down · (silu(gate · h) * (up · h)), h = norm(x)
     s.h.clear();
     s.h.extend_from_slice(&io.x);
-    ops::rms_norm(&mut s.h, &w.ffn_norm, ctx.c.rms_eps);
+    ops::rms_norm(&mut s.h, &w.ffn_norm, ctx.ffn_norm_eps(io.il));
     io.tap(names::FFN_NORM, &s.h);
     ctx.linear(&w.up, &s.h, &mut s.mm, &mut s.up);
     io.tap(names::FFN_UP, &s.up);

@@ -11,7 +11,7 @@ use bitnet_gguf::GgufFile;
 use bitnet_cpp::run::{EffectiveConfig, RunConfig};
 
 pub(crate) use crate::attention::LayerCache;
-use crate::attention::{self, AttentionPlan, AttentionShape};
+use crate::attention::{self, AttendExtras, AttentionPlan, AttentionShape};
 use crate::config::{Architecture, ModelConfig};
 use crate::numerics::Numerics;
 use crate::ops;
@@ -26,6 +26,8 @@ pub struct Model {
     config: ModelConfig,
     weights: Weights,
     numerics: Numerics,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<crate::fault::Fault>,
 }
 
 /// Reused buffers: after the first call of a given batch size, a forward pass allocates
@@ -43,6 +45,8 @@ pub(crate) struct Scratch {
     pub mm: MatmulScratch,
     pub rope: Vec<(f32, f32)>,
     pub attention: attention::AttentionScratch,
+    /// Attention weights, filled only when an observer wants them.
+    pub probs: Vec<f32>,
 }
 
 /// The state of one sequence: its run configuration, how many positions are cached, and the
@@ -153,9 +157,57 @@ pub(crate) struct Ctx<'a> {
     pub c: &'a ModelConfig,
     pub numerics: Numerics,
     pub attention: AttentionPlan,
+    #[cfg(feature = "fault-injection")]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 impl Ctx<'_> {
+    /// The RMSNorm epsilon of layer `il`'s `ffn_norm`: the model's (a planted fault may
+    /// change it in tests).
+    #[inline]
+    pub fn ffn_norm_eps(&self, il: usize) -> f32 {
+        #[cfg(feature = "fault-injection")]
+        if let Some(crate::fault::Fault::FfnNormEpsilon { layer, delta }) = self.fault {
+            if layer == il {
+                return self.c.rms_eps + delta;
+            }
+        }
+        let _ = il;
+        self.c.rms_eps
+    }
+
+    /// Whether the feed-forward block must apply SiLU instead of relu² (only a planted
+    /// fault says so).
+    #[inline]
+    pub fn silu_instead_of_relu2(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(crate::fault::Fault::SiluInsteadOfRelu2) {
+            return true;
+        }
+        false
+    }
+
+    /// RoPE's frequency base: the model's (a planted fault may change it in tests).
+    #[inline]
+    fn rope_base(&self) -> f32 {
+        #[cfg(feature = "fault-injection")]
+        if let Some(crate::fault::Fault::RopeBase { factor }) = self.fault {
+            return self.c.rope_base * factor;
+        }
+        self.c.rope_base
+    }
+
+    /// How many cached positions beyond itself a token attends to: none under the causal
+    /// mask (a planted fault may widen the mask by one in tests).
+    #[inline]
+    fn extra_visible(&self) -> usize {
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(crate::fault::Fault::CausalMaskOffByOne) {
+            return 1;
+        }
+        0
+    }
+
     /// `out = W · x` for each token row, as the C++ reference computes it.
     pub fn linear(&self, w: &MatrixRef, x: &[f32], mm: &mut MatmulScratch, out: &mut Vec<f32>) {
         w.forward(self.bytes, self.numerics, x, mm, out);
@@ -183,7 +235,7 @@ impl Ctx<'_> {
         self.linear(&lw.wv, &s.h, &mut s.mm, &mut s.v);
         let kv = c.kv_dim();
         for t in 0..n {
-            ops::rope_table(pos0 + t, c.rope_dims, c.rope_base, &mut s.rope);
+            ops::rope_table(pos0 + t, c.rope_dims, self.rope_base(), &mut s.rope);
             ops::rope(
                 &mut s.q[t * c.dim..(t + 1) * c.dim],
                 c.head_dim,
@@ -204,6 +256,19 @@ impl Ctx<'_> {
         io.tap(names::VCUR, &s.v);
         s.att.clear();
         s.att.resize(n * c.dim, 0.0);
+        // The attention weights exist per head only inside `attend`; they are gathered into
+        // one tensor (every head's weights over the cache so far, per position) only when an
+        // observer asks for them. With flash attention ggml never forms them (no such tensor
+        // in the reference's graph either), so they are not offered then.
+        let kq_name = match self.numerics {
+            Numerics::LlamaCpp => names::KQ_SOFT_MAX,
+            Numerics::BitnetCpp(_) => names::KQ_SOFT_MAX_EXT,
+        };
+        let want_probs = !self.attention.flash_attn && io.wants(kq_name);
+        if want_probs {
+            s.probs.clear();
+            s.probs.resize(n * c.n_heads * (pos0 + n), 0.0);
+        }
         attention::append_and_attend(
             &self.attention,
             &mut s.q,
@@ -212,8 +277,15 @@ impl Ctx<'_> {
             cache,
             pos0,
             &mut s.attention,
+            AttendExtras {
+                probs: want_probs.then_some(s.probs.as_mut_slice()),
+                extra_visible: self.extra_visible(),
+            },
             &mut s.att,
         );
+        if want_probs {
+            io.show(kq_name, &s.probs);
+        }
         // llama.cpp names the heads' output `kqv_out` before it undoes a quantized V cache's
         // rotation (`build_attn`), so the observer sees it there too.
         io.tap(names::KQV_OUT, &s.att);
@@ -244,6 +316,24 @@ impl LayerIo<'_, '_> {
     pub fn tap(&mut self, op: &'static str, data: &[f32]) {
         let row_len = data.len() / self.positions.len().max(1);
         self.tap.emit(
+            TensorName::layer(op, self.il),
+            &self.positions,
+            row_len,
+            data,
+        );
+    }
+
+    /// Whether the observer wants this layer's `op` (for a tensor assembled only when asked;
+    /// then show it with [`LayerIo::show`]).
+    #[inline]
+    pub fn wants(&mut self, op: &'static str) -> bool {
+        self.tap.wants(TensorName::layer(op, self.il))
+    }
+
+    /// Show this layer's `op` (one row per current position), which the observer wants.
+    pub fn show(&mut self, op: &'static str, data: &[f32]) {
+        let row_len = data.len() / self.positions.len().max(1);
+        self.tap.show(
             TensorName::layer(op, self.il),
             &self.positions,
             row_len,
@@ -303,10 +393,15 @@ impl Model {
     ///
     /// # Errors
     /// An unreadable or corrupt file, an unsupported architecture or tensor type, a missing
-    /// tensor or one of the wrong shape.
+    /// tensor or one of the wrong shape, a file the C++ references would refuse or die on
+    /// ([`crate::rules`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, InferenceError> {
+        #[cfg(feature = "fault-injection")]
+        let fault = crate::fault::armed_for(path.as_ref());
         let file = GgufFile::open(path)?;
-        let config = ModelConfig::from_gguf(&file)?;
+        // The references' rules first: nothing below sizes anything from a count they have
+        // not checked.
+        let config = crate::rules::check_model_file(&file)?;
         let weights = Weights::load(&file, &config)?;
         let numerics = Numerics::for_architecture(config.arch);
         Ok(Model {
@@ -314,6 +409,8 @@ impl Model {
             config,
             weights,
             numerics,
+            #[cfg(feature = "fault-injection")]
+            fault,
         })
     }
 
@@ -325,6 +422,12 @@ impl Model {
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The weight tensor the output head multiplies by: `output.weight`, or
+    /// `token_embd.weight` when the output is tied to the embedding.
+    pub fn output_head(&self) -> &str {
+        self.weights.output.name()
     }
 
     /// The underlying file (metadata, tokenizer keys).
@@ -351,7 +454,7 @@ impl Model {
     pub fn new_state_with(&self, run: &RunConfig) -> Result<State, InferenceError> {
         let run = run::resolve(run, self.numerics, self.config.head_dim)?;
         Ok(State {
-            layers: vec![LayerCache::default(); self.config.n_layers],
+            layers: vec![LayerCache::default(); self.weights.layers.len()],
             pos: 0,
             run,
             scratch: Scratch::default(),
@@ -415,6 +518,8 @@ impl Model {
                 flash_attn: run.effective.flash_attn,
                 threads: run.effective.threads as usize,
             },
+            #[cfg(feature = "fault-injection")]
+            fault: self.fault,
         };
         let mut tap = Tap::new(request.observer);
         // The reference evaluates a batch in micro-batches and picks its kernels for each;

@@ -9,9 +9,12 @@
 //! (the first layer where a NaN shows up), without holding the whole pass in memory.
 //!
 //! Observation is off unless an observer is given; then each tap point costs one call to
-//! [`Observer::wants`].
+//! [`Observer::wants`]. [`graph_ops`] lists, per architecture, the names a pass shows, in
+//! the order it produces them.
 
 use std::fmt;
+
+use crate::Architecture;
 
 /// A named intermediate tensor: llama.cpp's base name and, for per-layer tensors, the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +56,7 @@ impl fmt::Display for TensorName {
 ///
 /// | step | `llama` (llama.cpp) | `bitnet` (llama.cpp) | `bitnet-b1.58` (bitnet.cpp) |
 /// |---|---|---|---|
+/// | attention weights | `kq_soft_max` | `kq_soft_max` | `kq_soft_max_ext` |
 /// | attention block output | `attn_out` | `attn_out` | `attn_o_out` |
 /// | gated activation | `ffn_swiglu` | `ffn_sub_out` | `ffn_out` |
 /// | FFN block output | `ffn_out` | `ffn_down` | `ffn_down` |
@@ -65,6 +69,12 @@ pub mod names {
     pub const KCUR: &str = "Kcur";
     /// Values.
     pub const VCUR: &str = "Vcur";
+    /// The attention weights (softmax of the scaled, masked scores): per position, every
+    /// head's weights over the cached positions so far (`n_heads × n_cached` values; zero
+    /// past the position itself).
+    pub const KQ_SOFT_MAX: &str = "kq_soft_max";
+    /// bitnet.cpp's name for [`KQ_SOFT_MAX`].
+    pub const KQ_SOFT_MAX_EXT: &str = "kq_soft_max_ext";
     /// All heads' attention output, before any sub-norm and the output projection
     /// (`build_attn`'s `kqv_out`).
     pub const KQV_OUT: &str = "kqv_out";
@@ -99,6 +109,70 @@ pub mod names {
     pub const RESULT_NORM: &str = "result_norm";
     /// The logits.
     pub const RESULT_OUTPUT: &str = "result_output";
+}
+
+/// The tensors a pass of `arch` shows, in the order it produces them: those of each layer
+/// (named `op-N`), then those after the last layer. With flash attention on, the attention
+/// weights (`kq_soft_max`, `kq_soft_max_ext`) are not formed, in ggml's graph or the engine's,
+/// and are not shown.
+pub fn graph_ops(arch: Architecture) -> (&'static [&'static str], &'static [&'static str]) {
+    use names::*;
+    const OUTPUT: &[&str] = &[RESULT_NORM, RESULT_OUTPUT];
+    let layer: &'static [&'static str] = match arch {
+        Architecture::Llama => &[
+            ATTN_NORM,
+            QCUR,
+            KCUR,
+            VCUR,
+            KQ_SOFT_MAX,
+            KQV_OUT,
+            ATTN_OUT,
+            FFN_INP,
+            FFN_NORM,
+            FFN_UP,
+            FFN_GATE,
+            FFN_SWIGLU,
+            FFN_OUT,
+            L_OUT,
+        ],
+        Architecture::Bitnet => &[
+            ATTN_NORM,
+            QCUR,
+            KCUR,
+            VCUR,
+            KQ_SOFT_MAX,
+            KQV_OUT,
+            ATTN_SUB_NORM,
+            ATTN_OUT,
+            FFN_INP,
+            FFN_NORM,
+            FFN_UP,
+            FFN_GATE,
+            FFN_SUB_OUT,
+            FFN_SUB_NORM,
+            FFN_DOWN,
+            L_OUT,
+        ],
+        Architecture::BitnetB158 => &[
+            ATTN_NORM,
+            QCUR,
+            KCUR,
+            VCUR,
+            KQ_SOFT_MAX_EXT,
+            KQV_OUT,
+            ATTN_SUB_NORM,
+            ATTN_O_OUT,
+            FFN_INP,
+            FFN_NORM,
+            FFN_UP,
+            FFN_GATE,
+            FFN_OUT,
+            FFN_SUB_NORM,
+            FFN_DOWN,
+            L_OUT,
+        ],
+    };
+    (layer, OUTPUT)
 }
 
 /// One tensor as the forward pass hands it to an [`Observer`]: rows of `row_len` f32 values,
@@ -151,14 +225,89 @@ impl<'o> Tap<'o> {
     /// Show `data` (rows of `row_len`, one per position) to the observer, if it wants it.
     #[inline]
     pub fn emit(&mut self, name: TensorName, positions: &[usize], row_len: usize, data: &[f32]) {
+        if self.wants(name) {
+            self.show(name, positions, row_len, data);
+        }
+    }
+
+    /// Whether the observer wants `name` (for a tensor the pass only assembles when asked);
+    /// show it with [`Tap::show`].
+    #[inline]
+    pub fn wants(&mut self, name: TensorName) -> bool {
+        self.observer.as_deref_mut().is_some_and(|o| o.wants(name))
+    }
+
+    /// Show a tensor the observer said it wants.
+    pub fn show(&mut self, name: TensorName, positions: &[usize], row_len: usize, data: &[f32]) {
         if let Some(o) = self.observer.as_deref_mut() {
-            if o.wants(name) {
-                o.observe(Tapped {
-                    name,
-                    positions,
-                    row_len,
-                    data,
+            o.observe(Tapped {
+                name,
+                positions,
+                row_len,
+                data,
+            });
+        }
+    }
+}
+
+/// Finds the first tensor of a pass (in the order the pass produces them) that holds a NaN or
+/// an infinity: where non-finite logits come from.
+#[derive(Debug, Default)]
+pub struct FirstNonFinite {
+    found: Option<NonFiniteAt>,
+}
+
+/// Where non-finite values first appeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteAt {
+    /// The tensor.
+    pub name: TensorName,
+    /// The first position whose row has one.
+    pub position: usize,
+    /// How many of that row's values are NaN or ±∞.
+    pub count: usize,
+    /// The row's length.
+    pub row_len: usize,
+}
+
+impl fmt::Display for NonFiniteAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (position {}: {} of {} values)",
+            self.name, self.position, self.count, self.row_len
+        )
+    }
+}
+
+impl FirstNonFinite {
+    /// An observer that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first tensor with a non-finite value, once the pass has run.
+    pub fn found(&self) -> Option<&NonFiniteAt> {
+        self.found.as_ref()
+    }
+}
+
+impl Observer for FirstNonFinite {
+    fn wants(&mut self, _: TensorName) -> bool {
+        self.found.is_none()
+    }
+
+    fn observe(&mut self, t: Tapped<'_>) {
+        for (i, &position) in t.positions.iter().enumerate() {
+            let count = t.row(i).iter().filter(|v| !v.is_finite()).count();
+            if count > 0 {
+                self.found = Some(NonFiniteAt {
+                    name: t.name,
+                    position,
+                    count,
+                    row_len: t.row_len,
                 });
+                return;
             }
         }
     }
@@ -200,5 +349,28 @@ mod tests {
         assert_eq!(seen.1, vec![("ffn_out-0".to_string(), vec![0, 1], 4)]);
         // No observer: nothing to call.
         Tap::new(None).emit(TensorName::output("result_norm"), &[0], 1, &[0.0]);
+    }
+
+    #[test]
+    fn the_first_non_finite_tensor_is_named() {
+        let mut first = FirstNonFinite::new();
+        {
+            let mut tap = Tap::new(Some(&mut first));
+            tap.emit(TensorName::layer("attn_norm", 0), &[0, 1], 2, &[0.0; 4]);
+            tap.emit(
+                TensorName::layer("Qcur", 0),
+                &[0, 1],
+                2,
+                &[0.0, 1.0, f32::NAN, 2.0],
+            );
+            tap.emit(
+                TensorName::layer("Kcur", 0),
+                &[0, 1],
+                2,
+                &[f32::INFINITY; 4],
+            );
+        }
+        let at = first.found().unwrap();
+        assert_eq!(at.to_string(), "Qcur-0 (position 1: 1 of 2 values)");
     }
 }

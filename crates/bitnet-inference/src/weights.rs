@@ -134,6 +134,11 @@ fn matrix(
 }
 
 impl MatrixRef {
+    /// The tensor's name in the file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The typed view over the file's bytes.
     ///
     /// # Errors
@@ -220,7 +225,9 @@ impl Weights {
             }
             _ => token_embd.clone(),
         };
-        let mut layers = Vec::with_capacity(c.n_layers);
+        // Grown layer by layer: a hostile block_count fails at its first missing tensor
+        // instead of sizing an allocation.
+        let mut layers = Vec::new();
         for l in 0..c.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}");
             let mat = |s: &str, cols, rows| {

@@ -5,7 +5,9 @@ mod common;
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;
-use bitnet_inference::{Eval, Model, Observer, Outputs, RunConfig, Tapped, TensorName};
+use bitnet_inference::{
+    graph_ops, Eval, FlashAttn, Model, Observer, Outputs, RunConfig, Tapped, TensorName,
+};
 use bitnet_minimodel::Arch;
 use common::{tiny, PROMPT};
 
@@ -113,6 +115,8 @@ fn output_positions_must_be_ascending_indices_into_the_tokens() {
 struct Recorder {
     seen: Vec<(String, Vec<usize>, usize)>,
     logits: Vec<f32>,
+    /// The attention weights of layer 0.
+    weights: Vec<f32>,
 }
 
 impl Observer for Recorder {
@@ -126,12 +130,16 @@ impl Observer for Recorder {
         if t.name.op == "result_output" {
             self.logits = t.data.to_vec();
         }
+        if t.name.op.starts_with("kq_soft_max") && t.name.layer == Some(0) {
+            self.weights = t.data.to_vec();
+        }
     }
 }
 
 /// The observer sees each architecture's tensors under its reference's names, in graph order,
 /// with the rows the pass computed (the last layer's feed-forward block on the output rows
-/// only), and watching changes nothing.
+/// only), and watching changes nothing. Without flash attention the attention weights are
+/// among them; with it they exist in neither graph, and only they are missing.
 #[test]
 fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,16 +152,20 @@ fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
         let m = Model::load(tiny(dir.path(), arch, qtype, "llama-bpe")).unwrap();
         let c = m.config().clone();
         let tokens = [1u32, 450, 4996, 17354, 1701];
+        let no_flash = RunConfig {
+            flash_attn: FlashAttn::Off,
+            ..RunConfig::default()
+        };
         let plain = m
             .eval(
-                &mut m.new_state(),
+                &mut m.new_state_with(&no_flash).unwrap(),
                 Eval::new(&tokens).outputs(Outputs::Positions(vec![1, 4])),
             )
             .unwrap();
         let mut rec = Recorder::default();
         let watched = m
             .eval(
-                &mut m.new_state(),
+                &mut m.new_state_with(&no_flash).unwrap(),
                 Eval::new(&tokens)
                     .outputs(Outputs::Positions(vec![1, 4]))
                     .observe(&mut rec),
@@ -172,9 +184,14 @@ fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
         } else {
             "attn_out"
         };
+        let kq = if arch == Arch::BitnetB158 {
+            "kq_soft_max_ext"
+        } else {
+            "kq_soft_max"
+        };
         let mut expected = Vec::new();
         for l in 0..c.n_layers {
-            let mut layer = vec!["attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out"];
+            let mut layer = vec!["attn_norm", "Qcur", "Kcur", "Vcur", kq, "kqv_out"];
             if arch != Arch::Llama {
                 layer.push("attn_sub_norm");
             }
@@ -187,6 +204,52 @@ fn an_observer_sees_every_tensor_in_graph_order_and_changes_nothing() {
         }
         expected.extend(["result_norm".to_string(), "result_output".to_string()]);
         assert_eq!(names, expected, "{arch:?}");
+        let (layer_ops, output_ops) = graph_ops(c.arch);
+        let listed: Vec<String> = (0..c.n_layers)
+            .flat_map(|l| layer_ops.iter().map(move |op| format!("{op}-{l}")))
+            .chain(output_ops.iter().map(|op| op.to_string()))
+            .collect();
+        assert_eq!(names, listed, "{arch:?}: graph_ops lists what a pass shows");
+
+        let flash = RunConfig {
+            flash_attn: FlashAttn::On,
+            ..RunConfig::default()
+        };
+        let mut fused = Recorder::default();
+        m.eval(
+            &mut m.new_state_with(&flash).unwrap(),
+            Eval::new(&tokens)
+                .outputs(Outputs::Positions(vec![1, 4]))
+                .observe(&mut fused),
+        )
+        .unwrap();
+        let fused_names: Vec<&str> = fused.seen.iter().map(|(n, _, _)| n.as_str()).collect();
+        let without_weights: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !n.starts_with(&format!("{kq}-")))
+            .collect();
+        assert_eq!(
+            fused_names, without_weights,
+            "{arch:?} with flash attention"
+        );
+        assert!(fused.weights.is_empty(), "{arch:?}");
+
+        // The attention weights: every head's weights over the 5 cached positions, each head
+        // summing to 1 over the positions up to its own, zero after.
+        assert_eq!(rec.weights.len(), 5 * c.n_heads * 5);
+        for (i, head) in rec.weights.chunks(5).enumerate() {
+            let t = i / c.n_heads;
+            let total: f32 = head[..=t].iter().sum();
+            assert!(
+                (total - 1.0).abs() < 1e-5,
+                "{arch:?}: position {t}: {head:?}"
+            );
+            assert!(
+                head[t + 1..].iter().all(|&w| w == 0.0),
+                "{arch:?}: {head:?}"
+            );
+        }
 
         let rows_of = |name: &str| {
             rec.seen

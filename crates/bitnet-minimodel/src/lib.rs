@@ -15,6 +15,8 @@
 //! scale, exact in f16), as the real models have, so a ternary encoding loses nothing.
 #![deny(missing_docs)]
 
+pub mod crafted;
+
 use std::path::{Path, PathBuf};
 
 use bitnet_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, Value, WriteError};

@@ -250,7 +250,10 @@ impl QuantizedActivation {
 
 /// One Q8_0 / Q8_1 block; returns the f32 scale `d` and Σq.
 fn q8_block(x: &[f32], q: &mut [i8], flavor: Q8Flavor) -> (f32, i32) {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = match flavor {
+        Q8Flavor::Generic => x.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+        Q8Flavor::Avx => avx_block_amax(x),
+    };
     // Both flavours: `d = amax / 127` in f32.
     let d = amax / 127.0;
     let mut sum = 0i32;
@@ -268,12 +271,53 @@ fn q8_block(x: &[f32], q: &mut [i8], flavor: Q8Flavor) -> (f32, i32) {
             // `_mm256_cvtps_epi32` + saturating packs (values are within ±127 anyway).
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             for (q, &v) in q.iter_mut().zip(x) {
-                *q = (v * id).round_ties_even().clamp(-128.0, 127.0) as i8;
+                *q = cvtps_epi32_packs_i8((v * id).round_ties_even());
                 sum += *q as i32;
             }
         }
     }
     (d, sum)
+}
+
+/// `_mm256_max_ps(a, b)` on one lane: `a > b ? a : b`, so a NaN in either operand gives `b`.
+#[inline(always)]
+fn maxps(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// max|x| of a 32-element block as the AVX `quantize_row_q8_0` / `q8_1` (and the repacked
+/// `ggml_quantize_mat_q8_0_4x8`) reduce it: four 8-lane vectors folded lane by lane, then
+/// the halves, then pairs. For finite input this is the plain maximum; with a NaN it is
+/// whatever that order of `maxps` gives (NaN or not), which decides whether the reference's
+/// block scale becomes NaN.
+fn avx_block_amax(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        let mut m = x[l].abs();
+        for v in 1..4 {
+            m = maxps(m, x[8 * v + l].abs());
+        }
+        *lane = m;
+    }
+    // _mm_max_ps(high half, low half), then with its own high pair, then lane 0 with lane 1.
+    let m4: [f32; 4] = std::array::from_fn(|j| maxps(lanes[4 + j], lanes[j]));
+    maxps(maxps(m4[0], m4[2]), maxps(m4[1], m4[3]))
+}
+
+/// `_mm256_cvtps_epi32` then the saturating `packs` to int8, for an already rounded value:
+/// NaN and anything outside the i32 range become the "integer indefinite" i32::MIN, which
+/// saturates to −128.
+#[inline(always)]
+fn cvtps_epi32_packs_i8(r: f32) -> i8 {
+    if r.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+        -128
+    } else {
+        (r as i32).clamp(-128, 127) as i8
+    }
 }
 
 /// ggml `quantize_row_q8_K_ref` (x86 `quantize_row_q8_K` calls it): scale from the signed
@@ -330,7 +374,16 @@ unsafe fn i8_s_row_fma(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 
 #[inline(always)]
 fn i8_s_row_impl(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let max = x.iter().fold(0.00001f64, |m, &v| m.max((v as f64).abs()));
+    // `max = MAX(max, fabs(x))` with ggml's `MAX(a, b) ((a) > (b) ? (a) : (b))`: a NaN
+    // becomes the maximum, and the next value replaces it (f64::max would skip the NaN).
+    let max = x.iter().fold(0.00001f64, |m, &v| {
+        let a = (v as f64).abs();
+        if m > a {
+            m
+        } else {
+            a
+        }
+    });
     let s = (127.0 / max) as f32;
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {

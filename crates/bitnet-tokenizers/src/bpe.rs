@@ -163,12 +163,15 @@ impl BpeModel {
                 None => {
                     // llama.cpp looks each byte of the *encoded* text up as a one-byte token:
                     // only printable ASCII can succeed; the rest is dropped.
+                    let mut spelled = true;
                     for &b in &word[s.start..s.start + s.len] {
-                        if (0x21..=0x7E).contains(&b) {
-                            if let Some(id) = self.byte_ids[b as usize] {
-                                out.push(id);
-                            }
+                        match self.byte_ids[b as usize] {
+                            Some(id) if (0x21..=0x7E).contains(&b) => out.push(id),
+                            _ => spelled = false,
                         }
+                    }
+                    if !spelled {
+                        record_lost(word, s.start, &mut scratch.lost);
                     }
                 }
             }
@@ -233,6 +236,30 @@ fn parse_merges(vocab: &Vocab, base: usize, part: &[String]) -> Result<Vec<Parse
     Ok(out)
 }
 
+/// Add the character of `word` that contains byte `at` to `lost`, once.
+fn record_lost(word: &[u8], at: usize, lost: &mut String) {
+    // Words are slices of a `str` cut at character boundaries, so the character starts at
+    // the last non-continuation byte at or before `at`.
+    let start = (0..=at)
+        .rev()
+        .find(|&i| word[i] & 0xC0 != 0x80)
+        .unwrap_or(at);
+    let len = match word[start] {
+        b if b < 0x80 => 1,
+        b if b >= 0xF0 => 4,
+        b if b >= 0xE0 => 3,
+        _ => 2,
+    };
+    let end = (start + len).min(word.len());
+    if let Ok(s) = std::str::from_utf8(&word[start..end]) {
+        for c in s.chars() {
+            if !lost.contains(c) {
+                lost.push(c);
+            }
+        }
+    }
+}
+
 /// GPT-2 byte-to-unicode encoding of `bytes` into `out` (cleared first).
 pub(crate) fn encode_bytes(bytes: &[u8], out: &mut String) {
     let map = byte_to_char();
@@ -257,4 +284,6 @@ pub(crate) struct Scratch {
     /// `(rank, left, right, size, merged id)`, smallest rank then smallest left first.
     #[allow(clippy::type_complexity)]
     queue: BinaryHeap<Reverse<(u32, usize, usize, usize, Option<u32>)>>,
+    /// Characters whose bytes no token could spell (llama.cpp drops them silently).
+    pub lost: String,
 }

@@ -96,6 +96,24 @@ pub enum TokenizerError {
         /// The vocabulary size.
         n_vocab: usize,
     },
+    /// The text holds characters the vocabulary cannot spell: no token for them and no byte
+    /// token to fall back on. llama.cpp aborts on such text (SPM) or silently drops it (BPE);
+    /// here it is an error, so no prompt is ever quietly shortened.
+    #[error(
+        "the vocabulary cannot represent {} in the text: it has no token for {} and no byte \
+         tokens to spell {}; llama.cpp would {llama_cpp}. Remove {} from the text, or use a \
+         model whose vocabulary has byte tokens",
+        describe_chars(chars),
+        if chars.chars().count() == 1 { "it" } else { "them" },
+        if chars.chars().count() == 1 { "it" } else { "them" },
+        if chars.chars().count() == 1 { "it" } else { "them" }
+    )]
+    Unrepresentable {
+        /// The distinct characters that would be lost, in order of appearance.
+        chars: String,
+        /// What llama.cpp does with them: "abort (std::out_of_range)" or "drop them silently".
+        llama_cpp: &'static str,
+    },
     /// BOS (or EOS) was requested but the vocabulary has none.
     #[error("the vocabulary has no {which} token, but adding one was requested")]
     MissingSpecialToken {
@@ -110,4 +128,15 @@ fn gguf_reason(e: &bitnet_gguf::GgufError) -> String {
         bitnet_gguf::GgufError::Io { source, .. } => format!("cannot read: {source}"),
         other => other.to_string(),
     }
+}
+
+/// `"🦀" (U+1F980)`, or a list of such for several characters.
+fn describe_chars(chars: &str) -> String {
+    let parts: Vec<String> = chars
+        .chars()
+        .map(|c| format!("{:?} (U+{:04X})", c.to_string(), c as u32))
+        .collect();
+    let n = parts.len();
+    let word = if n == 1 { "character" } else { "characters" };
+    format!("{n} {word}: {}", parts.join(", "))
 }

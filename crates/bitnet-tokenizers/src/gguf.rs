@@ -321,7 +321,8 @@ impl GgufTokenizer {
     /// [`TokenizerError::UnsupportedPreTokenizer`] for a llama.cpp pre-tokenizer this crate
     /// does not implement, [`TokenizerError::InvalidMerges`] for a BPE vocabulary without
     /// (well-formed) merges, [`TokenizerError::InvalidVocab`] for missing or inconsistent
-    /// arrays, [`TokenizerError::Gguf`] for wrongly typed keys.
+    /// arrays or token texts llama.cpp cannot tell apart, [`TokenizerError::Gguf`] for wrongly
+    /// typed keys.
     pub fn from_header(header: &GgufHeader, path: &Path) -> Result<GgufTokenizer, TokenizerError> {
         let p = || path.to_path_buf();
         let gguf_err = |source| TokenizerError::Gguf { path: p(), source };
@@ -332,6 +333,14 @@ impl GgufTokenizer {
         let model_name = meta.model.ok_or_else(|| {
             invalid("no `tokenizer.ggml.model` key: this GGUF file carries no tokenizer".into())
         })?;
+        if let Some(d) = meta.first_duplicate_token() {
+            return Err(invalid(format!(
+                "tokens {} and {} both read as {:?} (llama.cpp ends a token text at its first NUL \
+                 byte and renames an empty one [EMPTY_<id>]); llama.cpp asserts that token texts \
+                 are distinct and aborts on this vocabulary",
+                d.first, d.second, d.text
+            )));
+        }
         let is_spm = match model_name {
             "llama" => true,
             "gpt2" => false,
@@ -952,6 +961,7 @@ impl Tokenizer for GgufTokenizer {
                 let mut prev_special = true;
                 let mut buf = String::new();
                 let mut scratch = spm::Scratch::default();
+                let scratch = &mut scratch;
                 let mut cache: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
                 for f in frags {
                     match f {
@@ -969,7 +979,7 @@ impl Tokenizer for GgufTokenizer {
                                     return;
                                 }
                                 let at = out.len();
-                                spm::tokenize(&self.vocab, piece, &mut scratch, &mut out);
+                                spm::tokenize(&self.vocab, piece, scratch, &mut out);
                                 if cache.len() < CACHE_LIMIT {
                                     cache.insert(piece.into(), out[at..].to_vec());
                                 }
@@ -981,6 +991,12 @@ impl Tokenizer for GgufTokenizer {
                             prev_special = true;
                         }
                     }
+                }
+                if !scratch.lost.is_empty() {
+                    return Err(TokenizerError::Unrepresentable {
+                        chars: std::mem::take(&mut scratch.lost).replace('\u{2581}', " "),
+                        llama_cpp: "abort (std::out_of_range looking up a <0xXX> byte token)",
+                    });
                 }
             }
             Model::Bpe { model, pre } => {
@@ -1010,6 +1026,12 @@ impl Tokenizer for GgufTokenizer {
                         }
                         Frag::Token(id) => out.push(id),
                     }
+                }
+                if !scratch.lost.is_empty() {
+                    return Err(TokenizerError::Unrepresentable {
+                        chars: scratch.lost,
+                        llama_cpp: "drop them silently",
+                    });
                 }
             }
         }

@@ -68,8 +68,11 @@
 //!   tokens either way). The same rule picks among several fill-in-the-middle look-alikes
 //!   (`<PRE>` and `<fim-prefix>`), where the choice also decides which one is forced to
 //!   control type.
-//! * Where llama.cpp would abort (an SPM byte with no `<0xXX>` token, a requested BOS the
-//!   vocabulary lacks) this crate skips the byte or returns an error.
+//! * Where llama.cpp would abort (an SPM byte with no `<0xXX>` token, token texts it cannot
+//!   tell apart, a requested BOS the vocabulary lacks) this crate returns an error. Where it
+//!   silently drops text (a BPE byte with no token), this crate returns an error too
+//!   ([`TokenizerError::Unrepresentable`], naming the characters): a prompt is never quietly
+//!   shortened.
 //!
 //! # Example
 //! ```

@@ -104,6 +104,8 @@ impl Ord for Bigram {
 pub(crate) struct Scratch {
     symbols: Vec<Symbol>,
     queue: BinaryHeap<Bigram>,
+    /// Characters no token or byte token could spell (llama.cpp would abort on them).
+    pub lost: String,
 }
 
 /// Tokenize one escaped fragment, appending ids to `out`.
@@ -170,9 +172,17 @@ pub(crate) fn tokenize(vocab: &Vocab, text: &str, scratch: &mut Scratch, out: &m
         match vocab.id(piece) {
             Some(id) => out.push(id),
             None => {
-                for &b in piece.as_bytes() {
-                    if let Some(id) = vocab.spm_byte_token(b) {
-                        out.push(id);
+                for c in piece.chars() {
+                    let mut buf = [0u8; 4];
+                    let mut spelled = true;
+                    for &b in c.encode_utf8(&mut buf).as_bytes() {
+                        match vocab.spm_byte_token(b) {
+                            Some(id) => out.push(id),
+                            None => spelled = false,
+                        }
+                    }
+                    if !spelled && !scratch.lost.contains(c) {
+                        scratch.lost.push(c);
                     }
                 }
             }

@@ -126,10 +126,11 @@ fn unknown_pre_tokenizer_falls_back_to_default_with_a_warning() {
         u.warnings()
     );
     assert!(d.warnings().is_empty());
+    // The same ids, or the same error for characters the tiny vocabulary cannot spell.
     for text in ["abc a", "a,b  c", "ab12345c"] {
         assert_eq!(
-            u.encode(text, false, false).unwrap(),
-            d.encode(text, false, false).unwrap()
+            u.encode(text, false, false).map_err(|e| e.to_string()),
+            d.encode(text, false, false).map_err(|e| e.to_string())
         );
     }
     // A pre-tokenizer llama.cpp knows but we do not implement is an error, not a guess.
@@ -190,4 +191,86 @@ fn the_loader_picks_the_backend_by_extension() {
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, b"{\"not\": \"a tokenizer\"}").unwrap();
     assert!(matches!(load(&garbage), Err(TokenizerError::HfLoad { .. })));
+}
+
+/// A tiny SPM vocabulary without byte tokens.
+fn tiny_spm(dir: &Path) -> std::path::PathBuf {
+    let tokens = ["<unk>", "<s>", "</s>", "▁", "H", "e", "l", "o", "▁Hello"];
+    let mut w = GgufWriter::new();
+    w.add_metadata("tokenizer.ggml.model", Value::String("llama".into()))
+        .unwrap();
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(
+            tokens.iter().map(|s| s.to_string()).collect(),
+        )),
+    )
+    .unwrap();
+    w.add_metadata(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32((0..tokens.len()).map(|i| i as f32).collect())),
+    )
+    .unwrap();
+    let mut types = vec![1i32; tokens.len()];
+    types[0] = 2;
+    types[1] = 3;
+    types[2] = 3;
+    w.add_metadata("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
+        .unwrap();
+    let path = dir.join("spm.gguf");
+    w.write_file(&path).unwrap();
+    path
+}
+
+#[test]
+fn text_the_vocabulary_cannot_spell_is_an_error_naming_the_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    // SPM without <0xXX> tokens: llama.cpp aborts on such text.
+    let spm = GgufTokenizer::open(tiny_spm(dir.path())).unwrap();
+    assert_eq!(spm.encode("Hello", true, false).unwrap()[0], 1);
+    let err = spm.encode("Hello 🦀 world", true, false).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, TokenizerError::Unrepresentable { chars, .. } if chars.contains('🦀') && chars.contains('w') && !chars.contains('H')),
+        "{msg}"
+    );
+    assert!(msg.contains("U+1F980") && msg.contains("abort"), "{msg}");
+    // BPE without the character's bytes: llama.cpp drops them silently.
+    let bpe = GgufTokenizer::open(tiny_bpe(dir.path(), "v.gguf", &[])).unwrap();
+    let err = bpe.encode("abc d🦀", false, false).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, TokenizerError::Unrepresentable { chars, .. } if chars == "d🦀"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("drop them silently") && msg.contains("2 characters"),
+        "{msg}"
+    );
+    assert_eq!(bpe.encode("abc a", false, false).unwrap(), [6, 5]);
+}
+
+#[test]
+fn token_texts_llama_cpp_cannot_tell_apart_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let strings =
+        |v: &[&str]| Value::Array(Array::String(v.iter().map(|s| s.to_string()).collect()));
+    for (tokens, ids) in [
+        (
+            &["a", "b", "c", "Ġ", "ab", "b", "abc"][..],
+            "tokens 1 and 5",
+        ),
+        (
+            &["a", "b", "c", "Ġ", "ab", "a\0z", "abc"][..],
+            "tokens 0 and 5",
+        ),
+    ] {
+        let path = tiny_bpe(
+            dir.path(),
+            "dup.gguf",
+            &[("tokenizer.ggml.tokens", strings(tokens))],
+        );
+        let err = GgufTokenizer::open(&path).unwrap_err().to_string();
+        assert!(err.contains(ids) && err.contains("aborts"), "{err}");
+    }
 }

@@ -5,15 +5,15 @@
 //! [`validate_receipt`], which implements exactly the schema below. Schema changes bump
 //! [`RECEIPT_SCHEMA_VERSION`] (semver: new optional fields → minor, anything else → major).
 //!
-//! # Schema 2.2.0
+//! # Schema 2.3.0
 //!
 //! The document is one JSON object. `?` marks a field that may be `null`. A *metric* is a JSON
 //! number, or one of the strings `"NaN"`, `"inf"`, `"-inf"` for a non-finite value.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema_version` | string | `"2.2.0"` (2.0.0 receipts lack the `cpp_backend` build fields marked 2.1; 2.0 and 2.1 receipts lack `configuration`) |
-//! | `status` | string | `ok` (tokens match, every position within tolerance; exit 0), `diverged` (tokens match, logits or decode differ; exit 1), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed, I/O; exit 3) |
+//! | `schema_version` | string | `"2.3.0"` (2.0.0 receipts lack the `cpp_backend` build fields marked 2.1; 2.0 and 2.1 receipts lack the fields marked 2.2; receipts before 2.3 lack `run_configuration`) |
+//! | `status` | string | `ok` (tokens match, every position and greedy step within tolerance; exit 0), `diverged` (tokens match, logits outside the tolerance at a position or greedy step; exit 1), `config_mismatch` (2.2: the configuration pre-gate — the model's hyper-parameters, not the run configuration — failed: nothing was tokenized by the reference or evaluated; exit 2), `token_mismatch` (the pre-gate failed: no logits were compared; exit 2), `vocab_mismatch` (`--cpp-model` has another vocabulary: nothing was tokenized; exit 2), `usage_error` (the request cannot be run as given, a run configuration the model's reference refuses included; exit 2), `error` (runtime error: unreadable or malformed input, the C++ reference failed or resolved the run configuration otherwise than the engine, I/O; exit 3) |
 //! | `error` | string? | what went wrong; a string exactly when `status` is `vocab_mismatch`, `usage_error` or `error` |
 //! | `warnings[]` | array of strings | flags that had no effect, chat markers that are not single tokens (see [`bitnet_inference::TemplateWarning`]) |
 //! | `tool.name` | string | the program that wrote the receipt (e.g. `xtask crossval-per-token`) |
@@ -43,11 +43,16 @@
 //! | `positions[].top1_match` | bool | arg-max ids agree |
 //! | `positions[].top5_overlap` | integer | 0..=5 ids shared by the two top-5 sets |
 //! | `positions[].rust_non_finite`, `.cpp_non_finite` | integer | NaN/±∞ counts in each row |
+//! | `positions[].rust_top2`, `.cpp_top2` | integer? | 2.2: runner-up ids (`null` for a one-token vocabulary) |
+//! | `positions[].cpp_top2_margin` | metric | 2.2: the C++ row's best logit minus its runner-up's |
 //! | `positions[].ok` | bool | finite and `cosine ≥ thresholds.cos_tol` |
-//! | `decode[]` | array | greedy steps after the prompt, in order; stops at the first disagreement |
+//! | `positions[].label` | string | 2.2: `match` (exactly when `ok`), `drift`, `tie-flip` or `wrong` ([`crate::verdict`]) |
+//! | `decode[]` | array | greedy steps after the prompt, in order, teacher-forced: both sides continue from the C++ side's choice ([`crate::steps`]) |
 //! | `decode[].step` | integer | 0-based step |
-//! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose |
+//! | `decode[].rust_token`, `.cpp_token` | integer | the id each side chose from the same prefix |
 //! | `decode[].match` | bool | the ids agree |
+//! | `decode[].fed_token` | integer | 2.2: the id both sides continued with (the C++ choice) |
+//! | `decode[].label` | string | 2.2: the label of the step's logits, as `positions[].label` |
 //! | `summary` | object? | `null` when no logits were compared, else: |
 //! | `summary.n_positions` | integer | positions compared |
 //! | `summary.first_divergent_position` | integer? | first position not ok, `null` if none |
@@ -57,6 +62,9 @@
 //! | `summary.all_ok` | bool | every position ok |
 //! | `thresholds.cos_tol` | number | the cosine tolerance (`--cos-tol`) |
 //! | `thresholds.max_tokens` | integer | greedy steps requested (`--max-tokens`) |
+//! | `thresholds.tie_margin` | number | 2.2: the `tie-flip` margin ([`crate::verdict::TIE_MARGIN`]) |
+//! | `config_gate` | object? | 2.2: the configuration pre-gate ([`crate::config_gate::ConfigGate`]: `ok`, `facts[]` with `name`, `engine`, `reference`, `source`, `note`, `status`, `tensor_types[]`, `hints[]`); `null` when it did not run |
+//! | `locate` | object? | 2.2: the `--locate` report ([`crate::locate::LocateReport`]); `null` without `--locate` or when it did not run |
 //! | `cpp_backend` | object? | the C++ reference; `null` when it was never started (then `status` is `vocab_mismatch`, `usage_error` or `error`) |
 //! | `cpp_backend.backend` | string | `llama` (upstream llama.cpp) or `bitnet` (Microsoft's bitnet.cpp) |
 //! | `cpp_backend.library` | string | the library and the crate that vendors it, as the reference reports it |
@@ -68,21 +76,23 @@
 //! | `cpp_backend.simd[]` | strings | 2.1: SIMD extensions those flags enable, per the compiler (`AVX2`, `FMA`, `AVX512F`) |
 //! | `cpp_backend.ggml_options[]` | strings | 2.1: CPU-relevant ggml CMake options that are on (`GGML_LLAMAFILE`, `GGML_NATIVE`) |
 //! | `cpp_backend.system_info` | string | `llama_print_system_info()` of the reference |
-//! | `configuration` | object? | 2.2: the run configuration both sides computed with, as the reference reports it (the configuration gate checked the engine resolved the same); `null` exactly when the reference was never started or the gate failed |
-//! | `configuration.cache_type_k`, `.cache_type_v` | string | 2.2: KV cache types: `f32`, `f16`, `bf16`, `q8_0` |
-//! | `configuration.flash_attn` | bool | 2.2: flash attention in effect (`auto` resolved) |
-//! | `configuration.n_batch`, `.n_ubatch` | integer | 2.2: tokens per `llama_decode` call / per micro-batch |
-//! | `configuration.threads` | integer | 2.2: the reference's threads |
+//! | `run_configuration` | object? | 2.3: the run configuration both sides computed with, as the reference reports it (the run-configuration check found the engine resolved the same); `null` exactly when the reference was never started or the check failed |
+//! | `run_configuration.cache_type_k`, `.cache_type_v` | string | 2.3: KV cache types: `f32`, `f16`, `bf16`, `q8_0` |
+//! | `run_configuration.flash_attn` | bool | 2.3: flash attention in effect (`auto` resolved) |
+//! | `run_configuration.n_batch`, `.n_ubatch` | integer | 2.3: tokens per `llama_decode` call / per micro-batch |
+//! | `run_configuration.threads` | integer | 2.3: the reference's threads |
 //! | `environment.cpu` | string | CPU model name (`/proc/cpuinfo`), else the architecture |
 //! | `environment.threads` | integer | threads used |
 //! | `environment.os`, `.arch` | string | `std::env::consts::{OS, ARCH}` |
 //!
 //! Consistency rules checked by [`validate_receipt`]: `error` is a string iff `status` is
-//! `vocab_mismatch`, `usage_error` or `error`; `token_parity`, `cpp_backend` and (2.2)
-//! `configuration` are objects whenever `status` is `ok`, `diverged` or `token_mismatch`;
-//! `token_parity.first_diff_idx` is `null` iff `token_parity.status` is `ok`; `status` is
-//! `token_mismatch` iff `token_parity.status` is `mismatch`; `summary` is an object when
-//! `status` is `ok` or `diverged`.
+//! `vocab_mismatch`, `usage_error` or `error`; `token_parity` is an object whenever `status`
+//! is `ok`, `diverged` or `token_mismatch`, and `cpp_backend` and (2.3) `run_configuration`
+//! whenever it is one of those or `config_mismatch`; `token_parity.first_diff_idx` is `null`
+//! iff `token_parity.status` is `ok`; `status` is `token_mismatch` iff `token_parity.status`
+//! is `mismatch`; `summary` is an object when `status` is `ok` or `diverged`; `status` is
+//! `config_mismatch` iff `config_gate.ok` is false; `positions[].label` is `match` iff
+//! `positions[].ok`.
 //!
 //! Changes from 1.0.0 (2.0.0): the statuses `vocab_mismatch` and `usage_error`; `error`,
 //! `warnings` and `inputs.template_used` (which replaces `token_parity.template_used`);
@@ -95,10 +105,18 @@
 //! line made of them. They are required in a 2.1 receipt's `cpp_backend` and read as empty
 //! from a 2.0 one; the validator accepts any 2.x.y.
 //!
-//! Changes from 2.1.0 (2.2.0): `configuration`, the run configuration of the comparison (KV
-//! cache types, flash attention, n_batch/n_ubatch, threads; DESIGN.md's "reference
-//! configuration"). Required (an object or `null`) in a 2.2 receipt, absent from 2.0 and 2.1
-//! ones (read as `null`).
+//! Changes from 2.1.0 (2.2.0, additions): the status `config_mismatch`, `config_gate`,
+//! `locate`, the labels and runner-ups of `positions[]`, `decode[].fed_token` and `.label`
+//! (greedy steps are teacher-forced and no longer stop at a disagreement),
+//! `thresholds.tie_margin`. They are required in a 2.2 receipt and absent from older ones.
+//!
+//! Changes from 2.2.0 (2.3.0, additions): `run_configuration`, the run configuration of the
+//! comparison (KV cache types, flash attention, n_batch/n_ubatch, threads; DESIGN.md's
+//! "reference configuration"), and `locate.not_computed` (optional: graph tensors neither
+//! side forms in that configuration, the attention weights under flash attention). The run
+//! configuration is how a model is *run*; `config_gate` is about what the model *is* (its
+//! hyper-parameters). `run_configuration` is required (an object or `null`) in a 2.3 receipt
+//! and absent from older ones (read as `null`).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -109,14 +127,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config_gate::ConfigGate;
+use crate::locate::LocateReport;
 use crate::logits_compare::{LogitsSummary, PositionMetrics};
+use crate::verdict::Verdict;
 
 pub use validate::validate_receipt;
 
 mod validate;
 
 /// The schema version this crate writes and validates.
-pub const RECEIPT_SCHEMA_VERSION: &str = "2.2.0";
+pub const RECEIPT_SCHEMA_VERSION: &str = "2.3.0";
 
 /// Outcome of the run. Each status has exactly one exit code ([`RunStatus::exit_code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +147,8 @@ pub enum RunStatus {
     Ok,
     /// Tokens match but logits (or greedy decode) differ.
     Diverged,
+    /// The configuration pre-gate failed: nothing was tokenized or evaluated.
+    ConfigMismatch,
     /// The pre-gate failed.
     TokenMismatch,
     /// `--cpp-model` has a different vocabulary from `--model`: nothing was tokenized.
@@ -137,13 +160,16 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    /// The process exit code of this status: 0 ok, 1 diverged, 2 token or vocabulary mismatch
-    /// and usage errors, 3 runtime errors.
+    /// The process exit code of this status: 0 ok, 1 diverged, 2 configuration, token or
+    /// vocabulary mismatch and usage errors, 3 runtime errors.
     pub fn exit_code(self) -> u8 {
         match self {
             RunStatus::Ok => 0,
             RunStatus::Diverged => 1,
-            RunStatus::TokenMismatch | RunStatus::VocabMismatch | RunStatus::UsageError => 2,
+            RunStatus::ConfigMismatch
+            | RunStatus::TokenMismatch
+            | RunStatus::VocabMismatch
+            | RunStatus::UsageError => 2,
             RunStatus::Error => 3,
         }
     }
@@ -153,6 +179,7 @@ impl RunStatus {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::Diverged => "diverged",
+            RunStatus::ConfigMismatch => "config_mismatch",
             RunStatus::TokenMismatch => "token_mismatch",
             RunStatus::VocabMismatch => "vocab_mismatch",
             RunStatus::UsageError => "usage_error",
@@ -258,6 +285,10 @@ pub struct DecodeStep {
     /// Both chose the same id.
     #[serde(rename = "match")]
     pub matched: bool,
+    /// The id both continued with: the C++ side's choice (teacher forcing).
+    pub fed_token: u32,
+    /// The label of the step's logits.
+    pub label: Verdict,
 }
 
 /// Tolerances in force.
@@ -267,6 +298,8 @@ pub struct Thresholds {
     pub cos_tol: f64,
     /// Greedy steps requested.
     pub max_tokens: usize,
+    /// The `tie-flip` margin.
+    pub tie_margin: f64,
 }
 
 /// The C++ reference that produced the reference side, and how it was built.
@@ -333,7 +366,7 @@ pub struct CompilerInfo {
     pub version: String,
 }
 
-/// The run configuration both sides computed with (schema 2.2).
+/// The run configuration both sides computed with (schema 2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfiguration {
     /// The reference's resolution of the run configuration (`auto` flash attention decided).
@@ -403,12 +436,16 @@ pub struct Receipt {
     pub thresholds: Thresholds,
     /// The C++ reference (`None`: it was never started).
     pub cpp_backend: Option<CppBackendInfo>,
-    /// The run configuration (`None`: the reference was never started, or the configuration
-    /// gate failed; absent from receipts before 2.2).
+    /// The run configuration (`None`: the reference was never started, or the
+    /// run-configuration check failed; absent from receipts before 2.3).
     #[serde(default)]
-    pub configuration: Option<RunConfiguration>,
+    pub run_configuration: Option<RunConfiguration>,
     /// The machine.
     pub environment: Environment,
+    /// The configuration pre-gate (`None`: it did not run).
+    pub config_gate: Option<ConfigGate>,
+    /// The `--locate` report (`None`: not asked for, or it did not run).
+    pub locate: Option<LocateReport>,
 }
 
 /// Errors writing or reading a receipt.

@@ -60,11 +60,14 @@ fn sample(dir: &Path) -> Receipt {
             rust_token: 42,
             cpp_token: 42,
             matched: true,
+            fed_token: 42,
+            label: Verdict::Match,
         }],
         summary: Some(cmp.summary),
         thresholds: Thresholds {
             cos_tol: 0.999,
             max_tokens: 4,
+            tie_margin: crate::verdict::TIE_MARGIN,
         },
         cpp_backend: Some(CppBackendInfo {
             backend: "llama".into(),
@@ -83,7 +86,7 @@ fn sample(dir: &Path) -> Receipt {
             ggml_options: vec!["GGML_LLAMAFILE".into()],
             system_info: "AVX = 1 | AVX2 = 1".into(),
         }),
-        configuration: Some(RunConfiguration {
+        run_configuration: Some(RunConfiguration {
             effective: bitnet_cpp::EffectiveConfig {
                 cache_type_k: bitnet_cpp::CacheType::F16,
                 cache_type_v: bitnet_cpp::CacheType::F16,
@@ -94,6 +97,8 @@ fn sample(dir: &Path) -> Receipt {
             n_batch: 512,
         }),
         environment: Environment::detect(2),
+        config_gate: None,
+        locate: None,
     }
 }
 
@@ -112,10 +117,10 @@ fn written_receipt_validates_and_round_trips() {
     let text = fs::read_to_string(&path).expect("read");
     let value: Value = serde_json::from_str(&text).expect("json");
     validate_receipt(&value).expect("valid receipt");
-    assert_eq!(value["schema_version"], "2.2.0");
-    assert_eq!(value["configuration"]["cache_type_k"], "f16");
-    assert_eq!(value["configuration"]["flash_attn"], true);
-    assert_eq!(value["configuration"]["n_batch"], 512);
+    assert_eq!(value["schema_version"], "2.3.0");
+    assert_eq!(value["run_configuration"]["cache_type_k"], "f16");
+    assert_eq!(value["run_configuration"]["flash_attn"], true);
+    assert_eq!(value["run_configuration"]["n_batch"], 512);
     assert_eq!(value["status"], "diverged");
     assert_eq!(value["token_parity"]["status"], "ok");
     assert_eq!(value["token_parity"]["first_diff_idx"], Value::Null);
@@ -209,12 +214,18 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         ("/cpp_backend/simd", "AVX2".into()),
         ("/cpp_backend/cpu_flags/0", 3.into()),
         ("/cpp_backend/compiler", "GNU 12".into()),
-        ("/configuration", Value::Null),
-        ("/configuration/cache_type_v", "q4_0".into()),
-        ("/configuration/flash_attn", "auto".into()),
-        ("/configuration/n_ubatch", (-1).into()),
+        ("/run_configuration", Value::Null),
+        ("/run_configuration/cache_type_v", "q4_0".into()),
+        ("/run_configuration/flash_attn", "auto".into()),
+        ("/run_configuration/n_ubatch", (-1).into()),
         ("/environment/threads", 2.5.into()),
         ("/positions", Value::Object(Default::default())),
+        ("/positions/0/label", "fine".into()),
+        ("/positions/0/label", "drift".into()),
+        ("/decode/0/label", "close".into()),
+        ("/status", "config_mismatch".into()),
+        ("/config_gate", "ok".into()),
+        ("/locate", 3.into()),
     ];
     for (ptr, bad) in cases {
         let mut v = good.clone();
@@ -238,7 +249,7 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         v["error"] = "the model is truncated".into();
         v["token_parity"] = Value::Null;
         v["cpp_backend"] = Value::Null;
-        v["configuration"] = Value::Null;
+        v["run_configuration"] = Value::Null;
         v["positions"] = Value::Array(vec![]);
         v["decode"] = Value::Array(vec![]);
         v["summary"] = Value::Null;
@@ -246,6 +257,27 @@ fn validator_rejects_wrong_types_and_inconsistencies() {
         v["error"] = Value::Null;
         assert!(validate_receipt(&v).is_err(), "{status} without a message");
     }
+    // A configuration mismatch: the reference started, its gate failed, no token parity.
+    let mut v = good.clone();
+    v["status"] = "config_mismatch".into();
+    v["token_parity"] = Value::Null;
+    v["positions"] = Value::Array(vec![]);
+    v["decode"] = Value::Array(vec![]);
+    v["summary"] = Value::Null;
+    v["config_gate"] =
+        serde_json::json!({ "ok": false, "facts": [], "tensor_types": [], "hints": [] });
+    validate_receipt(&v).expect("config mismatch receipt");
+    // The run configuration was checked before the hyper-parameters: it is stated.
+    let mut c = v.clone();
+    c["run_configuration"] = Value::Null;
+    assert!(validate_receipt(&c)
+        .unwrap_err()
+        .contains("run_configuration"));
+    v["config_gate"]["ok"] = true.into();
+    assert!(
+        validate_receipt(&v).is_err(),
+        "a passed gate with config_mismatch"
+    );
     // An error after the pre-gate passed keeps its token parity block.
     let mut v = good.clone();
     v["status"] = "error".into();
@@ -258,7 +290,9 @@ fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
     let dir = temp_dir("v20");
     let mut v = serde_json::to_value(sample(&dir)).expect("value");
     v["schema_version"] = "2.0.0".into();
-    v.as_object_mut().expect("object").remove("configuration");
+    v.as_object_mut()
+        .expect("object")
+        .remove("run_configuration");
     let be = v["cpp_backend"].as_object_mut().expect("object");
     for k in [
         "version",
@@ -274,7 +308,7 @@ fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
     let path = dir.join("old.json");
     fs::write(&path, v.to_string()).expect("write");
     let back = Receipt::read(&path).expect("a 2.0 receipt reads");
-    assert_eq!(back.configuration, None);
+    assert_eq!(back.run_configuration, None);
     let be = back.cpp_backend.expect("backend");
     assert!(be.simd.is_empty() && be.version.is_empty());
     // The same document claiming 2.1 lacks required fields.
@@ -284,16 +318,52 @@ fn schema_2_0_receipts_without_build_fields_still_validate_and_read() {
 }
 
 #[test]
-fn schema_2_1_receipts_without_a_configuration_still_validate() {
-    let dir = temp_dir("v21");
+fn schema_2_2_receipts_without_a_run_configuration_still_validate() {
+    let dir = temp_dir("v22");
     let mut v = serde_json::to_value(sample(&dir)).expect("value");
     fs::remove_dir_all(&dir).expect("cleanup");
-    v.as_object_mut().expect("object").remove("configuration");
-    v["schema_version"] = "2.1.0".into();
-    validate_receipt(&v).expect("a 2.1 receipt is valid");
-    // A 2.2 receipt must state it.
+    v.as_object_mut()
+        .expect("object")
+        .remove("run_configuration");
     v["schema_version"] = "2.2.0".into();
-    assert!(validate_receipt(&v).unwrap_err().contains("configuration"));
+    validate_receipt(&v).expect("a 2.2 receipt is valid");
+    // A 2.3 receipt must state it.
+    v["schema_version"] = "2.3.0".into();
+    assert!(validate_receipt(&v)
+        .unwrap_err()
+        .contains("run_configuration"));
+}
+
+#[test]
+fn schema_2_1_receipts_without_the_locate_fields_still_validate() {
+    let dir = temp_dir("v21");
+    let mut v = serde_json::to_value(sample(&dir)).expect("value");
+    v["schema_version"] = "2.1.0".into();
+    let root = v.as_object_mut().expect("object");
+    root.remove("config_gate");
+    root.remove("locate");
+    root.remove("run_configuration");
+    v["thresholds"]
+        .as_object_mut()
+        .expect("object")
+        .remove("tie_margin");
+    for k in ["rust_top2", "cpp_top2", "cpp_top2_margin", "label"] {
+        for p in v["positions"].as_array_mut().expect("array") {
+            p.as_object_mut().expect("object").remove(k);
+        }
+    }
+    for k in ["fed_token", "label"] {
+        v["decode"][0].as_object_mut().expect("object").remove(k);
+    }
+    validate_receipt(&v).expect("a 2.1 receipt is valid");
+    // A 2.1 receipt cannot have 2.2's status.
+    let mut c = v.clone();
+    c["status"] = "config_mismatch".into();
+    assert!(validate_receipt(&c).unwrap_err().contains("2.2"));
+    // The same document claiming 2.2 lacks required fields.
+    v["schema_version"] = "2.2.0".into();
+    assert!(validate_receipt(&v).is_err());
+    fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]

@@ -130,9 +130,9 @@ fn token_parity(tp: &Obj) -> Result<String, String> {
     }
 }
 
-/// Checks the `configuration` object (schema 2.2).
-fn configuration(c: &Obj) -> Result<(), String> {
-    let ctx = "configuration";
+/// Checks the `run_configuration` object (schema 2.3).
+fn run_configuration(c: &Obj) -> Result<(), String> {
+    let ctx = "run_configuration";
     let types = ["f32", "f16", "bf16", "q8_0"];
     one_of(c, ctx, "cache_type_k", &types)?;
     one_of(c, ctx, "cache_type_v", &types)?;
@@ -163,6 +163,59 @@ fn cpp_backend(be: &Obj, minor: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The labels of [`crate::verdict::Verdict`].
+const LABELS: &[&str] = &["match", "drift", "tie-flip", "wrong"];
+
+/// Checks a 2.2 position's runner-ups and label (`match` exactly when `ok`).
+fn position_label(p: &Obj, ctx: &str, ok: bool) -> Result<(), String> {
+    opt_uint(p, ctx, "rust_top2")?;
+    opt_uint(p, ctx, "cpp_top2")?;
+    metric(p, ctx, "cpp_top2_margin")?;
+    let label = one_of(p, ctx, "label", LABELS)?;
+    if ok != (label == "match") {
+        return Err(format!(
+            "{ctx}.label: {label:?} inconsistent with ok = {ok}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks 2.2's `config_gate` (and that `status` is `config_mismatch` exactly when it
+/// failed) and `locate`.
+fn gate_and_locate(root: &Obj, status: &str) -> Result<(), String> {
+    let r = "receipt";
+    let gate_ok = match field(root, r, "config_gate")? {
+        Value::Null => None,
+        Value::Object(g) => {
+            field(g, "config_gate", "facts")?
+                .as_array()
+                .ok_or("config_gate.facts: expected an array")?;
+            field(g, "config_gate", "tensor_types")?
+                .as_array()
+                .ok_or("config_gate.tensor_types: expected an array")?;
+            Some(boolean(g, "config_gate", "ok")?)
+        }
+        _ => return Err("receipt.config_gate: expected an object or null".into()),
+    };
+    if (status == "config_mismatch") != (gate_ok == Some(false)) {
+        return Err(format!(
+            "receipt.status: {status:?} inconsistent with config_gate.ok {gate_ok:?}"
+        ));
+    }
+    match field(root, r, "locate")? {
+        Value::Null => Ok(()),
+        Value::Object(l) => {
+            one_of(l, "locate", "mode", &["first", "all"])?;
+            uint(l, "locate", "tensors_compared")?;
+            field(l, "locate", "tensors")?
+                .as_array()
+                .ok_or("locate.tensors: expected an array")?;
+            Ok(())
+        }
+        _ => Err("receipt.locate: expected an object or null".into()),
+    }
+}
+
 /// Checks a receipt against the documented schema (every required field, its type, and the
 /// consistency rules). Returns the first problem found, naming the field.
 pub fn validate_receipt(v: &Value) -> Result<(), String> {
@@ -182,16 +235,26 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         &[
             "ok",
             "diverged",
+            "config_mismatch",
             "token_mismatch",
             "vocab_mismatch",
             "usage_error",
             "error",
         ],
     )?;
-    // The statuses of a run that got as far as the pre-gate.
+    // The fields and the status of 2.2 (the configuration gate, the labels, --locate).
+    let v22 = minor >= 2;
+    if status == "config_mismatch" && !v22 {
+        return Err(format!(
+            "receipt.status: \"config_mismatch\" is a 2.2 status (schema {version:?})"
+        ));
+    }
+    // The statuses of a run that got as far as the token pre-gate; the configuration gate
+    // comes before it, with the reference already started.
     let gated = matches!(status.as_str(), "ok" | "diverged" | "token_mismatch");
+    let started = gated || status == "config_mismatch";
     let error = opt_string(root, r, "error")?;
-    if error.is_some() == gated {
+    if error.is_some() == started {
         return Err(format!(
             "receipt.error: must be a string exactly when status is vocab_mismatch, usage_error or error (status {status:?})"
         ));
@@ -275,7 +338,10 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         }
         uint(p, &ctx, "rust_non_finite")?;
         uint(p, &ctx, "cpp_non_finite")?;
-        boolean(p, &ctx, "ok")?;
+        let ok = boolean(p, &ctx, "ok")?;
+        if v22 {
+            position_label(p, &ctx, ok)?;
+        }
     }
 
     let decode = field(root, r, "decode")?
@@ -290,6 +356,10 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         uint(d, &ctx, "rust_token")?;
         uint(d, &ctx, "cpp_token")?;
         boolean(d, &ctx, "match")?;
+        if v22 {
+            uint(d, &ctx, "fed_token")?;
+            one_of(d, &ctx, "label", LABELS)?;
+        }
     }
 
     match field(root, r, "summary")? {
@@ -320,9 +390,13 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
     let th = obj(root, r, "thresholds")?;
     number(th, "thresholds", "cos_tol")?;
     uint(th, "thresholds", "max_tokens")?;
+    if v22 {
+        number(th, "thresholds", "tie_margin")?;
+        gate_and_locate(root, &status)?;
+    }
 
     match field(root, r, "cpp_backend")? {
-        Value::Null if gated => {
+        Value::Null if started => {
             return Err(format!(
                 "receipt.cpp_backend: required when status is {status:?}"
             ))
@@ -332,18 +406,19 @@ pub fn validate_receipt(v: &Value) -> Result<(), String> {
         _ => return Err("receipt.cpp_backend: expected an object or null".into()),
     }
 
-    // `configuration` is new in 2.2: required there (an object, or null when no comparison
-    // ran), absent from 2.0 and 2.1 receipts.
-    if minor >= 2 || root.contains_key("configuration") {
-        match field(root, r, "configuration")? {
-            Value::Null if gated => {
+    // `run_configuration` is new in 2.3: required there (an object whenever the reference
+    // started and passed the run-configuration check, which comes before the configuration
+    // gate; null when no comparison was set up), absent from older receipts.
+    if minor >= 3 || root.contains_key("run_configuration") {
+        match field(root, r, "run_configuration")? {
+            Value::Null if started => {
                 return Err(format!(
-                    "receipt.configuration: required when status is {status:?}"
+                    "receipt.run_configuration: required when status is {status:?}"
                 ))
             }
             Value::Null => {}
-            Value::Object(c) => configuration(c)?,
-            _ => return Err("receipt.configuration: expected an object or null".into()),
+            Value::Object(c) => run_configuration(c)?,
+            _ => return Err("receipt.run_configuration: expected an object or null".into()),
         }
     }
 

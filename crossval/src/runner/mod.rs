@@ -14,14 +14,25 @@
 //! 5. **the context** — the formatted text's size bounds its token count from below, checked
 //!    before tokenizing; then the engine's token count: a prompt that cannot fit with the
 //!    greedy steps is a `usage_error` (2), decided before the C++ reference even starts;
-//! 6. **the C++ reference** starts with the same run configuration; **the configuration gate**
-//!    — it must have resolved it exactly as the engine did, or the two would compute different
-//!    things: `error` (3); (with `--cpp-model`, its own view of the vocabulary is checked too)
-//!    it tokenizes the same text;
-//! 7. **the pre-gate** — different ids: `token_mismatch` (2), with the report; nothing is
+//! 6. **the C++ reference** starts with the same run configuration (a `--cpp-model` is first
+//!    held to the rules of `bitnet_inference::rules`, as the engine's model was on loading:
+//!    `error`, 3); **the run-configuration check** ([`crate::run_configuration`]) — it must
+//!    have resolved the run configuration exactly as the engine did, or the two would compute
+//!    different things: `error` (3); then (with `--cpp-model`) its own view of the vocabulary
+//!    is checked too;
+//! 7. **the configuration gate** ([`crate::config_gate`]) — the reference's view of the
+//!    model's hyper-parameters against the engine's: a difference is `config_mismatch` (2),
+//!    with both values; then the reference tokenizes the same text;
+//! 8. **the pre-gate** — different ids: `token_mismatch` (2), with the report; nothing is
 //!    evaluated;
-//! 8. **logits** of every position on both sides (the C++ side evaluates exactly the validated
-//!    ids), the comparison, the greedy steps: `ok` (0) or `diverged` (1).
+//! 9. **logits** of every position on both sides (the C++ side evaluates exactly the validated
+//!    ids), the comparison, the teacher-forced greedy steps ([`crate::steps`]): `ok` (0) or
+//!    `diverged` (1). NaN/±∞ logits are not compared: alike on both sides is an `error` (3, the
+//!    model produces them), different is `diverged` (1); either way the engine tensor where
+//!    they first appear is named;
+//! 10. with `--locate`, **the first diverging intermediate tensor** ([`crate::locate`]): a
+//!     report only, the exit code stays the logits'. A gate that stopped the run refuses it,
+//!     saying so.
 //!
 //! Then the JSON document and the receipt. A receipt that was asked for and cannot be written
 //! turns the run into an `error` (3); the results computed so far are still reported.
@@ -31,7 +42,7 @@ mod report;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use bitnet_cpp::{BackendChoice, EffectiveConfig, Session, SessionOptions};
+use bitnet_cpp::{BackendChoice, RunConfig, Session, SessionOptions};
 use bitnet_gguf::GgufFile;
 use bitnet_inference::{
     format_prompt, template_warnings, FormattedPrompt, Model, ModelChatInfo, RunChoice,
@@ -39,10 +50,12 @@ use bitnet_inference::{
 };
 use bitnet_tokenizers::{GgufTokenizer, Tokenizer};
 
-use crate::logits_compare::{
-    compare_logits, compare_position, LogitsComparison, LogitsMatrix, PositionMetrics,
-};
-use crate::receipt::{CppBackendInfo, DecodeStep, RunConfiguration, RunStatus};
+use crate::config_gate::{self, ConfigGate};
+use crate::locate::{self, LocateOptions, LocateReport};
+use crate::logits_compare::{compare_logits, LogitsComparison, LogitsMatrix, NonFinite};
+use crate::receipt::{CppBackendInfo, RunConfiguration, RunStatus};
+use crate::run_configuration;
+use crate::steps::{self, Step};
 use crate::token_parity::ReportContext;
 use crate::vocab_check::{self, VocabFingerprint, VocabMismatch, VocabView};
 
@@ -93,6 +106,8 @@ pub struct PerTokenConfig {
     pub verbose: bool,
     /// Colour in text mode.
     pub colour: bool,
+    /// Locate the first diverging intermediate tensor (or profile every one).
+    pub locate: Option<LocateOptions>,
 }
 
 impl PerTokenConfig {
@@ -116,6 +131,7 @@ impl PerTokenConfig {
             run: RunChoice::default(),
             verbose: false,
             colour: false,
+            locate: None,
         }
     }
 }
@@ -123,7 +139,8 @@ impl PerTokenConfig {
 /// What the command produced: the two streams, the status and the exit code.
 #[derive(Debug, Clone)]
 pub struct PerTokenOutcome {
-    /// `ok`, `diverged`, `token_mismatch` or `error`.
+    /// `ok`, `diverged`, `config_mismatch`, `token_mismatch`, `vocab_mismatch`,
+    /// `usage_error` or `error`.
     pub status: RunStatus,
     /// 0 match, 1 diverged, 2 token mismatch / usage, 3 runtime error.
     pub exit_code: u8,
@@ -170,15 +187,22 @@ struct Record {
     gate_ran: bool,
     first_diff: Option<usize>,
     comparison: Option<LogitsComparison>,
-    decode: Vec<(DecodeStep, Option<PositionMetrics>)>,
+    decode: Vec<Step>,
+    config_gate: Option<ConfigGate>,
+    locate: Option<LocateReport>,
+    /// Why `--locate` did not run although asked for.
+    locate_refused: Option<String>,
     suggestions: Vec<String>,
     example_command: Option<String>,
     vocab_mismatch: Option<VocabMismatch>,
     cpp_info: Option<CppBackendInfo>,
-    /// The run configuration both sides computed with (once the gate has passed).
-    configuration: Option<RunConfiguration>,
+    /// The run configuration both sides computed with (once the run-configuration check
+    /// has passed).
+    run_configuration: Option<RunConfiguration>,
     threads: usize,
     logits_evaluated: bool,
+    /// What non-finite logits there were, when there were any.
+    non_finite: Option<String>,
 }
 
 /// Run the whole flow. Never panics on bad input: every failure becomes an outcome.
@@ -267,10 +291,8 @@ fn flow(
     }
     // The run configuration, resolved as the model's reference resolves it: a combination
     // the reference refuses is a usage error with its reason.
-    let run = cfg.run.config_for(model.numerics(), rec.threads as u32);
-    let mut state = model
-        .new_state_with(&run)
-        .map_err(|e| usage(e.to_string()))?;
+    let (run, mut state) =
+        run_configuration::resolve(&model, &cfg.run, rec.threads as u32).map_err(usage)?;
     // The model's own vocabulary decides the BOS default (DESIGN.md: raw and instruct add BOS
     // when the model's vocabulary says so), even when the Rust side tokenizes with a
     // tokenizer.json: whether that file adds the same BOS is exactly what the gate checks.
@@ -336,6 +358,11 @@ fn flow(
 
     // Stage 6: the reference, its view of the vocabulary, its tokens.
     let cpp_path = cfg.cpp_model.as_deref().unwrap_or(&cfg.model);
+    if let Some(p) = &cfg.cpp_model {
+        // The reference is held to the same rules as the engine's own model, before it runs.
+        bitnet_inference::rules::check_model_path(p)
+            .map_err(|e| runtime(format!("{}: {e}", p.display())))?;
+    }
     progress(&format!(
         "starting the C++ reference on {}",
         cpp_path.display()
@@ -356,11 +383,8 @@ fn flow(
         ..SessionOptions::default()
     };
     let mut cpp = Session::open(cpp_path, cfg.cpp_backend, &opts).map_err(runtime)?;
-    let theirs = configuration_gate(state.run_config(), cpp.effective_config()).map_err(runtime)?;
-    rec.configuration = Some(RunConfiguration {
-        effective: theirs,
-        n_batch: cpp.n_batch(),
-    });
+    rec.run_configuration =
+        Some(run_configuration::check(state.run_config(), &cpp).map_err(runtime)?);
     let build = cpp.build_info().map_err(runtime)?;
     rec.cpp_info = Some(CppBackendInfo::from_build(&build));
     if let Some(cpp_model) = &cfg.cpp_model {
@@ -372,6 +396,27 @@ fn flow(
         };
         vocab_check::compare_reference(&cfg.model, engine_view, cpp_model, reference_view)
             .map_err(|m| vocab_failure(cfg, rec, err, m))?;
+    }
+
+    // Stage 7: the configuration gate: nothing is compared unless both sides see the same
+    // model.
+    progress("configuration: the reference's view of the model against the engine's");
+    let facts = cpp.model_facts().map_err(runtime)?;
+    let gate = config_gate::check(&model, &cfg.model, cfg.cpp_model.as_deref(), &facts)
+        .map_err(runtime)?;
+    let gate_ok = gate.ok;
+    if cfg.format == OutputFormat::Text && !gate_ok {
+        err.push_str(&gate.mismatch_report());
+    }
+    rec.config_gate = Some(gate);
+    if !gate_ok {
+        refuse_locate(
+            cfg,
+            rec,
+            err,
+            "the configurations differ (the configuration gate)",
+        );
+        return Ok(RunStatus::ConfigMismatch);
     }
     rec.cpp_tokens = cpp
         .tokenize(&rec.formatted, rec.add_bos, rec.parse_special)
@@ -385,7 +430,7 @@ fn flow(
         ));
     }
 
-    // Stage 7: the pre-gate: nothing is evaluated unless both sides hold the same ids.
+    // Stage 8: the pre-gate: nothing is evaluated unless both sides hold the same ids.
     rec.gate_ran = true;
     if let Err(mismatch) =
         crate::token_parity::validate_token_parity(&rec.rust_tokens, &rec.cpp_tokens, &cfg.prompt)
@@ -398,6 +443,12 @@ fn flow(
         if cfg.format == OutputFormat::Text {
             err.push_str(&report.format_error_styled(cfg.colour));
         }
+        refuse_locate(
+            cfg,
+            rec,
+            err,
+            "the token sequences differ (the token pre-gate)",
+        );
         return Ok(RunStatus::TokenMismatch);
     }
     if n == 0 {
@@ -406,7 +457,7 @@ fn flow(
         ));
     }
 
-    // Stage 8: logits of every position, then the greedy steps.
+    // Stage 9: logits of every position, then the greedy steps.
     rec.logits_evaluated = true;
     progress(&format!(
         "tokens: {n} (identical); Rust engine: evaluating {n} positions"
@@ -423,47 +474,67 @@ fn flow(
         cfg.cos_tol,
     )
     .map_err(runtime)?;
+    // NaN/±inf have no cosine: say what they are instead of comparing them, and take no
+    // greedy steps from them.
+    if let Some(nf) = comparison.non_finite() {
+        // Alike on both sides: the engine reproduces the reference and the model produces
+        // them (exit 3); different: a divergence.
+        let text = describe_non_finite(&model, &run, &rec.rust_tokens, &nf);
+        rec.non_finite = Some(text.clone());
+        if matches!(nf, NonFinite::BothAlike { .. }) {
+            rec.comparison = Some(comparison);
+            return Err(runtime(text));
+        }
+        if cfg.format == OutputFormat::Text {
+            out.push_str(&report::text_report(
+                cfg,
+                rec,
+                &comparison,
+                &*tokenizer,
+                RunStatus::Diverged,
+                &build,
+            ));
+            out.push_str(&format!("✗ {text}\n"));
+        }
+        rec.comparison = Some(comparison);
+        return Ok(RunStatus::Diverged);
+    }
 
-    // Greedy steps: both pick their own arg-max; the same token is fed to both while they agree.
+    // Greedy steps, teacher-forced: both continue from the reference's choice.
     if cfg.max_tokens > 0 {
-        progress(&format!("greedy steps: up to {}", cfg.max_tokens));
+        progress(&format!("greedy steps: {}", cfg.max_tokens));
     }
-    let mut rust_row = rust_logits[(n - 1) * v..].to_vec();
-    let mut cpp_row = cpp_logits.row(n - 1).to_vec();
-    for step in 0..cfg.max_tokens {
-        let r = bitnet_inference::ops::argmax(&rust_row);
-        let c = bitnet_inference::ops::argmax(&cpp_row);
-        let matched = r == c;
-        rec.decode.push((
-            DecodeStep {
-                step,
-                rust_token: r,
-                cpp_token: c,
-                matched,
-            },
-            None,
-        ));
-        if !matched {
-            break;
-        }
-        rust_row = model
-            .forward(&mut state, &[r])
-            .map_err(|e| runtime(format!("Rust engine: {e}")))?;
-        cpp_row = cpp.decode_next(r as i32).map_err(runtime)?;
-        let m = compare_position(n + step, &rust_row, &cpp_row, cfg.cos_tol).map_err(runtime)?;
-        if let Some(last) = rec.decode.last_mut() {
-            last.1 = Some(m);
-        }
-    }
-    let decode_ok = rec
-        .decode
-        .iter()
-        .all(|(d, m)| d.matched && m.as_ref().is_none_or(|m| m.ok));
+    rec.decode = steps::teacher_forced(
+        &model,
+        &mut state,
+        &mut cpp,
+        rust_logits[(n - 1) * v..].to_vec(),
+        cpp_logits.row(n - 1).to_vec(),
+        n - 1,
+        cfg.max_tokens,
+        cfg.cos_tol,
+    )
+    .map_err(runtime)?;
+    // The tolerance alone decides: a step whose logits are within it passes even if a near
+    // tie made the picks differ (its label says so).
+    let decode_ok = rec.decode.iter().all(|s| s.metrics.ok);
     let status = if comparison.ok() && decode_ok {
         RunStatus::Ok
     } else {
         RunStatus::Diverged
     };
+    // Stage 10: where the divergence starts.
+    if let Some(opts) = &cfg.locate {
+        progress("locate: comparing the intermediate tensors of both sides in graph order");
+        // A fresh state in the run configuration both sides resolved (checked in stage 6),
+        // so both graphs are the ones just compared.
+        let fresh = model
+            .new_state_with(&run)
+            .map_err(|e| runtime(format!("Rust engine: {e}")))?;
+        let report =
+            locate::locate(&model, fresh, &mut cpp, &rec.rust_tokens, opts).map_err(runtime)?;
+        rec.locate = Some(report);
+    }
     if cfg.format == OutputFormat::Text {
         out.push_str(&report::text_report(
             cfg,
@@ -478,19 +549,14 @@ fn flow(
     Ok(status)
 }
 
-/// Stage 6, the configuration gate: the engine and the reference were given one run
-/// configuration and must have resolved it the same way, or their logits compare different
-/// computations. Returns the configuration both run.
-fn configuration_gate(
-    engine: EffectiveConfig,
-    reference: Option<EffectiveConfig>,
-) -> Result<EffectiveConfig, String> {
-    match reference {
-        None => Err("the C++ reference did not report its run configuration".into()),
-        Some(theirs) if theirs != engine => Err(format!(
-            "configuration mismatch: the C++ reference runs {theirs}, the engine {engine}; both were given the same request, so one of them resolves it wrongly (report this)"
-        )),
-        Some(theirs) => Ok(theirs),
+/// Record (and say, in text mode) why `--locate` did not run.
+fn refuse_locate(cfg: &PerTokenConfig, rec: &mut Record, err: &mut String, why: &str) {
+    if cfg.locate.is_some() {
+        let msg = format!("--locate refused: {why}; no tensors were compared");
+        if cfg.format == OutputFormat::Text {
+            err.push_str(&format!("{msg}\n"));
+        }
+        rec.locate_refused = Some(msg);
     }
 }
 
@@ -663,6 +729,28 @@ fn report_context(
     ctx
 }
 
+/// What the non-finite logits `nf` are, and the first engine tensor that held them, found by
+/// evaluating `tokens` again, in the run configuration `run`, with an observer (only on this
+/// path, so a normal comparison pays nothing for it).
+fn describe_non_finite(model: &Model, run: &RunConfig, tokens: &[u32], nf: &NonFinite) -> String {
+    let mut first = bitnet_inference::FirstNonFinite::new();
+    let origin = model.new_state_with(run).ok().and_then(|mut state| {
+        model
+            .eval(
+                &mut state,
+                bitnet_inference::Eval::new(tokens)
+                    .outputs(bitnet_inference::Outputs::Last)
+                    .observe(&mut first),
+            )
+            .ok()
+            .and(first.found().cloned())
+    });
+    match origin {
+        Some(at) => format!("{nf}; in the engine they first appear in {at}"),
+        None => nf.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,30 +769,5 @@ mod tests {
         );
         let e = check_token_count(5001, 4, 512).expect_err("too long");
         assert!(e.message.contains("5001 tokens"), "{}", e.message);
-    }
-
-    #[test]
-    fn the_configuration_gate_refuses_any_difference() {
-        use bitnet_cpp::CacheType;
-        let ours = EffectiveConfig {
-            cache_type_k: CacheType::F16,
-            cache_type_v: CacheType::F16,
-            flash_attn: true,
-            n_ubatch: 512,
-            threads: 2,
-        };
-        assert_eq!(configuration_gate(ours, Some(ours)), Ok(ours));
-        let no_flash = EffectiveConfig {
-            flash_attn: false,
-            ..ours
-        };
-        let e = configuration_gate(ours, Some(no_flash)).unwrap_err();
-        assert!(
-            e.contains("flash attention off") && e.contains("flash attention on"),
-            "{e}"
-        );
-        let threads = EffectiveConfig { threads: 3, ..ours };
-        assert!(configuration_gate(ours, Some(threads)).is_err());
-        assert!(configuration_gate(ours, None).is_err());
     }
 }

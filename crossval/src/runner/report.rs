@@ -7,11 +7,15 @@ use bitnet_tokenizers::Tokenizer;
 use serde_json::{json, Value};
 
 use super::{PerTokenConfig, Record};
+use crate::config_gate::ConfigGate;
+use crate::locate;
 use crate::logits_compare::LogitsComparison;
 use crate::receipt::{
     self, Environment, Inputs, Receipt, RunStatus, Thresholds, TokenParityBlock, ToolInfo,
     RECEIPT_SCHEMA_VERSION,
 };
+use crate::steps;
+use crate::verdict::TIE_MARGIN;
 
 /// The decoded text of one token (special tokens rendered), `?` when it has none.
 pub(super) fn piece(tokenizer: &dyn Tokenizer, id: u32) -> String {
@@ -69,9 +73,9 @@ pub(super) fn text_report(
     let (backend, library) = (&build.backend, &build.library);
     let mark = |ok: bool| if ok { "✓" } else { "✗" };
     let configuration = rec
-        .configuration
+        .run_configuration
         .as_ref()
-        .map(|c| format!("configuration: {c}\n"))
+        .map(|c| format!("run configuration: {c}\n"))
         .unwrap_or_default();
     let mut s = format!(
         "model: {}\nC++ reference: {backend} ({library}){}\nC++ build: {}\n{configuration}template: {} (add_bos={}, parse_special={})\ntokens: {}\n",
@@ -83,41 +87,56 @@ pub(super) fn text_report(
         rec.parse_special,
         rec.rust_tokens.len()
     );
+    s.push_str(
+        &rec.config_gate
+            .as_ref()
+            .map(ConfigGate::types_line)
+            .unwrap_or_default(),
+    );
     for m in &cmp.positions {
         s.push_str(&format!(
-            "{} t={} cos={:.6} kl={:.1e} top1={} {:?}\n",
+            "{} t={} cos={:.6} kl={:.1e} top1={} [{}] {:?}\n",
             mark(m.ok),
             m.position,
             m.cosine,
             m.kl,
             mark(m.top1_match),
+            m.label,
             piece(tokenizer, rec.rust_tokens[m.position])
         ));
     }
-    for (d, m) in &rec.decode {
+    for st in &rec.decode {
+        let (d, m) = (&st.decode, &st.metrics);
         if d.matched {
-            let cos = m
-                .as_ref()
-                .map(|m| format!(" cos={:.6}", m.cosine))
-                .unwrap_or_default();
-            let ok = m.as_ref().is_none_or(|m| m.ok);
             s.push_str(&format!(
-                "{} step {}: both chose {} {:?}{cos}\n",
-                mark(ok),
+                "{} step {}: both chose {} {:?} cos={:.6} [{}]\n",
+                mark(m.ok),
                 d.step,
                 d.rust_token,
-                piece(tokenizer, d.rust_token)
+                piece(tokenizer, d.rust_token),
+                m.cosine,
+                m.label
             ));
         } else {
             s.push_str(&format!(
-                "✗ step {}: Rust chose {} {:?}, C++ chose {} {:?}; stopping\n",
+                "{} step {}: Rust chose {} {:?}, C++ chose {} {:?} cos={:.6} [{}]; both continue with {}\n",
+                mark(m.ok),
                 d.step,
                 d.rust_token,
                 piece(tokenizer, d.rust_token),
                 d.cpp_token,
-                piece(tokenizer, d.cpp_token)
+                piece(tokenizer, d.cpp_token),
+                m.cosine,
+                m.label,
+                d.fed_token
             ));
         }
+    }
+    if let Some(first) = steps::first_differing(&rec.decode) {
+        s.push_str(&format!(
+            "greedy (teacher-forced): the choices first differ at step {}, labelled {}\n",
+            first.decode.step, first.metrics.label
+        ));
     }
     let sm = &cmp.summary;
     s.push_str(&format!(
@@ -128,7 +147,7 @@ pub(super) fn text_report(
         sm.max_kl,
         sm.mean_kl,
         sm.top1_agreement_rate * 100.0,
-        rec.decode.iter().filter(|(d, m)| d.matched && m.as_ref().is_none_or(|m| m.ok)).count(),
+        rec.decode.iter().filter(|st| st.metrics.ok).count(),
         cfg.max_tokens
     ));
     match status {
@@ -137,6 +156,9 @@ pub(super) fn text_report(
             Some(p) => s.push_str(&format!("✗ diverged: first at position {p}\n")),
             None => s.push_str("✗ diverged in the greedy steps\n"),
         },
+    }
+    if let Some(l) = &rec.locate {
+        s.push_str(&locate::render_text(l));
     }
     s
 }
@@ -151,19 +173,22 @@ pub(super) fn json_document(
     let decode: Vec<Value> = rec
         .decode
         .iter()
-        .map(|(d, m)| {
+        .map(|st| {
+            let d = &st.decode;
             json!({
                 "step": d.step, "rust_token": d.rust_token, "cpp_token": d.cpp_token, "match": d.matched,
-                "metrics": m,
+                "fed_token": d.fed_token, "label": d.label, "metrics": st.metrics,
             })
         })
         .collect();
+    let first_differing_step = steps::first_differing(&rec.decode)
+        .map(|st| json!({ "step": st.decode.step, "label": st.metrics.label }));
     json!({
         "status": status,
         "model": cfg.model.display().to_string(),
         "cpp_model": cfg.cpp_model.as_ref().map(|p| p.display().to_string()),
         "cpp_backend": rec.cpp_info,
-        "configuration": rec.configuration,
+        "run_configuration": rec.run_configuration,
         "tokens": { "rust": rec.rust_tokens, "cpp": rec.cpp_tokens, "first_diff_idx": rec.first_diff },
         "template_requested": cfg.template.name(),
         "template": rec.template_used,
@@ -172,12 +197,20 @@ pub(super) fn json_document(
         "parse_special": rec.parse_special,
         "positions": rec.comparison.as_ref().map(|c| &c.positions),
         "decode": decode,
+        "first_differing_step": first_differing_step,
         "summary": rec.comparison.as_ref().map(|c| &c.summary),
-        "thresholds": { "cos_tol": cfg.cos_tol, "max_tokens": cfg.max_tokens },
+        "thresholds": { "cos_tol": cfg.cos_tol, "max_tokens": cfg.max_tokens, "tie_margin": TIE_MARGIN },
+        "config_gate": rec.config_gate,
+        "locate": match (&rec.locate, &rec.locate_refused) {
+            (Some(l), _) => json!(l),
+            (None, Some(why)) => json!({ "refused": why }),
+            (None, None) => Value::Null,
+        },
         "suggestions": rec.suggestions,
         "example_command": rec.example_command,
         "vocab_mismatch": rec.vocab_mismatch,
         "warnings": rec.warnings,
+        "non_finite": rec.non_finite,
         "error": error,
     })
 }
@@ -224,15 +257,18 @@ pub(super) fn write_receipt(
             .as_ref()
             .map(|c| c.positions.clone())
             .unwrap_or_default(),
-        decode: rec.decode.iter().map(|(d, _)| d.clone()).collect(),
+        decode: rec.decode.iter().map(|st| st.decode.clone()).collect(),
         summary: rec.comparison.as_ref().map(|c| c.summary.clone()),
         thresholds: Thresholds {
             cos_tol: cfg.cos_tol,
             max_tokens: cfg.max_tokens,
+            tie_margin: TIE_MARGIN,
         },
         cpp_backend: rec.cpp_info.clone(),
-        configuration: rec.configuration,
+        run_configuration: rec.run_configuration,
         environment: Environment::detect(rec.threads),
+        config_gate: rec.config_gate.clone(),
+        locate: rec.locate.clone(),
     };
     receipt.write(path).map_err(|e| e.to_string())
 }

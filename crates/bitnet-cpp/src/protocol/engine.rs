@@ -10,9 +10,9 @@
 use std::io::{self, Read, Write};
 
 use super::{
-    read_frame, write_frame, BuildFacts, ChatMessage, LoadFacts, QuantizeProgress, QuantizeReport,
-    QuantizeRequest, Request, Response, SamplerChainSpec, TypeTrait, VocabFacts, WirePath,
-    PROTOCOL_VERSION,
+    read_frame, write_frame, BuildFacts, Capture, ChatMessage, LoadFacts, ModelFacts,
+    QuantizeProgress, QuantizeReport, QuantizeRequest, Request, Response, SamplerChainSpec,
+    TensorFrame, TypeTrait, VocabFacts, WirePath, PROTOCOL_VERSION,
 };
 use crate::run::RunConfig;
 
@@ -58,6 +58,35 @@ pub trait Engine {
     /// # Errors
     /// The reason, for the client.
     fn eval(&mut self, tokens: &[i32], outputs: &[u32], out: &mut Vec<f32>) -> Result<(), String>;
+    /// As [`Engine::eval`], showing every graph node to `capture` through ggml's eval
+    /// callback (`wants` before computing it, `offer` after, for the wanted ones).
+    ///
+    /// # Errors
+    /// The reason, for the client; by default, that this reference cannot capture tensors.
+    fn eval_capture(
+        &mut self,
+        tokens: &[i32],
+        outputs: &[u32],
+        capture: &mut Capture<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        let _ = (tokens, outputs, capture, out);
+        Err(format!(
+            "the {} reference cannot capture intermediate tensors",
+            self.backend()
+        ))
+    }
+    /// The reference's view of the model ([`super::facts`]).
+    ///
+    /// # Errors
+    /// The reason, for the client (a vocabulary-only load has no graph); by default, that
+    /// this reference cannot report it.
+    fn model_facts(&mut self) -> Result<ModelFacts, String> {
+        Err(format!(
+            "the {} reference cannot report the model's configuration",
+            self.backend()
+        ))
+    }
     /// Evaluate one more token; one row of logits.
     ///
     /// # Errors
@@ -222,10 +251,18 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Ok(bytes) => Response::Piece { bytes },
                 Err(m) => fail(engine, m),
             },
-            Request::Eval { tokens, outputs } => {
+            Request::Eval {
+                tokens,
+                outputs,
+                capture,
+            } => {
                 let rows = output_rows(tokens.len(), outputs);
                 match rows.and_then(|rows| {
-                    engine.eval(&tokens, &rows, &mut logits)?;
+                    if capture.is_empty() {
+                        engine.eval(&tokens, &rows, &mut logits)?;
+                    } else {
+                        eval_capture(engine, &tokens, &rows, capture, &mut logits, output)?;
+                    }
                     Ok(rows.len())
                 }) {
                     Ok(n) => {
@@ -261,6 +298,10 @@ pub fn serve<E: Engine, R: Read, W: Write>(
                 Err(m) => fail(engine, m),
             },
             Request::BuildInfo => Response::Build(Box::new(engine.build())),
+            Request::ModelFacts => match engine.model_facts() {
+                Ok(f) => Response::Facts(Box::new(f)),
+                Err(m) => fail(engine, m),
+            },
             Request::TypeTraits => match engine.type_traits() {
                 Some(types) => Response::TypeTraits { types },
                 None => unsupported("type_traits"),
@@ -296,6 +337,27 @@ pub fn serve<E: Engine, R: Read, W: Write>(
         write_frame(output, &response, payload)?;
     }
     Ok(())
+}
+
+/// A capturing evaluation: each captured tensor is written as a [`Response::Tensor`] frame
+/// while the reference computes (the logits frame follows in [`serve`]).
+fn eval_capture<E: Engine, W: Write>(
+    engine: &mut E,
+    tokens: &[i32],
+    rows: &[u32],
+    wanted: Vec<String>,
+    logits: &mut Vec<f32>,
+    output: &mut W,
+) -> Result<(), String> {
+    let mut sink = |frame: &TensorFrame, data: &[f32]| {
+        write_frame(output, &Response::Tensor(frame.clone()), data)
+    };
+    let mut capture = Capture::new(wanted, &mut sink);
+    let evaluated = engine.eval_capture(tokens, rows, &mut capture, logits);
+    let sent = capture.finish();
+    evaluated?;
+    sent.map(|_| ())
+        .map_err(|e| format!("cannot send the captured tensors: {e}"))
 }
 
 /// The output rows of an [`Request::Eval`]: `outputs` checked against `n` tokens, or all.

@@ -78,7 +78,7 @@ pub(super) fn attend_head(
         Path::OneChunk => {
             let kernel =
                 OneChunk::new(plan, head, cache, &mut scratch.query, &mut scratch.query_q8);
-            let (_, sum) = kernel.run(cache, 0..head.pos + 1, out);
+            let (_, sum) = kernel.run(cache, 0..head.last + 1, out);
             normalise(out, sum);
         }
         Path::Tiled => tiled(plan, head, cache, scratch, out),
@@ -187,10 +187,10 @@ fn tiled(
     let kq = &mut scratch.scores;
     out.fill(0.0);
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-    for tile in (0..=head.pos).step_by(TILE_KV) {
+    for tile in (0..=head.last).step_by(TILE_KV) {
         kq.clear();
         for j in tile..tile + TILE_KV {
-            kq.push(if j <= head.pos {
+            kq.push(if j <= head.last {
                 dot(Dot::Sequential, head.q, head.key(cache, s, j)) * scale
             } else {
                 f32::NEG_INFINITY
@@ -205,7 +205,7 @@ fn tiled(
         }
         m = m_new;
         sum = (sum as f64 + soft_max::<8>(kq, m_new)) as f32;
-        for (j, &p) in (tile..=head.pos.min(tile + TILE_KV - 1)).zip(kq.iter()) {
+        for (j, &p) in (tile..=head.last.min(tile + TILE_KV - 1)).zip(kq.iter()) {
             for (a, &x) in out.iter_mut().zip(head.value(cache, s, j)) {
                 *a = x.mul_add(p, *a);
             }
@@ -240,7 +240,7 @@ fn split_kv(
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     for c in 0..threads {
         let start = c * chunk;
-        let end = ((c + 1) * chunk).min(cells).min(head.pos + 1);
+        let end = ((c + 1) * chunk).min(cells).min(head.last + 1);
         if start >= end {
             // Every cell of the chunk is masked (or beyond the view): S = 0, skipped.
             continue;

@@ -67,6 +67,20 @@ pub struct AttentionPlan {
     pub threads: usize,
 }
 
+/// What a caller may ask of [`attend`] besides the heads' outputs.
+#[derive(Debug, Default)]
+pub struct AttendExtras<'a> {
+    /// When given, receives the attention weights (the softmax, before any conversion to V's
+    /// type): position `t`'s head `h` weight of cell `j` at `(t × n_heads + h) × stride + j`,
+    /// where `stride = probs.len() / (n × n_heads)`; cells a position does not see are left as
+    /// they are. Flash attention never materializes the weights (ggml has no `kq_soft_max`
+    /// tensor then), so with flash attention on nothing is written.
+    pub probs: Option<&'a mut [f32]>,
+    /// Cells each position sees beyond its own (0 under the causal mask; a planted fault
+    /// widens it in tests), capped at the cache.
+    pub extra_visible: usize,
+}
+
 /// Reusable buffers for [`attend`].
 #[derive(Debug, Default)]
 pub struct AttentionScratch {
@@ -83,7 +97,7 @@ pub struct AttentionScratch {
 /// `kqv_out`), llama.cpp's Hadamard rotation for quantized caches included ([`rotation`]).
 /// `q`, `k` and `v` are rotated in place when the plan says so; with a rotated V cache `out`
 /// is still rotated — [`unrotate_output`] finishes it, as llama.cpp does after naming
-/// `kqv_out`.
+/// `kqv_out`. `extras` as in [`attend`].
 #[allow(clippy::too_many_arguments)]
 pub fn append_and_attend(
     plan: &AttentionPlan,
@@ -93,6 +107,7 @@ pub fn append_and_attend(
     cache: &mut LayerCache,
     pos0: usize,
     scratch: &mut AttentionScratch,
+    extras: AttendExtras<'_>,
     out: &mut [f32],
 ) {
     let (rot_k, rot_v) = rotation::sizes(plan);
@@ -104,7 +119,7 @@ pub fn append_and_attend(
         rotation::fwht(v, n);
     }
     cache.append(k, v, plan.shape.kv_dim(), plan.keys, plan.values);
-    attend(plan, q, cache, pos0, scratch, out);
+    attend(plan, q, cache, pos0, scratch, extras, out);
 }
 
 /// Undo a quantized V cache's rotation on the heads' outputs of [`append_and_attend`]
@@ -118,12 +133,14 @@ pub fn unrotate_output(plan: &AttentionPlan, out: &mut [f32]) {
 /// Attention of `n` new positions `pos0..pos0 + n` (their queries `q`, `n` rows of
 /// `n_heads × head_dim`) over a cache that already holds them; writes the heads' outputs to
 /// `out` (same layout as `q`). `n` is one micro-batch: the reference picks its kernels by it.
+/// `extras` asks for the attention weights too ([`AttendExtras`]).
 pub fn attend(
     plan: &AttentionPlan,
     q: &[f32],
     cache: &LayerCache,
     pos0: usize,
     scratch: &mut AttentionScratch,
+    extras: AttendExtras<'_>,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -131,10 +148,10 @@ pub fn attend(
         // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
         // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
         // identical results, each correctly rounded.
-        unsafe { attend_fma(plan, q, cache, pos0, scratch, out) };
+        unsafe { attend_fma(plan, q, cache, pos0, scratch, extras, out) };
         return;
     }
-    attend_impl(plan, q, cache, pos0, scratch, out);
+    attend_impl(plan, q, cache, pos0, scratch, extras, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -145,9 +162,10 @@ unsafe fn attend_fma(
     cache: &LayerCache,
     pos0: usize,
     scratch: &mut AttentionScratch,
+    extras: AttendExtras<'_>,
     out: &mut [f32],
 ) {
-    attend_impl(plan, q, cache, pos0, scratch, out);
+    attend_impl(plan, q, cache, pos0, scratch, extras, out);
 }
 
 #[inline(always)]
@@ -157,23 +175,36 @@ fn attend_impl(
     cache: &LayerCache,
     pos0: usize,
     scratch: &mut AttentionScratch,
+    extras: AttendExtras<'_>,
     out: &mut [f32],
 ) {
     let s = plan.shape;
     let dim = s.n_heads * s.head_dim;
     let n = q.len() / dim;
     let group = s.n_heads / s.n_kv_heads;
-    let path = flash::path(plan, n, pos0 + n);
+    let cached = pos0 + n;
+    let path = flash::path(plan, n, cached);
+    let AttendExtras {
+        mut probs,
+        extra_visible,
+    } = extras;
+    let stride = probs
+        .as_deref()
+        .map_or(0, |p| p.len() / (n * s.n_heads).max(1));
     for t in 0..n {
         for h in 0..s.n_heads {
             let range = t * dim + h * s.head_dim..t * dim + (h + 1) * s.head_dim;
             let head = Head {
                 q: &q[range.clone()],
                 kvh: h / group,
-                pos: pos0 + t,
+                last: (pos0 + t + extra_visible).min(cached - 1),
             };
             match path {
-                None => non_flash(plan, n, &head, cache, scratch, &mut out[range]),
+                None => {
+                    let row = (t * s.n_heads + h) * stride;
+                    let weights = probs.as_deref_mut().map(|p| &mut p[row..row + stride]);
+                    non_flash(plan, n, &head, cache, scratch, weights, &mut out[range])
+                }
                 Some(path) => {
                     flash::attend_head(plan, path, &head, cache, scratch, &mut out[range])
                 }
@@ -188,8 +219,8 @@ struct Head<'a> {
     q: &'a [f32],
     /// The KV head it reads.
     kvh: usize,
-    /// Its position: it sees cells `0..=pos`.
-    pos: usize,
+    /// The last cell it sees, `0..=last` (its own position under the causal mask).
+    last: usize,
 }
 
 impl Head<'_> {
@@ -268,13 +299,15 @@ impl<'a> Scorer<'a> {
 
 /// ggml's non-flash graph for one head: `kq = K·Q` (Q converted to K's type), `softmax(kq ·
 /// scale + mask)` over the cache view padded to 32 cells, then `V·weights` (weights converted
-/// to V's type). `n` is the micro-batch size.
+/// to V's type). `n` is the micro-batch size. `weights`, when given, receives the softmax
+/// (ggml's `kq_soft_max`) of the cells the head sees.
 fn non_flash(
     plan: &AttentionPlan,
     n: usize,
     head: &Head,
     cache: &LayerCache,
     scratch: &mut AttentionScratch,
+    weights: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let s = &plan.shape;
@@ -300,7 +333,7 @@ fn non_flash(
         (_, _) => Dot::VecF16(width),
     };
     let scorer = Scorer::new(plan, kq, head, cache, query, query_q8);
-    let n_kv = head.pos + 1;
+    let n_kv = head.last + 1;
     // Both references pad the KV view without flash attention (bitnet.cpp to 32 cells,
     // llama.cpp to 256): the masked cells give exact zeros in the same lanes either way.
     let padded = n_kv.div_ceil(32) * 32;
@@ -317,6 +350,9 @@ fn non_flash(
     };
     let inv = (1.0 / sum) as f32;
     scores.iter_mut().for_each(|v| *v *= inv);
+    if let Some(w) = weights {
+        w[..n_kv].copy_from_slice(&scores[..n_kv]);
+    }
 
     // V·weights: tinyBLAS for a batch, `vec_dot` for one token; llama.cpp converts the weights
     // to V's type for both, bitnet.cpp's tinyBLAS multiplies its F16 V by f32 weights.

@@ -56,7 +56,15 @@ fn attention_over_one_position_returns_its_value() {
     for plan in plans(shape, 2) {
         let c = cache(&plan, &[0.5, 0.5], &[7.0, 9.0]);
         let mut out = vec![0.0; 4];
-        attend(&plan, &[1.0, 0.0, 0.0, 1.0], &c, 0, &mut s, &mut out);
+        attend(
+            &plan,
+            &[1.0, 0.0, 0.0, 1.0],
+            &c,
+            0,
+            &mut s,
+            AttendExtras::default(),
+            &mut out,
+        );
         assert_eq!(out, vec![7.0, 9.0, 7.0, 9.0], "{plan:?}");
     }
 }
@@ -127,14 +135,35 @@ fn every_kernel_agrees_with_a_plain_f64_attention() {
                 plan.values,
             );
             let mut out = vec![0f32; n * dim];
+            let cells = pos + n;
+            let mut probs = vec![0f32; n * shape.n_heads * cells];
             attend(
                 &plan,
                 &q[pos * dim..(pos + n) * dim],
                 &c,
                 pos,
                 &mut s,
+                AttendExtras {
+                    probs: Some(probs.as_mut_slice()),
+                    extra_visible: 0,
+                },
                 &mut out,
             );
+            // The attention weights: each head's sum to one over the cells it sees, nothing
+            // beyond them; flash attention has none to give.
+            for (row, weights) in probs.chunks(cells).enumerate() {
+                let seen = pos + row / shape.n_heads + 1;
+                let total: f64 = weights[..seen].iter().map(|&p| p as f64).sum();
+                if plan.flash_attn {
+                    assert!(weights.iter().all(|&p| p == 0.0), "{plan:?}");
+                } else {
+                    assert!(
+                        (total - 1.0).abs() < 1e-5,
+                        "{plan:?}: weights sum to {total}"
+                    );
+                    assert!(weights[seen..].iter().all(|&p| p == 0.0), "{plan:?}");
+                }
+            }
             for t in [0, n / 2, n - 1] {
                 let e = &expected[pos + t];
                 for (i, (&a, &b)) in out[t * dim..(t + 1) * dim].iter().zip(e).enumerate() {
@@ -206,7 +235,15 @@ fn q8_0_caches_with_rotation_agree_with_a_plain_f64_attention() {
             let mut vv = values[pos * kv_dim..(pos + n) * kv_dim].to_vec();
             let mut out = vec![0f32; n * dim];
             append_and_attend(
-                &plan, &mut qq, &mut kk, &mut vv, &mut c, pos, &mut s, &mut out,
+                &plan,
+                &mut qq,
+                &mut kk,
+                &mut vv,
+                &mut c,
+                pos,
+                &mut s,
+                AttendExtras::default(),
+                &mut out,
             );
             unrotate_output(&plan, &mut out);
             for t in [0, n - 1] {

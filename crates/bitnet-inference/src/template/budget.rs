@@ -27,10 +27,12 @@ use std::time::Duration;
 ///
 /// Install it in a binary that renders chat templates from untrusted model files:
 ///
-/// ```ignore
+/// ```no_run
 /// #[global_allocator]
 /// static ALLOCATOR: bitnet_inference::template::BoundedAllocator =
 ///     bitnet_inference::template::BoundedAllocator;
+///
+/// fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BoundedAllocator;

@@ -47,7 +47,7 @@ pub fn exact(path: &Path) -> RunConfig {
 }
 
 /// A reference session running `run`; checks that the reference resolved it as the engine
-/// does (the configuration gate of every comparison).
+/// does (the run-configuration check of every comparison).
 pub fn session(model: &Path, choice: BackendChoice, run: &RunConfig) -> Session {
     let opts = SessionOptions {
         run: *run,

@@ -133,9 +133,6 @@ pub type ggml_backend_sched_eval_callback =
 pub const LLAMA_ROPE_TYPE_NORM: i32 = 0;
 pub const LLAMA_ROPE_TYPE_NEOX: i32 = 2;
 
-pub const GGML_TYPE_F32: i32 = 0;
-pub const GGML_TYPE_F16: i32 = 1;
-
 pub type ggml_log_callback =
     Option<unsafe extern "C" fn(level: i32, text: *const c_char, user: *mut c_void)>;
 

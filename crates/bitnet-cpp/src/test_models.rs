@@ -164,6 +164,11 @@ pub fn path(base: Base, ftype: &str) -> Result<PathBuf, TestModelError> {
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let source = base_path_locked(base)?;
     let dir = cache_dir();
+    // SmolLM2's base is a fixture, so nothing else may have made the directory yet.
+    std::fs::create_dir_all(&dir).map_err(|source| TestModelError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     let out = dir.join(format!("{}-{}.gguf", base.name(), ftype.name));
     if modified(&out).is_some_and(|t| Some(t) >= modified(&source)) {
         return Ok(out);

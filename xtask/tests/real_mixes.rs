@@ -7,7 +7,7 @@
 //! Configuration: `crossval-per-token`'s defaults (the llama.cpp reference, the engine on this
 //! host's widest SIMD); the report's `cpp_backend` states the reference's build.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! The engine against the C++ references, at every position (real llama.cpp / bitnet.cpp).
 
-mod common;
+pub mod common;
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;

@@ -244,7 +244,7 @@ fn hint(r: &FactRow, model: &Path, cpp_model: Option<&Path>) -> String {
             r.name,
             r.engine,
             r.source,
-            model.display()
+            crate::token_parity::shell_quote(&model.display().to_string())
         ),
     }
 }
@@ -357,5 +357,8 @@ mod tests {
         assert!(h.contains("10000 in a.gguf but 500000 in b.gguf"), "{h}");
         let h = hint(&r, Path::new("a.gguf"), None);
         assert!(h.contains("inspect a.gguf"), "{h}");
+        // The command is pasteable when the path needs quoting.
+        let h = hint(&r, Path::new("my models/a.gguf"), None);
+        assert!(h.contains("inspect 'my models/a.gguf'"), "{h}");
     }
 }

@@ -1,7 +1,7 @@
 //! `xtask crossval-per-token` and `crossval-tokenizer`, end to end against the real C++
 //! references: exit codes, reports, JSON documents.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 

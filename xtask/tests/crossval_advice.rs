@@ -4,7 +4,7 @@
 //! command the report prints is run exactly as printed, through `sh`, and must not reproduce
 //! the failure: it has to match (exit 0).
 
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 

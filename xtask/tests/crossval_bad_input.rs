@@ -2,7 +2,7 @@
 //! in text and JSON mode, against the real references; no panic, no C++ abort, no silently
 //! ignored value; `--format json` prints exactly one document whatever fails.
 
-mod common;
+pub mod common;
 
 use assert_cmd::Command;
 use bitnet_gguf::GgmlType;

@@ -4,7 +4,7 @@
 //! (items 16, 21, 22), and a rendered prompt too large for the context is refused from its
 //! size before tokenizing (item 16).
 
-mod common;
+pub mod common;
 
 use bitnet_gguf::GgmlType;
 use bitnet_minimodel::Arch;

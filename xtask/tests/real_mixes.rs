@@ -11,7 +11,7 @@
 //! widest SIMD. The report's `cpp_backend` states the reference's build, its `configuration`
 //! the run configuration (checked here).
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 

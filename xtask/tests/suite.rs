@@ -2,7 +2,7 @@
 //! suites that match, a reference on other weights, a wrong tokenizer that shows on one item,
 //! shards merged into the single run's summary, `--resume`.
 
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The evaluation request: logits of chosen positions only, against the C++ references asked
 //! for the same positions, and the observer of intermediate tensors.
 
-mod common;
+pub mod common;
 
 use bitnet_cpp::{BackendChoice, Session, SessionOptions};
 use bitnet_gguf::GgmlType;

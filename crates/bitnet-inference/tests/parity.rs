@@ -2,7 +2,7 @@
 //! the exact configuration (F32 K, no flash attention; V F32 for llama.cpp, F16 for
 //! bitnet.cpp). The other configurations are in `parity_kv_flash.rs`.
 
-mod common;
+pub mod common;
 
 use bitnet_cpp::BackendChoice;
 use bitnet_gguf::GgmlType;

@@ -1,7 +1,7 @@
 //! K-quant models against the real llama.cpp: bit-identical logits in one batch and token by
 //! token.
 
-mod common;
+pub mod common;
 
 use bitnet_cpp::BackendChoice;
 use bitnet_gguf::{GgmlType, GgufFile, GgufWriter};

@@ -6,7 +6,7 @@
 //! `vec_dot` again for a Q5_1 batch (tinyBLAS has no Q5_1 kernel); and, for IQ4_NL matrices
 //! whose row count is a multiple of 8, the repacked 8×8 order for every token count.
 
-mod common;
+pub mod common;
 
 use bitnet_cpp::BackendChoice;
 use bitnet_gguf::GgmlType;

@@ -10,9 +10,15 @@
 
 use std::path::Path;
 
-use bitnet_gguf::{Array, GgmlType, GgufWriter, Layout, Value};
+use bitnet_gguf::{GgmlType, GgufWriter, Value};
 
 use crate::{Arch, GenError, Spec};
+
+mod edits;
+mod run;
+
+use edits::{edit_tokens, is_spm, poison, relabel, retype, set_key, shrink_vocabulary, Poison};
+pub use run::{run_limited, Outcome};
 
 /// A prompt every base vocabulary spells (the crab through byte tokens) and a vocabulary
 /// without byte tokens cannot.
@@ -131,172 +137,47 @@ fn refused(subject: impl Into<String>) -> Expect {
     Expect::Refused(subject.into())
 }
 
-/// Set `<arch>.<suffix>`.
-fn set_key(
-    suffix: &'static str,
-    v: Value,
-) -> impl Fn(GgufWriter, &Context) -> Result<GgufWriter, GenError> {
-    move |mut w, c| {
-        w.set_metadata(format!("{}.{suffix}", c.arch.name()), v.clone())?;
-        Ok(w)
-    }
-}
-
-fn missing(what: &str) -> GenError {
-    GenError::BadShape(format!("the base model has no {what}"))
-}
-
-/// The token list of the base model, edited by `f`.
-fn edit_tokens(
-    mut w: GgufWriter,
-    f: impl FnOnce(&mut Vec<String>),
-) -> Result<GgufWriter, GenError> {
-    let mut tokens = match w
-        .metadata()
-        .iter()
-        .find(|(k, _)| k == "tokenizer.ggml.tokens")
-    {
-        Some((_, Value::Array(Array::String(t)))) => t.clone(),
-        _ => return Err(missing("tokenizer.ggml.tokens")),
-    };
-    f(&mut tokens);
-    w.set_metadata("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))?;
-    Ok(w)
-}
-
-fn is_spm(w: &GgufWriter) -> bool {
-    w.metadata()
-        .iter()
-        .any(|(k, v)| k == "tokenizer.ggml.model" && v.as_str() == Some("llama"))
-}
-
-/// Re-encode a tensor of the base model as `ty` (same values up to rounding).
-fn retype(
-    name: &'static str,
-    ty: GgmlType,
-) -> impl Fn(GgufWriter, &Context) -> Result<GgufWriter, GenError> {
-    move |mut w, _| {
-        let (old_ty, dims, data) = w.tensor_mut(name).ok_or_else(|| missing(name))?;
-        let dims = dims.to_vec();
-        let n = dims.iter().product::<u64>() as usize;
-        let mut values = vec![0f32; n];
-        bitnet_quant::decode(old_ty, data, &mut values).map_err(|source| GenError::Encode {
-            tensor: name.into(),
-            source,
-        })?;
-        let bytes = bitnet_quant::encode(ty, &values, dims[0] as usize).map_err(|source| {
-            GenError::Encode {
-                tensor: name.into(),
-                source,
-            }
-        })?;
-        w.replace_tensor(name, &dims, ty, bytes)?;
-        Ok(w)
-    }
-}
-
-/// A non-finite value to plant.
-#[derive(Clone, Copy)]
-enum Poison {
-    NaN,
-    Inf,
-}
-
-impl Poison {
-    fn f32(self) -> f32 {
-        match self {
-            Poison::NaN => f32::NAN,
-            Poison::Inf => f32::INFINITY,
-        }
-    }
-
-    /// The IEEE half bits.
-    fn f16_bits(self) -> u16 {
-        match self {
-            Poison::NaN => 0x7E00,
-            Poison::Inf => 0x7C00,
-        }
-    }
-
-    fn bf16_bits(self) -> u16 {
-        match self {
-            Poison::NaN => 0x7FC0,
-            Poison::Inf => 0x7F80,
-        }
-    }
-}
-
-/// Where the scale of a block is (byte offset in the block), for the block types whose one
-/// f16 scale multiplies the whole block.
-fn block_scale_offset(ty: GgmlType) -> Option<usize> {
-    match ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => Some(0),
-        GgmlType::TQ1_0 => Some(52),
-        GgmlType::TQ2_0 => Some(64),
-        _ => None,
-    }
-}
-
-/// Plant `p` in the first element (or the first block's scale) of each of `rows` rows of
-/// `name`, or in I2_S's one per-tensor scale.
-fn poison(
-    name: &'static str,
-    p: Poison,
-    every_row: bool,
-) -> impl Fn(GgufWriter, &Context) -> Result<GgufWriter, GenError> {
-    move |mut w, _| {
-        let (ty, dims, data) = w.tensor_mut(name).ok_or_else(|| missing(name))?;
-        let ne0 = dims[0] as usize;
-        let rows = if every_row {
-            dims[1..].iter().product::<u64>() as usize
-        } else {
-            1
-        };
-        let put16 = |data: &mut [u8], at: usize, bits: u16| {
-            data[at..at + 2].copy_from_slice(&bits.to_le_bytes())
-        };
-        match ty.layout() {
-            Layout::I2S => {
-                let at = dims.iter().product::<u64>() as usize / 4;
-                data[at..at + 4].copy_from_slice(&p.f32().to_le_bytes());
-            }
-            Layout::Blocks {
-                block_size,
-                block_bytes,
-            } => {
-                let row_bytes = ne0 / block_size as usize * block_bytes as usize;
-                for r in 0..rows {
-                    let at = r * row_bytes;
-                    match ty {
-                        GgmlType::F32 => data[at..at + 4].copy_from_slice(&p.f32().to_le_bytes()),
-                        GgmlType::F16 => put16(data, at, p.f16_bits()),
-                        GgmlType::BF16 => put16(data, at, p.bf16_bits()),
-                        other => {
-                            let off = block_scale_offset(other)
-                                .ok_or_else(|| missing("block type with one scale"))?;
-                            put16(data, at + off, p.f16_bits());
-                        }
-                    }
-                }
-            }
-        }
-        Ok(w)
-    }
-}
-
 /// Every crafted variant of a model of architecture `arch` and matrix type `qtype`.
 pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
+    let a = arch.name();
+    let mut v = Vec::new();
+    v.extend(layer_count_and_norm_variants(arch));
+    v.extend(vocabulary_and_layout_variants());
+    v.extend(non_finite_variants(qtype));
+    v.extend(position_and_shape_variants(arch));
+    v.extend(hyper_parameter_and_tensor_variants(arch));
+    // A model labelled as another architecture: its keys are renamed to match the label,
+    // so only the tensors tell the truth.
+    let (other, first_foreign) = match arch {
+        Arch::Llama => (Arch::Bitnet, "output.weight".to_string()),
+        Arch::Bitnet => (Arch::Llama, "blk.0.attn_q.scale".to_string()),
+        Arch::BitnetB158 => (Arch::Llama, "blk.0.attn_sub_norm.weight".to_string()),
+    };
+    v.push(variant(
+        format!("{a} model labelled {}", other.name()),
+        "the references refuse tensors the architecture does not load",
+        refused(first_foreign),
+        move |w, c| relabel(w, c.arch, other),
+    ));
+    if arch == Arch::Bitnet {
+        v.push(variant(
+            "scale tensor stored as f16",
+            "ggml multiplies f32 activations only by f32 (\"unsupported types\" abort)",
+            refused("blk.0.attn_q.scale"),
+            retype("blk.0.attn_q.scale", GgmlType::F16),
+        ));
+    }
+    for variant in &mut v {
+        variant.reference = reference_outcome(arch, &variant.name);
+    }
+    v
+}
+
+/// The layer count, the norm epsilon and the norms' tensor types.
+fn layer_count_and_norm_variants(arch: Arch) -> Vec<Variant> {
     use Expect::*;
     let a = arch.name();
-    // A NaN that reaches a quantized matmul's activations becomes an int8 code (ggml's AVX
-    // quantizer packs it to -128, or drops it from the block maximum), so whether the logits
-    // end up non-finite is the kernels' business: the engine must just do what they do.
-    let through_kernels = if qtype.is_quantized() {
-        SameAsReference
-    } else {
-        NonFinite
-    };
-    let mut v = vec![
+    vec![
         variant(
             "block_count = 2^28",
             "nothing may be sized from an unchecked count; the references assert n_layer <= 512",
@@ -372,7 +253,10 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             "RMS epsilon infinite",
             "no model can have it: every normalized activation would be 0",
             refused(format!("{a}.attention.layer_norm_rms_epsilon")),
-            set_key("attention.layer_norm_rms_epsilon", Value::F32(f32::INFINITY)),
+            set_key(
+                "attention.layer_norm_rms_epsilon",
+                Value::F32(f32::INFINITY),
+            ),
         ),
         variant(
             "norm weight stored as f16",
@@ -386,6 +270,13 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             refused("output_norm.weight"),
             retype("output_norm.weight", GgmlType::Q8_0),
         ),
+    ]
+}
+
+/// The vocabulary and the file's alignment.
+fn vocabulary_and_layout_variants() -> Vec<Variant> {
+    use Expect::*;
+    vec![
         variant(
             "duplicate token text",
             "the references assert id_to_token.size() == token_to_id.size() (abort)",
@@ -437,6 +328,21 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             Runs,
             |w, _| Ok(w.with_alignment(64)?),
         ),
+    ]
+}
+
+/// Non-finite numbers in the weights.
+fn non_finite_variants(qtype: GgmlType) -> Vec<Variant> {
+    use Expect::*;
+    // A NaN that reaches a quantized matmul's activations becomes an int8 code (ggml's AVX
+    // quantizer packs it to -128, or drops it from the block maximum), so whether the logits
+    // end up non-finite is the kernels' business: the engine must just do what they do.
+    let through_kernels = if qtype.is_quantized() {
+        SameAsReference
+    } else {
+        NonFinite
+    };
+    vec![
         variant(
             "NaN in every row of the token embedding",
             "non-finite weights give non-finite logits",
@@ -461,6 +367,14 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             through_kernels,
             poison("blk.0.attn_q.weight", Poison::NaN, false),
         ),
+    ]
+}
+
+/// RoPE, the attention's shape and features the engine does not implement.
+fn position_and_shape_variants(arch: Arch) -> Vec<Variant> {
+    use Expect::*;
+    let a = arch.name();
+    vec![
         variant(
             "RoPE base 0",
             "every RoPE angle would be NaN",
@@ -531,6 +445,13 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             refused(format!("{a}.expert_count")),
             set_key("expert_count", Value::U32(8)),
         ),
+    ]
+}
+
+/// The context, the head count, the tensors present and the architecture's name.
+fn hyper_parameter_and_tensor_variants(arch: Arch) -> Vec<Variant> {
+    let a = arch.name();
+    vec![
         variant(
             "context length missing",
             "the references require it (\"key not found in model\")",
@@ -558,7 +479,10 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
             refused("token_embd.weight"),
             |mut w, c| {
                 let a = c.arch.name();
-                w.set_metadata(format!("{a}.embedding_length"), Value::U32(c.dim as u32 * 2))?;
+                w.set_metadata(
+                    format!("{a}.embedding_length"),
+                    Value::U32(c.dim as u32 * 2),
+                )?;
                 // Keep the RoPE rule satisfied, so the tensors are what gives the lie away.
                 let n_rot = Value::U32(c.head_dim as u32 * 2);
                 w.set_metadata(format!("{a}.rope.dimension_count"), n_rot)?;
@@ -602,32 +526,7 @@ pub fn variants(arch: Arch, qtype: GgmlType) -> Vec<Variant> {
                 Ok(w)
             },
         ),
-    ];
-    // A model labelled as another architecture: its keys are renamed to match the label,
-    // so only the tensors tell the truth.
-    let (other, first_foreign) = match arch {
-        Arch::Llama => (Arch::Bitnet, "output.weight".to_string()),
-        Arch::Bitnet => (Arch::Llama, "blk.0.attn_q.scale".to_string()),
-        Arch::BitnetB158 => (Arch::Llama, "blk.0.attn_sub_norm.weight".to_string()),
-    };
-    v.push(variant(
-        format!("{a} model labelled {}", other.name()),
-        "the references refuse tensors the architecture does not load",
-        refused(first_foreign),
-        move |w, c| relabel(w, c.arch, other),
-    ));
-    if arch == Arch::Bitnet {
-        v.push(variant(
-            "scale tensor stored as f16",
-            "ggml multiplies f32 activations only by f32 (\"unsupported types\" abort)",
-            refused("blk.0.attn_q.scale"),
-            retype("blk.0.attn_q.scale", GgmlType::F16),
-        ));
-    }
-    for variant in &mut v {
-        variant.reference = reference_outcome(arch, &variant.name);
-    }
-    v
+    ]
 }
 
 /// What the reference does with the variant called `name` (see [`Reference`]).
@@ -648,167 +547,4 @@ fn reference_outcome(arch: Arch, name: &str) -> Reference {
         n if n.starts_with("NaN in") || n.starts_with("+inf in") => Runs,
         _ => Fails,
     }
-}
-
-/// Rename every `<from>.` key to `<to>.` and set `general.architecture`.
-fn relabel(mut w: GgufWriter, from: Arch, to: Arch) -> Result<GgufWriter, GenError> {
-    let prefix = format!("{}.", from.name());
-    let keys: Vec<(String, Value)> = w
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .cloned()
-        .collect();
-    for (k, v) in keys {
-        w.remove_metadata(&k);
-        w.set_metadata(format!("{}.{}", to.name(), &k[prefix.len()..]), v)?;
-    }
-    w.set_metadata("general.architecture", Value::String(to.name().into()))?;
-    Ok(w)
-}
-
-/// Keep the first `n` tokens (and their scores and types) and as many embedding rows.
-fn shrink_vocabulary(mut w: GgufWriter, c: &Context, n: usize) -> Result<GgufWriter, GenError> {
-    let arrays: Vec<(String, Value)> = w
-        .metadata()
-        .iter()
-        .filter(|(k, _)| per_token_array(k))
-        .cloned()
-        .collect();
-    for (k, v) in arrays {
-        let cut = match v {
-            Value::Array(Array::String(t)) => Array::String(t[..n.min(t.len())].to_vec()),
-            Value::Array(Array::F32(t)) => Array::F32(t[..n.min(t.len())].to_vec()),
-            Value::Array(Array::I32(t)) => Array::I32(t[..n.min(t.len())].to_vec()),
-            _ => continue,
-        };
-        w.set_metadata(k, Value::Array(cut))?;
-    }
-    // No merge can apply to three tokens.
-    if w.remove_metadata("tokenizer.ggml.merges").is_some() {
-        w.set_metadata(
-            "tokenizer.ggml.merges",
-            Value::Array(Array::String(Vec::new())),
-        )?;
-    }
-    for (k, v) in [
-        ("tokenizer.ggml.bos_token_id", 1u32),
-        ("tokenizer.ggml.eos_token_id", 2),
-    ] {
-        w.set_metadata(k, Value::U32(v))?;
-    }
-    w.set_metadata(
-        format!("{}.vocab_size", c.arch.name()),
-        Value::U32(n as u32),
-    )?;
-    for name in ["token_embd.weight", "output.weight"] {
-        let Some((ty, dims, _)) = w.tensor_mut(name) else {
-            continue;
-        };
-        let dims = [dims[0], n as u64];
-        let bytes = bitnet_quant::encode(
-            ty,
-            &vec![0.5; (dims[0] * dims[1]) as usize],
-            dims[0] as usize,
-        )
-        .map_err(|source| GenError::Encode {
-            tensor: name.into(),
-            source,
-        })?;
-        w.replace_tensor(name, &dims, ty, bytes)?;
-    }
-    Ok(w)
-}
-
-/// The per-token arrays of a vocabulary.
-fn per_token_array(key: &str) -> bool {
-    matches!(
-        key,
-        "tokenizer.ggml.tokens" | "tokenizer.ggml.scores" | "tokenizer.ggml.token_type"
-    )
-}
-
-/// How a tool run on a crafted file ended.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The exit code; `None` when a signal ended the process or it timed out.
-    pub code: Option<i32>,
-    /// The signal that ended it, if any (6 is an abort, 9 our kill after a timeout).
-    pub signal: Option<i32>,
-    /// Whether the time limit was reached (the process was then killed).
-    pub timed_out: bool,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
-}
-
-impl Outcome {
-    /// One line for assertion messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "code {:?}, signal {:?}, timed out {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.signal, self.timed_out, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Run `program args` with at most `memory` bytes of address space (`prlimit --as`, inherited
-/// by the processes it starts, so a C++ reference is held to it too) and at most `timeout`
-/// of wall time, after which its whole process group is killed.
-///
-/// # Errors
-/// When `prlimit` (util-linux) cannot be started.
-pub fn run_limited(
-    program: &Path,
-    args: &[std::ffi::OsString],
-    memory: u64,
-    timeout: std::time::Duration,
-) -> std::io::Result<Outcome> {
-    use std::io::Read;
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
-    use std::process::{Command, Stdio};
-
-    let mut child = Command::new("prlimit")
-        .arg(format!("--as={memory}"))
-        .arg("--")
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = pipe(Box::new(child.stdout.take().expect("piped")));
-    let err = pipe(Box::new(child.stderr.take().expect("piped")));
-    let deadline = std::time::Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            timed_out = true;
-            // The negative pid names the group: the tool and any reference it started.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            break child.wait()?;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    Ok(Outcome {
-        code: status.code(),
-        signal: status.signal(),
-        timed_out,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
 }

@@ -3,7 +3,7 @@
 //! reference's resolution of it must equal the engine's (`common::session`), and the logits must
 //! be bit-identical in a batch and token by token.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 

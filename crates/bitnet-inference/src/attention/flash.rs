@@ -66,6 +66,7 @@ pub(super) fn path(plan: &AttentionPlan, n: usize, used: usize) -> Option<Path> 
 }
 
 /// One query head's attention on `path`, into `out`.
+#[inline(always)]
 pub(super) fn attend_head(
     plan: &AttentionPlan,
     path: Path,
@@ -87,6 +88,7 @@ pub(super) fn attend_head(
 }
 
 /// `out *= 1/S` (ggml multiplies by the inverse; a zero sum gives zeros).
+#[inline(always)]
 fn normalise(out: &mut [f32], sum: f32) {
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     out.iter_mut().for_each(|v| *v *= inv);
@@ -104,6 +106,7 @@ struct OneChunk<'a> {
 }
 
 impl<'a> OneChunk<'a> {
+    #[inline(always)]
     fn new(
         plan: &'a AttentionPlan,
         head: &'a Head<'a>,
@@ -128,6 +131,7 @@ impl<'a> OneChunk<'a> {
 
     /// The online softmax over `cells` (all visible): writes the unnormalised weighted sum of
     /// V to `acc` and returns the running maximum and the sum of weights.
+    #[inline(always)]
     fn run(
         &self,
         cache: &LayerCache,
@@ -175,6 +179,7 @@ impl<'a> OneChunk<'a> {
 
 /// llama.cpp's tiled path for one query row: tiles of 64 cells from cell 0; a tile with no
 /// visible cell changes nothing.
+#[inline(always)]
 fn tiled(
     plan: &AttentionPlan,
     head: &Head,
@@ -189,13 +194,14 @@ fn tiled(
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     for tile in (0..=head.last).step_by(TILE_KV) {
         kq.clear();
-        for j in tile..tile + TILE_KV {
-            kq.push(if j <= head.last {
-                dot(Dot::Sequential, head.q, head.key(cache, s, j)) * scale
-            } else {
-                f32::NEG_INFINITY
-            });
-        }
+        kq.resize(TILE_KV, f32::NEG_INFINITY);
+        let visible = (head.last + 1 - tile).min(TILE_KV);
+        sequential_scores(
+            head.q,
+            |j| head.key(cache, s, tile + j),
+            scale,
+            &mut kq[..visible],
+        );
         let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let m_new = m.max(tile_max);
         if m_new > m {
@@ -214,8 +220,39 @@ fn tiled(
     normalise(out, sum);
 }
 
+/// `out[j] = (q · key(j)) · scale`, each dot product one chain of fused multiply-adds in
+/// element order ([`Dot::Sequential`], llama.cpp's `simd_gemm`): eight cells side by side, so
+/// their independent chains overlap instead of each waiting on its own previous step.
+#[inline(always)]
+fn sequential_scores<'k>(
+    q: &[f32],
+    key: impl Fn(usize) -> &'k [f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    const CELLS: usize = 8;
+    let done = out.len() / CELLS * CELLS;
+    let mut groups = out.chunks_exact_mut(CELLS);
+    for (g, scores) in groups.by_ref().enumerate() {
+        let keys: [&[f32]; CELLS] = std::array::from_fn(|c| &key(g * CELLS + c)[..q.len()]);
+        let mut acc = [0f32; CELLS];
+        for (d, &x) in q.iter().enumerate() {
+            for (a, k) in acc.iter_mut().zip(&keys) {
+                *a = x.mul_add(k[d], *a);
+            }
+        }
+        for (o, a) in scores.iter_mut().zip(acc) {
+            *o = a * scale;
+        }
+    }
+    for (j, o) in groups.into_remainder().iter_mut().enumerate() {
+        *o = dot(Dot::Sequential, q, key(done + j)) * scale;
+    }
+}
+
 /// llama.cpp's split-KV path for one query token: one chunk of the `cells`-long view per
 /// thread, each run as one chunk, merged in chunk order.
+#[inline(always)]
 fn split_kv(
     plan: &AttentionPlan,
     cells: usize,

@@ -25,6 +25,8 @@ pub use cache::LayerCache;
 use bitnet_gguf::GgmlType;
 use bitnet_quant::{ActivationType, QuantizedActivation, QuantizedMatrix, VectorWidth};
 
+use rayon::prelude::*;
+
 use crate::numerics::Numerics;
 use kernels::{bf16r, dot, f16r, finish, lanes_and_head, reduce, soft_max, Dot};
 
@@ -134,6 +136,10 @@ pub fn unrotate_output(plan: &AttentionPlan, out: &mut [f32]) {
 /// `n_heads × head_dim`) over a cache that already holds them; writes the heads' outputs to
 /// `out` (same layout as `q`). `n` is one micro-batch: the reference picks its kernels by it.
 /// `extras` asks for the attention weights too ([`AttendExtras`]).
+///
+/// Every (position, head) pair is computed on its own — the same operations in the same
+/// order whichever thread takes it — so the pairs are spread over the thread pool when there
+/// is enough work, and run here with `scratch` when there is not.
 pub fn attend(
     plan: &AttentionPlan,
     q: &[f32],
@@ -143,73 +149,119 @@ pub fn attend(
     extras: AttendExtras<'_>,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
-        // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
-        // identical results, each correctly rounded.
-        unsafe { attend_fma(plan, q, cache, pos0, scratch, extras, out) };
-        return;
-    }
-    attend_impl(plan, q, cache, pos0, scratch, extras, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_fma(
-    plan: &AttentionPlan,
-    q: &[f32],
-    cache: &LayerCache,
-    pos0: usize,
-    scratch: &mut AttentionScratch,
-    extras: AttendExtras<'_>,
-    out: &mut [f32],
-) {
-    attend_impl(plan, q, cache, pos0, scratch, extras, out);
-}
-
-#[inline(always)]
-fn attend_impl(
-    plan: &AttentionPlan,
-    q: &[f32],
-    cache: &LayerCache,
-    pos0: usize,
-    scratch: &mut AttentionScratch,
-    extras: AttendExtras<'_>,
-    out: &mut [f32],
-) {
     let s = plan.shape;
-    let dim = s.n_heads * s.head_dim;
+    let hd = s.head_dim;
+    let dim = s.n_heads * hd;
     let n = q.len() / dim;
     let group = s.n_heads / s.n_kv_heads;
     let cached = pos0 + n;
     let path = flash::path(plan, n, cached);
     let AttendExtras {
-        mut probs,
+        probs,
         extra_visible,
     } = extras;
-    let stride = probs
-        .as_deref()
-        .map_or(0, |p| p.len() / (n * s.n_heads).max(1));
-    for t in 0..n {
-        for h in 0..s.n_heads {
-            let range = t * dim + h * s.head_dim..t * dim + (h + 1) * s.head_dim;
-            let head = Head {
-                q: &q[range.clone()],
-                kvh: h / group,
-                last: (pos0 + t + extra_visible).min(cached - 1),
-            };
-            match path {
-                None => {
-                    let row = (t * s.n_heads + h) * stride;
-                    let weights = probs.as_deref_mut().map(|p| &mut p[row..row + stride]);
-                    non_flash(plan, n, &head, cache, scratch, weights, &mut out[range])
+    let one = |i: usize, out: &mut [f32], weights: Option<&mut [f32]>, sc: &mut AttentionScratch| {
+        let (t, h) = (i / s.n_heads, i % s.n_heads);
+        let head = Head {
+            q: &q[i * hd..(i + 1) * hd],
+            kvh: h / group,
+            last: (pos0 + t + extra_visible).min(cached - 1),
+        };
+        attend_head(plan, path, n, &head, cache, sc, weights, out);
+    };
+    let pairs = n * s.n_heads;
+    // A pair costs about `cached × head_dim` multiply-adds twice; tasks get at least ~64k of
+    // them, so a single token over a short cache stays on this thread.
+    let per_task = ((1 << 16) / (cached * hd).max(1)).max(1);
+    let stride = probs.as_deref().map_or(0, |p| p.len() / pairs.max(1));
+    match probs {
+        Some(p) if stride > 0 => {
+            if pairs <= per_task || rayon::current_num_threads() == 1 {
+                for (i, (o, w)) in out.chunks_mut(hd).zip(p.chunks_mut(stride)).enumerate() {
+                    one(i, o, Some(w), scratch);
                 }
-                Some(path) => {
-                    flash::attend_head(plan, path, &head, cache, scratch, &mut out[range])
-                }
+            } else {
+                out.par_chunks_mut(hd)
+                    .zip(p.par_chunks_mut(stride))
+                    .enumerate()
+                    .with_min_len(per_task)
+                    .for_each_init(AttentionScratch::default, |sc, (i, (o, w))| {
+                        one(i, o, Some(w), sc)
+                    });
             }
         }
+        _ => {
+            if pairs <= per_task || rayon::current_num_threads() == 1 {
+                for (i, o) in out.chunks_mut(hd).enumerate() {
+                    one(i, o, None, scratch);
+                }
+            } else {
+                out.par_chunks_mut(hd)
+                    .enumerate()
+                    .with_min_len(per_task)
+                    .for_each_init(AttentionScratch::default, |sc, (i, o)| one(i, o, None, sc));
+            }
+        }
+    }
+}
+
+/// One query head of one position on `path` (`None`: without flash attention), for a
+/// micro-batch of `n`; `weights` as in [`non_flash`].
+#[allow(clippy::too_many_arguments)]
+fn attend_head(
+    plan: &AttentionPlan,
+    path: Option<flash::Path>,
+    n: usize,
+    head: &Head,
+    cache: &LayerCache,
+    scratch: &mut AttentionScratch,
+    weights: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
+        // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
+        // identical results, each correctly rounded.
+        unsafe { attend_head_fma(plan, path, n, head, cache, scratch, weights, out) };
+        return;
+    }
+    attend_head_impl(plan, path, n, head, cache, scratch, weights, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_head_fma(
+    plan: &AttentionPlan,
+    path: Option<flash::Path>,
+    n: usize,
+    head: &Head,
+    cache: &LayerCache,
+    scratch: &mut AttentionScratch,
+    weights: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    attend_head_impl(plan, path, n, head, cache, scratch, weights, out);
+}
+
+// Everything below is `inline(always)` so that it is compiled into `attend_head_fma` with
+// hardware fused multiply-adds rather than as separate functions calling libm's `fmaf`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_head_impl(
+    plan: &AttentionPlan,
+    path: Option<flash::Path>,
+    n: usize,
+    head: &Head,
+    cache: &LayerCache,
+    scratch: &mut AttentionScratch,
+    weights: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    match path {
+        None => non_flash(plan, n, head, cache, scratch, weights, out),
+        Some(path) => flash::attend_head(plan, path, head, cache, scratch, out),
     }
 }
 
@@ -235,6 +287,7 @@ impl Head<'_> {
 
 /// `x` converted to a float cache type's vector type, as ggml converts the other operand of a
 /// product with that type (Q for K, the attention weights for V).
+#[inline(always)]
 fn convert_to(ty: CacheType, x: &[f32], out: &mut Vec<f32>) {
     out.clear();
     match ty {
@@ -261,6 +314,7 @@ enum Scorer<'a> {
 
 impl<'a> Scorer<'a> {
     /// The scorer for `head` with K·Q kernel `dot` (for float K types).
+    #[inline(always)]
     fn new(
         plan: &AttentionPlan,
         dot: Dot,
@@ -301,6 +355,7 @@ impl<'a> Scorer<'a> {
 /// scale + mask)` over the cache view padded to 32 cells, then `V·weights` (weights converted
 /// to V's type). `n` is the micro-batch size. `weights`, when given, receives the softmax
 /// (ggml's `kq_soft_max`) of the cells the head sees.
+#[inline(always)]
 fn non_flash(
     plan: &AttentionPlan,
     n: usize,
@@ -374,6 +429,7 @@ fn non_flash(
 
 /// `out[d] = Σ_j w[j] · v(j)[d]` over the cells `0..n_kv` of the weights `w` (a padded view:
 /// masked cells carry zero weight), summed in the order of `dot`.
+#[inline(always)]
 fn weighted_values<'v>(
     dot: Dot,
     w: &[f32],

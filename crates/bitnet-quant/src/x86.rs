@@ -510,19 +510,23 @@ pub(crate) unsafe fn q4_1_q8_1_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]
     for act in a {
         assert!(act.s.len() >= nb);
     }
+    // Raw pointers checked once above: indexing the four activations' vectors inside the
+    // loop reloaded their pointers and bounds every block and spilled the accumulators.
     let wp = w.as_ptr();
-    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
+    let yq = a.map(|act| act.qs.as_ptr() as *const u8);
+    let yd = a.map(|act| act.d.as_ptr());
+    let ys = a.map(|act| act.s.as_ptr());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut summs = [0.0f32; 4];
     for ib in 0..nb {
-        let o = ib * Q4_1_BYTES;
-        let (dw, mw) = (f16_at_fast(w, o), f16_at_fast(w, o + 2));
-        let x = nibbles(wp.add(o + 4));
+        let blk = wp.add(ib * Q4_1_BYTES);
+        let (dw, mw) = (f16_at_ptr(blk), f16_at_ptr(blk.add(2)));
+        let x = nibbles(blk.add(4));
         for t in 0..4 {
-            summs[t] = mw.mul_add(a[t].s[ib], summs[t]);
-            let d = _mm256_set1_ps(dw * a[t].d[ib]);
-            let y = load256(yp[t].add(ib * QK));
+            summs[t] = mw.mul_add(*ys[t].add(ib), summs[t]);
+            let d = _mm256_set1_ps(dw * *yd[t].add(ib));
+            let y = load256(yq[t].add(ib * QK));
             let q = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), acc[t]);
         }

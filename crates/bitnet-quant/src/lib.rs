@@ -86,6 +86,8 @@ mod legacy;
 mod matrix;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
+mod ternary_x86;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use activation::{ActivationType, Q8Flavor, QuantizedActivation};
@@ -132,6 +134,11 @@ pub fn simd_in_use() -> Vec<&'static str> {
     {
         if x86::available() {
             used.extend(["avx2", "fma", "f16c"]);
+            match ternary_x86::Flavor::best() {
+                ternary_x86::Flavor::Avx512Vnni => used.push("avx512vnni (TQ1_0/TQ2_0)"),
+                ternary_x86::Flavor::AvxVnni => used.push("avxvnni (TQ1_0/TQ2_0)"),
+                ternary_x86::Flavor::Avx2 => {}
+            }
         }
         if VectorWidth::host() == VectorWidth::Avx512 {
             used.push("avx512f (bitnet.cpp's float orders)");

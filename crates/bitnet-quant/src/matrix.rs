@@ -205,7 +205,10 @@ pub(crate) fn kernel4(ty: WeightType, backend: Backend) -> Option<RowKernel4> {
             WeightType::I2_S => Some(|w, s, a| unsafe { crate::x86::i2_s_i8_s_x4(w, s, a) }),
             WeightType::Q8_0 => Some(|w, s, a| unsafe { crate::x86::q8_0_q8_0_x4(w, s, a) }),
             WeightType::Q4_1 => Some(|w, s, a| unsafe { crate::x86::q4_1_q8_1_x4(w, s, a) }),
-            WeightType::TQ2_0 => Some(|w, s, a| unsafe { crate::x86::tq2_0_q8_k_x4(w, s, a) }),
+            WeightType::TQ1_0 | WeightType::TQ2_0 => {
+                let flavor = crate::ternary_x86::Flavor::best();
+                crate::ternary_x86::kernels(ty, flavor).map(|k| k.1)
+            }
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K

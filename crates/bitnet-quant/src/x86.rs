@@ -10,8 +10,7 @@ use std::arch::x86_64::*;
 
 use crate::activation::QuantizedActivation;
 use crate::blocks::{
-    f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S, QK_K, TQ1_0_BYTES, TQ1_QH, TQ1_QS,
-    TQ2_0_BYTES,
+    f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S,
 };
 use crate::dot::{self, F_LANES, I2S_GROUP};
 use crate::matrix::{RowKernel, WeightType};
@@ -36,8 +35,10 @@ pub(crate) fn kernel(ty: WeightType) -> RowKernel {
         WeightType::Q8_0 => |w, _, a| unsafe { q8_0_q8_0(w, a) },
         WeightType::Q4_0 => |w, _, a| unsafe { q4_0_q8_0(w, a) },
         WeightType::Q4_1 => |w, _, a| unsafe { q4_1_q8_1(w, a) },
-        WeightType::TQ1_0 => |w, _, a| unsafe { tq1_0_q8_k(w, a) },
-        WeightType::TQ2_0 => |w, _, a| unsafe { tq2_0_q8_k(w, a) },
+        WeightType::TQ1_0 | WeightType::TQ2_0 => {
+            let flavor = crate::ternary_x86::Flavor::best();
+            crate::ternary_x86::kernels(ty, flavor).expect("a ternary type").0
+        }
         WeightType::I2_S => |w, s, a| unsafe { i2_s_i8_s(w, s, a) },
         WeightType::Q2_K
         | WeightType::Q3_K
@@ -273,120 +274,6 @@ unsafe fn q4_1_q8_1(w: &[u8], a: &QuantizedActivation) -> f32 {
     hsum_ps(acc) + summs
 }
 
-/// The TQ kernels' tail: `codes` are eight 32-byte vectors of codes 0..2 in element order;
-/// i16 `maddubs` sums, minus the bsums (the codes' −1 offset), widened to i32 lanes, then
-/// `acc = fma(lanes, d, acc)` — ggml x86 `ggml_vec_dot_tq{1,2}_0_q8_K`.
-#[inline(always)]
-unsafe fn tq_accumulate(
-    acc: __m256,
-    codes: [__m256i; 8],
-    y: *const u8,
-    bsums: &[i16],
-    d: f32,
-) -> __m256 {
-    let mut s16 = _mm256_setzero_si256();
-    for (v, c) in codes.into_iter().enumerate() {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c, load256(y.add(32 * v))));
-    }
-    assert!(bsums.len() >= 16);
-    let ysum = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
-    let lanes = _mm256_madd_epi16(_mm256_sub_epi16(s16, ysum), _mm256_set1_epi16(1));
-    _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(d), acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tq2_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
-    let nb = a.len / QK_K;
-    assert!(w.len() >= nb * TQ2_0_BYTES && a.qs.len() >= nb * QK_K && a.bsums.len() >= nb * 16);
-    let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
-        let x = wp.add(ib * TQ2_0_BYTES);
-        let (b0, b1) = (load256(x), load256(x.add(32)));
-        let code = |b: __m256i, n: i32| -> __m256i {
-            let s = match n {
-                0 => b,
-                1 => _mm256_srli_epi16::<2>(b),
-                2 => _mm256_srli_epi16::<4>(b),
-                _ => _mm256_srli_epi16::<6>(b),
-            };
-            _mm256_and_si256(s, m3)
-        };
-        let codes = [
-            code(b0, 0),
-            code(b0, 1),
-            code(b0, 2),
-            code(b0, 3),
-            code(b1, 0),
-            code(b1, 1),
-            code(b1, 2),
-            code(b1, 3),
-        ];
-        let d = a.d[ib] * f16_at_fast(w, ib * TQ2_0_BYTES + QK_K / 4);
-        acc = tq_accumulate(acc, codes, yp.add(ib * QK_K), &a.bsums[16 * ib..], d);
-    }
-    hsum_ps(acc)
-}
-
-/// Trit 0..2 of each byte of `q` (already multiplied by 3ⁿ mod 256): `(q·3) >> 8` computed
-/// as ggml does with 8-bit ops (`subs`, two `avg`, shift) — equal for all 256 byte values.
-#[inline(always)]
-unsafe fn trits(q: __m256i) -> __m256i {
-    let q = _mm256_subs_epu8(q, _mm256_set1_epi8(1));
-    let q = _mm256_avg_epu8(q, _mm256_avg_epu8(q, _mm256_setzero_si256()));
-    _mm256_and_si256(_mm256_srli_epi16::<6>(q), _mm256_set1_epi8(3))
-}
-
-/// `q · 3` and `q · 9` per byte, mod 256.
-#[inline(always)]
-unsafe fn times3(q: __m256i) -> __m256i {
-    _mm256_add_epi8(q, _mm256_add_epi8(q, q))
-}
-
-#[inline(always)]
-unsafe fn times9(q: __m256i) -> __m256i {
-    let shifted = _mm256_and_si256(_mm256_slli_epi16::<3>(q), _mm256_set1_epi8(-8));
-    _mm256_add_epi8(shifted, q)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tq1_0_q8_k(w: &[u8], a: &QuantizedActivation) -> f32 {
-    const POW3: [u8; 4] = [1, 3, 9, 27];
-    let nb = a.len / QK_K;
-    assert!(w.len() >= nb * TQ1_0_BYTES && a.qs.len() >= nb * QK_K && a.bsums.len() >= nb * 16);
-    let (wp, yp) = (w.as_ptr(), a.qs.as_ptr() as *const u8);
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
-        let x = wp.add(ib * TQ1_0_BYTES);
-        let xb = &w[ib * TQ1_0_BYTES..(ib + 1) * TQ1_0_BYTES];
-        // Elements 0..160: trit n of qs[0..32] (vectors 0..5).
-        let q0 = load256(x);
-        let (q1, q2) = (times3(q0), times9(q0));
-        let (q3, q4) = (times9(q1), times9(q2));
-        // Elements 160..256: [trit 0 | trit 1], [trit 2 | trit 3] of qs[32..48], then
-        // [trit 4 of qs[32..48] | the sixteen qh trits].
-        let r = _mm256_broadcastsi128_si256(load128(x.add(32)));
-        let (r1, r2) = (times3(r), times9(r));
-        let (r3, r4) = (times9(r1), times9(r2));
-        let qh: [u8; 16] = std::array::from_fn(|l| xb[TQ1_QS + l % 4].wrapping_mul(POW3[l / 4]));
-        let r45 = _mm256_set_m128i(load128(qh.as_ptr()), _mm256_castsi256_si128(r4));
-        let codes = [
-            trits(q0),
-            trits(q1),
-            trits(q2),
-            trits(q3),
-            trits(q4),
-            trits(_mm256_blend_epi32::<0b1111_0000>(r, r1)),
-            trits(_mm256_blend_epi32::<0b1111_0000>(r2, r3)),
-            trits(r45),
-        ];
-        let d = a.d[ib] * f16_at_fast(xb, TQ1_QS + TQ1_QH);
-        acc = tq_accumulate(acc, codes, yp.add(ib * QK_K), &a.bsums[16 * ib..], d);
-    }
-    hsum_ps(acc)
-}
-
 /// bitnet.cpp `ggml_vec_dot_i2_i8_s_1x1` (AVX2), instruction for instruction: codes × y
 /// through `maddubs`, wrapping i16 accumulation over up to 32 blocks, then widening.
 #[target_feature(enable = "avx2")]
@@ -532,46 +419,6 @@ pub(crate) unsafe fn q4_1_q8_1_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]
         }
     }
     std::array::from_fn(|t| hsum_ps(acc[t]) + summs[t])
-}
-
-/// [`tq2_0_q8_k`] for four activations (each block's codes unpacked once).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn tq2_0_q8_k_x4(w: &[u8], _: f32, a: [&QuantizedActivation; 4]) -> [f32; 4] {
-    let nb = check4(a, QK_K);
-    assert!(w.len() >= nb * TQ2_0_BYTES);
-    for act in a {
-        assert!(act.bsums.len() >= nb * 16);
-    }
-    let wp = w.as_ptr();
-    let yp = a.map(|act| act.qs.as_ptr() as *const u8);
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for ib in 0..nb {
-        let x = wp.add(ib * TQ2_0_BYTES);
-        let (b0, b1) = (load256(x), load256(x.add(32)));
-        let codes = [
-            _mm256_and_si256(b0, m3),
-            _mm256_and_si256(_mm256_srli_epi16::<2>(b0), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(b0), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<6>(b0), m3),
-            _mm256_and_si256(b1, m3),
-            _mm256_and_si256(_mm256_srli_epi16::<2>(b1), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(b1), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<6>(b1), m3),
-        ];
-        let dw = f16_at_fast(w, ib * TQ2_0_BYTES + QK_K / 4);
-        for t in 0..4 {
-            let d = a[t].d[ib] * dw;
-            acc[t] = tq_accumulate(
-                acc[t],
-                codes,
-                yp[t].add(ib * QK_K),
-                &a[t].bsums[16 * ib..],
-                d,
-            );
-        }
-    }
-    acc.map(|v| hsum_ps(v))
 }
 
 /// [`dot::q4_0_q8_0_repacked`] with AVX2: the block's integer dot through the same

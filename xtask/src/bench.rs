@@ -61,10 +61,30 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Which configuration both engines run: `default` is the reference's defaults (as its
+    /// users run it), `exact` the parity configuration (the same as `--exact-reference`).
+    /// Without it, the flags below decide, each defaulting to the reference's default.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with_all = ["cache_type_k", "cache_type_v", "flash_attn", "exact_reference"]
+    )]
+    pub config: Option<BenchConfig>,
     /// KV cache types, flash attention and micro-batch size, for both engines (default: the
     /// reference's defaults).
     #[command(flatten)]
     pub run_config: RunConfigArgs,
+}
+
+/// The two configurations a benchmark is usually run in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchConfig {
+    /// The reference's defaults: F16 K and V caches, flash attention as the reference's `auto`
+    /// sets it.
+    Default,
+    /// The parity configuration (`--exact-reference`): F32 caches where the reference allows
+    /// them, flash attention off.
+    Exact,
 }
 
 /// Output formats.
@@ -436,7 +456,11 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     if threads == 0 {
         return Err(UsageError("--threads must be positive".into()).into());
     }
-    let choice = args.run_config.choice().map_err(UsageError)?;
+    let mut run_config = args.run_config.clone();
+    if args.config == Some(BenchConfig::Exact) {
+        run_config.exact_reference = true;
+    }
+    let choice = run_config.choice().map_err(UsageError)?;
     let host = check_host(&args.model);
     for w in &host.warnings {
         eprintln!("bench: warning: {w}");

@@ -47,6 +47,7 @@ fn json_report_has_both_engines_with_deviations_host_and_llama_bench() {
     let out = xtask()
         .args(["bench", "--prompt-tokens", "16", "--gen-tokens", "4"])
         .args(["--repetitions", "3", "--threads", "2", "--format", "json"])
+        .args(["--config", "default"])
         .arg("--model")
         .arg(&model)
         .arg("--llama-bench")
@@ -107,7 +108,7 @@ fn text_report_names_the_method_and_cpu_features() {
     let model = tiny(dir.path());
     let out = xtask()
         .args(["bench", "--prompt-tokens", "8", "--gen-tokens", "2"])
-        .args(["--repetitions", "1", "--threads", "1", "--exact-reference"])
+        .args(["--repetitions", "1", "--threads", "1", "--config", "exact"])
         .arg("--model")
         .arg(&model)
         .output()
@@ -135,11 +136,16 @@ fn bad_counts_are_usage_errors_and_a_failing_llama_bench_is_a_runtime_error() {
     let model = tiny(dir.path());
     // Bad counts, and a run configuration llama.cpp refuses (a quantized V cache needs flash
     // attention).
-    let bad_args: [&[&str]; 4] = [
+    // `--config` names a whole configuration, so it cannot be combined with the flags that
+    // set its parts.
+    let bad_args: [&[&str]; 7] = [
         &["--repetitions", "0"],
         &["--prompt-tokens", "0"],
         &["-ub", "0"],
         &["-ctv", "q8_0", "-fa", "off"],
+        &["--config", "exact", "-fa", "on"],
+        &["--config", "default", "--exact-reference"],
+        &["--config", "fast"],
     ];
     for bad in bad_args {
         xtask()

@@ -346,8 +346,9 @@ mod tests {
                 let row = crate::quantize::encode(gt, &values).expect("a ternary row");
                 let acts: Vec<QuantizedActivation> = (0..4)
                     .map(|_| {
-                        let x: Vec<f32> =
-                            (0..n).map(|_| (next() % 2001) as f32 / 100.0 - 10.0).collect();
+                        let x: Vec<f32> = (0..n)
+                            .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                            .collect();
                         let mut q = QuantizedActivation::new();
                         q.quantize(ActivationType::Q8_K, &x).expect("whole blocks");
                         q
@@ -355,7 +356,9 @@ mod tests {
                     .collect();
                 let scalar: Vec<f32> = acts
                     .iter()
-                    .map(|a| crate::matrix::kernel(ty, crate::matrix::Backend::Scalar)(&row, 0.0, a))
+                    .map(|a| {
+                        crate::matrix::kernel(ty, crate::matrix::Backend::Scalar)(&row, 0.0, a)
+                    })
                     .collect();
                 for &f in &flavours {
                     let (k1, k4) = kernels(ty, f).expect("a ternary type");

@@ -9,9 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::activation::QuantizedActivation;
-use crate::blocks::{
-    f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S,
-};
+use crate::blocks::{f16_at, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK, QK_I2_S};
 use crate::dot::{self, F_LANES, I2S_GROUP};
 use crate::matrix::{RowKernel, WeightType};
 
@@ -37,7 +35,9 @@ pub(crate) fn kernel(ty: WeightType) -> RowKernel {
         WeightType::Q4_1 => |w, _, a| unsafe { q4_1_q8_1(w, a) },
         WeightType::TQ1_0 | WeightType::TQ2_0 => {
             let flavor = crate::ternary_x86::Flavor::best();
-            crate::ternary_x86::kernels(ty, flavor).expect("a ternary type").0
+            crate::ternary_x86::kernels(ty, flavor)
+                .expect("a ternary type")
+                .0
         }
         WeightType::I2_S => |w, s, a| unsafe { i2_s_i8_s(w, s, a) },
         WeightType::Q2_K

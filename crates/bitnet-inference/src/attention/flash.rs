@@ -224,12 +224,7 @@ fn tiled(
 /// element order ([`Dot::Sequential`], llama.cpp's `simd_gemm`): eight cells side by side, so
 /// their independent chains overlap instead of each waiting on its own previous step.
 #[inline(always)]
-fn sequential_scores<'k>(
-    q: &[f32],
-    key: impl Fn(usize) -> &'k [f32],
-    scale: f32,
-    out: &mut [f32],
-) {
+fn sequential_scores<'k>(q: &[f32], key: impl Fn(usize) -> &'k [f32], scale: f32, out: &mut [f32]) {
     const CELLS: usize = 8;
     let done = out.len() / CELLS * CELLS;
     let mut groups = out.chunks_exact_mut(CELLS);

@@ -160,15 +160,16 @@ pub fn attend(
         probs,
         extra_visible,
     } = extras;
-    let one = |i: usize, out: &mut [f32], weights: Option<&mut [f32]>, sc: &mut AttentionScratch| {
-        let (t, h) = (i / s.n_heads, i % s.n_heads);
-        let head = Head {
-            q: &q[i * hd..(i + 1) * hd],
-            kvh: h / group,
-            last: (pos0 + t + extra_visible).min(cached - 1),
+    let one =
+        |i: usize, out: &mut [f32], weights: Option<&mut [f32]>, sc: &mut AttentionScratch| {
+            let (t, h) = (i / s.n_heads, i % s.n_heads);
+            let head = Head {
+                q: &q[i * hd..(i + 1) * hd],
+                kvh: h / group,
+                last: (pos0 + t + extra_visible).min(cached - 1),
+            };
+            attend_head(plan, path, n, &head, cache, sc, weights, out);
         };
-        attend_head(plan, path, n, &head, cache, sc, weights, out);
-    };
     let pairs = n * s.n_heads;
     // A pair costs about `cached × head_dim` multiply-adds twice; tasks get at least ~64k of
     // them, so a single token over a short cache stays on this thread.

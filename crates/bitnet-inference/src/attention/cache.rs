@@ -11,7 +11,7 @@
 use bitnet_cpp::run::CacheType;
 use bitnet_quant::{ActivationType, QuantizedActivation};
 
-use super::kernels::{bf16r, f16r};
+use super::kernels::{bf16r, f16r_in_place};
 
 /// Keys and values of one layer, position-major.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +35,11 @@ fn store(
 ) {
     match ty {
         CacheType::F32 => out.extend_from_slice(rows),
-        CacheType::F16 => out.extend(rows.iter().map(|&v| f16r(v))),
+        CacheType::F16 => {
+            let start = out.len();
+            out.extend_from_slice(rows);
+            f16r_in_place(&mut out[start..]);
+        }
         CacheType::Bf16 => out.extend(rows.iter().map(|&v| bf16r(v))),
         CacheType::Q8_0 => {
             let mut q = QuantizedActivation::new();

@@ -20,7 +20,7 @@
 
 use bitnet_cpp::run::CacheType;
 
-use super::kernels::{dot, f16r, soft_max, Dot};
+use super::kernels::{dot, f16r_in_place, soft_max, Dot};
 use super::{AttentionPlan, AttentionScratch, Head, LayerCache, Scorer};
 use crate::numerics::Numerics;
 
@@ -149,23 +149,20 @@ impl<'a> OneChunk<'a> {
                 // A new maximum: rescale what was summed so far.
                 ms = (m - score).exp();
                 m = score;
+                acc.iter_mut().for_each(|a| *a *= ms);
                 if self.f16_sum {
-                    acc.iter_mut().for_each(|a| *a = f16r(*a * ms));
-                } else {
-                    acc.iter_mut().for_each(|a| *a *= ms);
+                    f16r_in_place(acc);
                 }
             } else {
                 vs = (score - m).exp();
             }
             let v = self.head.value(cache, s, j);
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = x.mul_add(vs, *a);
+            }
             if self.f16_sum {
-                for (a, &x) in acc.iter_mut().zip(v) {
-                    *a = f16r(x.mul_add(vs, *a));
-                }
-            } else {
-                for (a, &x) in acc.iter_mut().zip(v) {
-                    *a = x.mul_add(vs, *a);
-                }
+                // Every update rounded to F16, as `ggml_vec_mad_f16` stores it.
+                f16r_in_place(acc);
             }
             sum = if self.fused_sum {
                 sum.mul_add(ms, vs)

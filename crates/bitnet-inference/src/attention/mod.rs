@@ -28,7 +28,7 @@ use bitnet_quant::{ActivationType, QuantizedActivation, QuantizedMatrix, VectorW
 use rayon::prelude::*;
 
 use crate::numerics::Numerics;
-use kernels::{bf16r, dot, f16r, finish, lanes_and_head, reduce, soft_max, Dot};
+use kernels::{bf16r, dot, f16r_in_place, finish, lanes_and_head, reduce, soft_max, Dot};
 
 /// Head layout of an attention layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +293,10 @@ fn convert_to(ty: CacheType, x: &[f32], out: &mut Vec<f32>) {
     out.clear();
     match ty {
         CacheType::F32 => out.extend_from_slice(x),
-        CacheType::F16 => out.extend(x.iter().map(|&v| f16r(v))),
+        CacheType::F16 => {
+            out.extend_from_slice(x);
+            f16r_in_place(out);
+        }
         CacheType::Bf16 => out.extend(x.iter().map(|&v| bf16r(v))),
         CacheType::Q8_0 => unreachable!("a Q8_0 operand is quantized (`Scorer`), not rounded"),
     }

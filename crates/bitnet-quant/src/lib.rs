@@ -85,6 +85,7 @@ mod kquants;
 mod legacy;
 mod matrix;
 mod quantize;
+mod spin;
 #[cfg(target_arch = "x86_64")]
 mod ternary_x86;
 #[cfg(target_arch = "x86_64")]

@@ -2,7 +2,6 @@
 //! dispatch (scalar or AVX2, chosen once when the view is created).
 
 use bitnet_gguf::GgmlType;
-use rayon::prelude::*;
 
 use crate::activation::{ActivationType, QuantizedActivation};
 use crate::blocks::{self, QK, QK_I2_S, QK_K};
@@ -633,14 +632,21 @@ impl<'a> QuantizedMatrix<'a> {
         if rows == 0 || acts.is_empty() {
             return;
         }
+        let threads = rayon::current_num_threads();
         if acts.len() == 1 {
-            // At least ~64 KiB of weights per task, so small matrices stay on one thread.
-            let min_rows = (65536 / self.row_bytes.max(1)).max(1);
+            // Tasks of at least ~16 KiB of weights, about four per thread, claimed as threads
+            // become free.
+            let min_rows = (16384 / self.row_bytes.max(1)).max(1);
+            let per_task = rows.div_ceil(4 * threads).max(min_rows);
             let a = &acts[0];
-            out.par_iter_mut()
-                .enumerate()
-                .with_min_len(min_rows)
-                .for_each(|(r, o)| *o = dot(self.row(r), a));
+            let out = DisjointWrites::new(out);
+            crate::spin::for_each(rows.div_ceil(per_task), &|task| {
+                let lo = task * per_task;
+                for r in lo..(lo + per_task).min(rows) {
+                    // SAFETY: each task writes its own rows.
+                    unsafe { out.write(r, dot(self.row(r), a)) };
+                }
+            });
             return;
         }
         let out = DisjointWrites::new(out);
@@ -692,26 +698,24 @@ impl<'a> QuantizedMatrix<'a> {
                 }
             }
         };
-        let threads = rayon::current_num_threads();
         if dot16.is_some() {
             let block = (L2_BUDGET / act_bytes.max(1)).max(4) / 4 * 4;
             let rows_per_task = rows.div_ceil(4 * threads).div_ceil(4).max(1) * 4;
             for (b, a) in acts.chunks(block).enumerate() {
-                (0..rows.div_ceil(rows_per_task))
-                    .into_par_iter()
-                    .for_each(|task| {
-                        let lo = task * rows_per_task;
-                        fill(a, b * block, lo, (lo + rows_per_task).min(rows));
-                    });
+                crate::spin::for_each(rows.div_ceil(rows_per_task), &|task| {
+                    let lo = task * rows_per_task;
+                    fill(a, b * block, lo, (lo + rows_per_task).min(rows));
+                });
             }
         } else {
             let group = acts
                 .len()
                 .div_ceil(2 * threads)
                 .clamp(1, MAX_TOKENS_PER_TASK);
-            acts.par_chunks(group)
-                .enumerate()
-                .for_each(|(g, a)| fill(a, g * group, 0, rows));
+            crate::spin::for_each(acts.len().div_ceil(group), &|g| {
+                let a = &acts[g * group..((g + 1) * group).min(acts.len())];
+                fill(a, g * group, 0, rows);
+            });
         }
     }
 

@@ -168,53 +168,58 @@ pub fn attend(
                 kvh: h / group,
                 last: (pos0 + t + extra_visible).min(cached - 1),
             };
-            attend_head(plan, path, n, &head, cache, sc, weights, out);
+            let job = HeadJob {
+                plan,
+                path,
+                n,
+                head,
+                cache,
+            };
+            attend_head(&job, sc, weights, out);
         };
     let pairs = n * s.n_heads;
     // A pair costs about `cached × head_dim` multiply-adds twice; tasks get at least ~64k of
     // them, so a single token over a short cache stays on this thread.
     let per_task = ((1 << 16) / (cached * hd).max(1)).max(1);
     let stride = probs.as_deref().map_or(0, |p| p.len() / pairs.max(1));
-    match probs {
-        Some(p) if stride > 0 => {
-            if pairs <= per_task || rayon::current_num_threads() == 1 {
-                for (i, (o, w)) in out.chunks_mut(hd).zip(p.chunks_mut(stride)).enumerate() {
-                    one(i, o, Some(w), scratch);
-                }
-            } else {
-                out.par_chunks_mut(hd)
-                    .zip(p.par_chunks_mut(stride))
-                    .enumerate()
-                    .with_min_len(per_task)
-                    .for_each_init(AttentionScratch::default, |sc, (i, (o, w))| {
-                        one(i, o, Some(w), sc)
-                    });
+    let serial = pairs <= per_task || rayon::current_num_threads() == 1;
+    match (probs.filter(|_| stride > 0), serial) {
+        (probs, true) => {
+            let mut rows = probs.map(|p| p.chunks_mut(stride));
+            for (i, o) in out.chunks_mut(hd).enumerate() {
+                one(i, o, rows.as_mut().and_then(Iterator::next), scratch);
             }
         }
-        _ => {
-            if pairs <= per_task || rayon::current_num_threads() == 1 {
-                for (i, o) in out.chunks_mut(hd).enumerate() {
-                    one(i, o, None, scratch);
-                }
-            } else {
-                out.par_chunks_mut(hd)
-                    .enumerate()
-                    .with_min_len(per_task)
-                    .for_each_init(AttentionScratch::default, |sc, (i, o)| one(i, o, None, sc));
-            }
-        }
+        (Some(p), false) => out
+            .par_chunks_mut(hd)
+            .zip(p.par_chunks_mut(stride))
+            .enumerate()
+            .with_min_len(per_task)
+            .for_each_init(AttentionScratch::default, |sc, (i, (o, w))| {
+                one(i, o, Some(w), sc)
+            }),
+        (None, false) => out
+            .par_chunks_mut(hd)
+            .enumerate()
+            .with_min_len(per_task)
+            .for_each_init(AttentionScratch::default, |sc, (i, o)| one(i, o, None, sc)),
     }
 }
 
-/// One query head of one position on `path` (`None`: without flash attention), for a
-/// micro-batch of `n`; `weights` as in [`non_flash`].
-#[allow(clippy::too_many_arguments)]
-fn attend_head(
-    plan: &AttentionPlan,
+/// One query head of one position, with what decides how it is computed.
+struct HeadJob<'a> {
+    plan: &'a AttentionPlan,
+    /// The flash-attention path, `None` without flash attention.
     path: Option<flash::Path>,
+    /// The micro-batch size (the reference picks its kernels by it).
     n: usize,
-    head: &Head,
-    cache: &LayerCache,
+    head: Head<'a>,
+    cache: &'a LayerCache,
+}
+
+/// `job`'s head into `out`; `weights` as in [`non_flash`].
+fn attend_head(
+    job: &HeadJob,
     scratch: &mut AttentionScratch,
     weights: Option<&mut [f32]>,
     out: &mut [f32],
@@ -224,44 +229,41 @@ fn attend_head(
         // SAFETY: the CPU has AVX2 and FMA; the body is the same code compiled with hardware
         // fused multiply-adds (vectorized where independent) instead of libm's `fmaf`:
         // identical results, each correctly rounded.
-        unsafe { attend_head_fma(plan, path, n, head, cache, scratch, weights, out) };
+        unsafe { attend_head_fma(job, scratch, weights, out) };
         return;
     }
-    attend_head_impl(plan, path, n, head, cache, scratch, weights, out);
+    attend_head_impl(job, scratch, weights, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_head_fma(
-    plan: &AttentionPlan,
-    path: Option<flash::Path>,
-    n: usize,
-    head: &Head,
-    cache: &LayerCache,
+    job: &HeadJob,
     scratch: &mut AttentionScratch,
     weights: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
-    attend_head_impl(plan, path, n, head, cache, scratch, weights, out);
+    attend_head_impl(job, scratch, weights, out);
 }
 
 // Everything below is `inline(always)` so that it is compiled into `attend_head_fma` with
 // hardware fused multiply-adds rather than as separate functions calling libm's `fmaf`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn attend_head_impl(
-    plan: &AttentionPlan,
-    path: Option<flash::Path>,
-    n: usize,
-    head: &Head,
-    cache: &LayerCache,
+    job: &HeadJob,
     scratch: &mut AttentionScratch,
     weights: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
-    match path {
-        None => non_flash(plan, n, head, cache, scratch, weights, out),
+    let HeadJob {
+        plan,
+        path,
+        n,
+        head,
+        cache,
+    } = job;
+    match *path {
+        None => non_flash(plan, *n, head, cache, scratch, weights, out),
         Some(path) => flash::attend_head(plan, path, head, cache, scratch, out),
     }
 }
